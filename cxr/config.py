@@ -1,0 +1,92 @@
+"""The one configuration object, and the two profiles.
+
+`full` is what the published book uses: every image. `smoke` is a small, fixed, stratified
+sample of the same split that runs through the same code in a few minutes, so CI can run
+every notebook. The profile comes from the environment variable ``CXR_PROFILE`` (default
+``full``); every notebook prints it at the top.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROFILES = ("full", "smoke")
+
+
+def repo_root() -> Path:
+    """The project folder: $CXR_HOME, else the checkout this package lives in, else the cwd."""
+    if os.environ.get("CXR_HOME"):
+        return Path(os.environ["CXR_HOME"]).resolve()
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "full"
+    seed: int = 0
+    # data and split
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)  # train, val, test
+    near_duplicate_bits: int = 10  # candidate near duplicates: pHash Hamming distance at most this...
+    near_duplicate_corr: float = 0.97  # ...and 32x32 thumbnails correlated at least this much
+    smoke_per_class: dict[str, int] = field(default_factory=lambda: {"train": 40, "val": 15, "test": 15})
+    # preprocessing
+    image_size: int = 224  # size of the cached arrays
+    clahe: bool = False
+    clahe_clip: float = 2.0
+    clahe_tile: int = 8
+    gamma: float | None = None
+    # model and training
+    input_size: int = 224
+    batch_size: int = 64
+    epochs: int = 30
+    patience: int = 5
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    train_from_block: int = 8  # EfficientNet-Lite0 blocks before this stay frozen (their outputs are cached)
+    views: int = 4  # augmented views per training image in the frozen-feature cache
+    harmonise: bool = True  # augment every class with the Lung Opacity processing chain
+    wall_budget_s: float = 30 * 60
+    # where things go
+    cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_CACHE_DIR", repo_root() / ".cache")))
+    runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_RUNS_DIR", repo_root() / "runs")))
+
+    @property
+    def smoke(self) -> bool:
+        return self.profile == "smoke"
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+    def key(self, *names: str) -> str:
+        """A short hash of the named fields (all fields but paths when none are named)."""
+        d = self.to_dict()
+        names = names or tuple(k for k in d if k not in ("cache_dir", "runs_dir"))
+        blob = json.dumps({k: d[k] for k in names}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def describe(self) -> str:
+        what = ("smoke: a small fixed stratified sample, for CI; numbers here are NOT the report's results"
+                if self.smoke else "full: every image of the dataset")
+        return f"profile = {self.profile} ({what})"
+
+
+SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=1, input_size=128, batch_size=32, wall_budget_s=120)
+
+
+def get_config(profile: str | None = None, **overrides) -> Config:
+    """The configuration for `profile` (default: $CXR_PROFILE, else "full")."""
+    profile = profile or os.environ.get("CXR_PROFILE", "full")
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}: set CXR_PROFILE to one of {', '.join(PROFILES)}.")
+    base = dict(SMOKE_OVERRIDES) if profile == "smoke" else {}
+    base.update(overrides)
+    return Config(profile=profile, **base)

@@ -1,0 +1,66 @@
+"""Frozen pretrained features: computed once per (images, model, input size) and cached on disk."""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import Config, get_config
+from .data import _ensure
+
+
+def to_tensor(batch: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (B, S, S) images -> float (B, 1, size, size) in [0, 1], channels-last."""
+    x = torch.from_numpy(np.array(batch, dtype=np.float32)).div_(255).unsqueeze(1)
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
+                          **({} if x.shape[-1] > size else {"align_corners": False}))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def pixels_key(pixels: np.ndarray) -> str:
+    """The cache key of a preprocessed array from `preprocess.load_pixels` (its folder name)."""
+    name = getattr(pixels, "filename", None)
+    if name is None:  # an in-memory array: hash its bytes
+        return hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest()[:16]
+    return Path(name).parent.name
+
+
+@torch.inference_mode()
+def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = None, batch: int = 64,
+          progress: bool = True) -> np.ndarray:
+    """Global-average-pooled ImageNet EfficientNet-Lite0 features (N, 1280), cached on disk."""
+    from tqdm.auto import tqdm
+
+    from .models import efficientnet_lite0
+
+    config = config or get_config()
+    size = size or config.input_size
+    key = hashlib.sha256(f"lite0-imagenet-pooled:{size}:{pixels_key(pixels)}".encode()).hexdigest()[:16]
+    path = Path(config.cache_dir) / f"features-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    torch.manual_seed(config.seed)
+    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
+    out = np.zeros((len(pixels), 1280), np.float32)
+    for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not progress):
+        out[i:i + batch] = model.features(to_tensor(pixels[i:i + batch], size)).mean((2, 3)).numpy()
+    save_atomic(path, out)
+    return out
+
+
+def save_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save to a temporary file in the same folder, then rename: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", suffix=".npy", dir=_ensure(path.parent))
+    os.close(fd)
+    try:
+        np.save(tmp, array)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

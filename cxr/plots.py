@@ -1,0 +1,100 @@
+"""Figures for the report: small functions that take data and return a matplotlib Figure."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .models import CLASSES
+
+PALETTE = {"COVID": "#d62728", "Lung_Opacity": "#ff7f0e", "Normal": "#2ca02c", "Viral Pneumonia": "#1f77b4"}
+
+
+def style() -> None:
+    """One look for every figure in the book."""
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+                         "figure.autolayout": True, "font.size": 10})
+
+
+def counts_bar(table: pd.DataFrame, by: str = "label", hue: str | None = "split", title: str = "") -> plt.Figure:
+    """Bar chart of image counts per `by` (stacked by `hue`), with the totals written on the bars."""
+    counts = table.groupby([by, hue]).size().unstack(fill_value=0) if hue else table[by].value_counts().to_frame()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    counts.plot.barh(stacked=True, ax=ax, width=0.7)
+    for i, total in enumerate(counts.sum(1)):
+        ax.text(total, i, f" {total:,}", va="center")
+    ax.set_xlabel("images")
+    ax.set_ylabel("")
+    ax.set_title(title)
+    ax.set_xlim(0, counts.sum(1).max() * 1.15)
+    return fig
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 6,
+               size: float = 1.9, suptitle: str = "", cmap: str = "gray") -> plt.Figure:
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.08), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if img.dtype == np.uint8 else None)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def boxplots(df: pd.DataFrame, columns: Sequence[str], by: str, order: Sequence[str] | None = None,
+             titles: Sequence[str] | None = None) -> plt.Figure:
+    """One box plot per column, grouped by `by`."""
+    order = list(order) if order is not None else sorted(df[by].unique())
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    for ax, col, title in zip(axes.flat, columns, titles or columns):
+        data = [df.loc[df[by] == g, col].dropna().to_numpy() for g in order]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(order) + 1), [str(g).replace(" ", "\n", 1) for g in order], rotation=90, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def hist_by(values: dict[str, np.ndarray], bins=40, xlabel: str = "", title: str = "",
+            density: bool = True, vlines: dict[str, float] | None = None) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, v in values.items():
+        ax.hist(v, bins=bins, alpha=0.5, density=density, label=f"{name} (n={len(v):,})")
+    for name, x in (vlines or {}).items():
+        ax.axvline(x, color="k", ls="--", lw=1)
+        ax.text(x, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density" if density else "count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def confusion(cm: np.ndarray, classes=CLASSES, normalise: bool = False, title: str = "", ax=None) -> plt.Figure:
+    """Confusion matrix (rows: true class) as counts or row-normalised percentages."""
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+    m = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            txt = f"{100 * m[i, j]:.1f}%" if normalise else f"{cm[i, j]:,}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=9,
+                    color="white" if m[i, j] > (0.5 if normalise else m.max() / 2) else "black")
+    short = [c.replace("Viral Pneumonia", "Viral Pn.").replace("Lung_Opacity", "Lung Op.") for c in classes]
+    ax.set_xticks(range(len(classes)), short, rotation=30)
+    ax.set_yticks(range(len(classes)), short)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.grid(False)
+    ax.set_title(title)
+    return fig or ax.figure

@@ -1,0 +1,29 @@
+"""Process-level settings that make PyTorch usable on a small CPU machine.
+
+glibc returns every large freed block to the kernel and maps it again on the next allocation,
+so a CNN forward pass on the CPU spends most of its time in page faults (measured here: 28
+images/s at 224 px and 60% system time, against 97 images/s without it). Raising malloc's mmap
+and trim thresholds keeps that memory in the process. `cxr` applies this once, on import,
+unless CXR_NO_MALLOPT=1; it affects only the current process.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def tune_malloc() -> bool:
+    """Raise glibc's malloc thresholds; returns False where that is not possible (not glibc)."""
+    if os.environ.get("CXR_NO_MALLOPT") == "1" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(1 << 30))
+    ok &= libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int((1 << 31) - 1))
+    ok &= libc.mallopt(M_TOP_PAD, ctypes.c_int(1 << 28))
+    return bool(ok)

@@ -1,0 +1,68 @@
+"""The backbones: pretrained weights really are ImageNet weights; grey stems are equivalent."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cxr import models
+
+
+@pytest.fixture(scope="module")
+def cat() -> torch.Tensor:
+    from skimage import data as skdata
+
+    x = torch.tensor(skdata.chelsea()).permute(2, 0, 1)[None].float() / 255
+    return F.interpolate(x, size=(224, 224), mode="bilinear", antialias=True)
+
+
+def test_lite0_names_the_cat(cat):
+    m = models.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
+    with torch.no_grad():
+        top = m(cat).softmax(1).topk(3).indices[0].tolist()
+    assert top[0] in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
+    random = models.efficientnet_lite0(num_classes=1000, in_channels=3, pretrained=False).eval()
+    with torch.no_grad():
+        assert random(cat).softmax(1).max() < 0.05  # an untrained network has no idea
+
+
+def test_grey_stem_is_equivalent_to_rgb(cat):
+    rgb = models.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
+    grey = models.efficientnet_lite0(num_classes=1000, in_channels=1).eval()
+    g = cat.mean(1, keepdim=True)
+    with torch.no_grad():
+        assert torch.allclose(grey(g), rgb(g.expand(-1, 3, -1, -1)), atol=1e-4)
+
+
+def test_resnet50_says_when_it_starts_from_random(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.warns(UserWarning, match="random weights"):
+        m, origin = models.resnet50()
+    assert "random" in origin
+    assert m(torch.rand(2, 1, 64, 64)).shape == (2, 4)
+
+
+def test_resnet50_grey_stem_matches_normalised_rgb(tmp_path):
+    import torchvision
+
+    net = torchvision.models.resnet50(weights=None).eval()
+    path = tmp_path / "resnet50-test.pth"
+    torch.save(net.state_dict(), path)
+    grey, origin = models.resnet50(weights_path=path)
+    assert str(path) in origin
+    grey.fc = net.fc
+    grey.eval()
+    x = torch.rand(1, 1, 96, 96)
+    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        a = grey.conv1(x)[..., 2:-2, 2:-2]  # away from the zero-padded border
+        b = net.conv1((x.expand(-1, 3, -1, -1) - mean) / std)[..., 2:-2, 2:-2]
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_missing_resnet_weights_path_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        models.resnet50(weights_path=tmp_path / "nope.pth")
