@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 book: setup
-	CXR_PROFILE=full $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
+	CXR_PROFILE=full TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
 	    --path-output book -W --keep-going
 	@echo "The book is in book/_build/html/index.html"
 
