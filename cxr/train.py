@@ -1,28 +1,634 @@
-"""Training: a linear head on frozen features, and (below) partial fine-tuning."""
+"""Training. Three approaches, one run folder format.
+
+* ``linear``: frozen ImageNet EfficientNet-Lite0 features and a logistic-regression head.
+* ``finetune`` (the final model): EfficientNet-Lite0 with its first `train_from_block` blocks
+  frozen. Their output is computed once per augmented view of each training image and cached
+  on disk, so each epoch trains only the last stages and the head: on two CPU cores this is
+  several times faster than a full forward and backward pass, with the same model at the end.
+* ``resnet50``: the original project's recipe (torchvision ResNet50, full fine-tuning,
+  class-weighted loss, online augmentation) under a fixed wall-time budget.
+
+A run folder (``runs/<approach>-<key>``) holds config.json, history.csv (one row per
+validation), checkpoint.pt (the best weights; loads with ``torch.load(weights_only=True)``),
+last.pt (to resume), predictions_val.csv, predictions_test.csv and done.json. The key hashes
+the config, the split and the training code (TRAINING_SOURCES), so an identical run is reused, not repeated.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import augment, evaluate
+from .config import Config, get_config
+from .data import CLASSES, _ensure, load_audit, load_table
+from .features import embed, save_atomic, to_tensor
+from .models import efficientnet_lite0, resnet50
+from .preprocess import load_pixels
 
+APPROACHES = ("linear", "finetune", "resnet50")
+CHECKPOINT_FORMAT = "cxr-checkpoint-1"
+
+
+# --------------------------------------------------------------------------- linear head
 def fit_linear_head(features: np.ndarray, y: np.ndarray, seed: int = 0, cs=(0.003, 0.01, 0.03, 0.1)) -> Pipeline:
     """Standardise, then class-weighted multinomial logistic regression; C by 3-fold CV on these rows only."""
     if len(np.unique(y)) < 2:
         raise ValueError("A linear head needs at least two classes in its training rows.")
-    min_count = int(np.bincount(y).min(initial=0)) if len(y) else 0
-    if min_count >= 3:
+    if int(np.bincount(y).min(initial=0)) >= 3:
         clf = LogisticRegressionCV(Cs=list(cs), cv=3, max_iter=3000, class_weight="balanced",
                                    scoring="neg_log_loss", random_state=seed)
-    else:  # too few rows for cross-validation (smoke profile)
+    else:  # too few rows for cross-validation
         clf = LogisticRegression(C=cs[1], max_iter=3000, class_weight="balanced", random_state=seed)
     return make_pipeline(StandardScaler(), clf).fit(features, y)
 
 
-def proba_all_classes(model, features: np.ndarray, n_classes: int = 4) -> np.ndarray:
+def proba_all_classes(model, features: np.ndarray, n_classes: int = len(CLASSES)) -> np.ndarray:
     """predict_proba with one column per class, zeros for classes the model never saw."""
     p = model.predict_proba(features)
     out = np.zeros((len(features), n_classes))
     out[:, model.classes_] = p
     return out
+
+
+# --------------------------------------------------------------------------- run folders
+@dataclass
+class Run:
+    """A finished (or reused) training run."""
+
+    path: Path
+    config: dict
+    history: pd.DataFrame
+    summary: dict
+
+    def predictions(self, split: str) -> pd.DataFrame:
+        return pd.read_csv(self.path / f"predictions_{split}.csv", keep_default_na=False)
+
+    def proba(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as class indices, probabilities) of a split."""
+        p = self.predictions(split)
+        return p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy()
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+
+def _source_hash(names: tuple[str, ...] | None = None) -> str:
+    """Hash of the package's source files (all of them, or the named ones)."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        if names is None or p.name in names:
+            h.update(p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+# the modules whose code decides what a training run produces; editing the report's other
+# modules (evaluate, explain, plots, cli) does not invalidate trained runs
+TRAINING_SOURCES = ("augment.py", "config.py", "data.py", "features.py", "models.py", "preprocess.py",
+                    "runtime.py", "train.py")
+
+
+def run_key(config: Config, approach: str, split: pd.DataFrame) -> str:
+    h = hashlib.sha256(f"{approach}:{config.key()}:{_source_hash(TRAINING_SOURCES)}".encode())
+    for row in split[["file", "split", "sha256"]].itertuples(index=False):
+        h.update("\0".join(row).encode())
+    return h.hexdigest()[:12]
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "done.json").exists():
+        raise FileNotFoundError(f"{path} is not a finished run (no done.json).")
+    return Run(path, json.loads((path / "config.json").read_text()),
+               pd.read_csv(path / "history.csv"), json.loads((path / "done.json").read_text()))
+
+
+def latest_run(approach: str = "finetune", config: Config | None = None, profile: str = "full",
+               final_only: bool = False) -> Run | None:
+    """The most recently finished run of `approach` in the given profile (only final-model runs if asked)."""
+    config = config or get_config(profile)
+    done = []
+    for p in Path(config.runs_dir).glob(f"{approach}-*/done.json"):
+        cfg = json.loads((p.parent / "config.json").read_text())
+        if cfg.get("profile") == profile and (cfg.get("final") or not final_only):
+            done.append((p.stat().st_mtime, p.parent))
+    return load_run(max(done)[1]) if done else None
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Config, **extra) -> None:
+    """Weights and plain metadata only, so `torch.load(..., weights_only=True)` can read it."""
+    state = {"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(CLASSES),
+             "input_size": config.input_size, "config": json.loads(json.dumps(config.to_dict())),
+             "model": model.state_dict(), **extra}
+    save_state(path, state)
+
+
+def save_state(path: Path, state: dict) -> None:
+    """torch.save through a temporary file, so a killed run never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
+    if arch == "efficientnet_lite0":
+        return efficientnet_lite0(pretrained=pretrained)
+    if arch == "resnet50":
+        return resnet50(pretrained=pretrained)[0]
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, and the checkpoint's metadata.
+
+    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
+    file that is not a cxr checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a cxr checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+                         "use checkpoint.pt from a run folder made by `cxr train`.")
+    if list(state.get("classes", [])) != list(CLASSES):
+        raise ValueError(f"{path} predicts classes {state.get('classes')}, not {list(CLASSES)}.")
+    model = build_model(state["arch"], pretrained=False)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit architecture {state['arch']!r}: {e}") from e
+    meta = {k: v for k, v in state.items() if k != "model"}
+    return model.eval().to(memory_format=torch.channels_last), meta
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
+            desc: str = "predict") -> np.ndarray:
+    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    out = np.zeros((len(pixels), len(CLASSES)), np.float32)
+    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not progress):
+        out[i:i + batch] = model(to_tensor(pixels[i:i + batch], size)).softmax(1).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- the driver
+def fit(approach: str = "finetune", config: Config | None = None, progress: bool = True,
+        retrain: bool = False, eval_every_s: float | None = None, reuse: bool = True) -> Run:
+    """Train `approach` on the split of the current profile; reuse an identical finished run.
+
+    A run that was interrupted resumes from its last epoch (finetune, resnet50).
+    `eval_every_s` adds validations on a fixed validation subset during training (for
+    time-to-accuracy curves in the benchmark).
+    """
+    if approach not in APPROACHES:
+        raise ValueError(f"approach must be one of {APPROACHES}")
+    config = config or get_config()
+    root, table = load_table(config)
+    key = run_key(config, approach, table)
+    path = Path(config.runs_dir) / f"{approach}-{config.profile}-{key}"
+    if (path / "done.json").exists() and reuse and not retrain:
+        if progress:
+            print(f"reusing finished run {path} (same config, split and code)")
+        return load_run(path)
+    if retrain and path.exists():
+        shutil.rmtree(path)
+    _ensure(path)
+    final = approach == "finetune" and config.key() == get_config(config.profile).key()
+    (path / "config.json").write_text(json.dumps(config.to_dict() | {"approach": approach, "key": key, "final": final},
+                                                 indent=1))
+    pixels = load_pixels(root, table, config, progress=progress)
+    y = table.label.map(CLASSES.index).to_numpy()
+    start = time.perf_counter()
+    trainer = {"linear": _fit_linear, "finetune": _fit_finetune, "resnet50": _fit_resnet50}[approach]
+    model_info = trainer(path, config, table, pixels, y, progress, eval_every_s, root)
+    model_info.setdefault("train_wall_seconds", time.perf_counter() - start)
+    # temperature scaling, fitted on validation only; stored with the weights
+    val = pd.read_csv(path / "predictions_val.csv", keep_default_na=False)
+    temperature = evaluate.fit_temperature(val.label.map(CLASSES.index).to_numpy(), val[list(CLASSES)].to_numpy())
+    state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
+    state["temperature"] = temperature
+    save_state(path / "checkpoint.pt", state)
+    summary = {"approach": approach, "profile": config.profile, "final": final, "temperature": temperature,
+               **model_info}
+    for split in ("val", "test"):
+        p = pd.read_csv(path / f"predictions_{split}.csv", keep_default_na=False)
+        s = evaluate.summary(p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy(), n_boot=200,
+                             seed=config.seed)
+        summary[split] = {"n": s["n"], "accuracy": s["accuracy"], "macro_auc": s["macro_auc"],
+                          "per_class": {c: {k: s["per_class"][c][k] for k in ("sensitivity", "specificity")}
+                                        for c in CLASSES}}
+    (path / "done.json").write_text(json.dumps(summary, indent=1))
+    return load_run(path)
+
+
+def _write_predictions(path: Path, split_name: str, table: pd.DataFrame, rows: np.ndarray, proba: np.ndarray) -> None:
+    df = table.loc[rows, ["file", "label"]].reset_index(drop=True)
+    df[list(CLASSES)] = proba
+    df["pred"] = [CLASSES[i] for i in proba.argmax(1)]
+    df.to_csv(path / f"predictions_{split_name}.csv", index=False)
+
+
+def _group_weights(group: np.ndarray) -> np.ndarray:
+    """Per-image weights that give every group (a class, or a class seen through another
+    processing chain) the same total weight: a shortcut that helps one large group cannot pay
+    for errors on a small one (group reweighting, as in Sagawa et al. 2020)."""
+    counts = np.bincount(group)
+    present = counts > 0
+    w = np.zeros(len(counts))
+    w[present] = len(group) / (present.sum() * counts[present])
+    return w[group].astype(np.float32)
+
+
+def _class_weights(y: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(y, minlength=len(CLASSES)).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / (len(CLASSES) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------- approach: linear
+def _fit_linear(path, config, table, pixels, y, progress, eval_every_s, root):
+    feats = embed(pixels, config, size=config.input_size, progress=progress)
+    masks = {s: (table.split == s).to_numpy() for s in ("train", "val", "test")}
+    head = fit_linear_head(feats[masks["train"]], y[masks["train"]], seed=config.seed)
+    for s in ("val", "test"):
+        _write_predictions(path, s, table, np.flatnonzero(masks[s]), proba_all_classes(head, feats[masks[s]]))
+    lr = head[-1]
+    pd.DataFrame([{"epoch": 1, "val_accuracy": evaluate.accuracy_from_proba(
+        y[masks["val"]], proba_all_classes(head, feats[masks["val"]]))}]).to_csv(path / "history.csv", index=False)
+    # the scaler folded into the logistic regression, as the network's own final layer: the
+    # checkpoint is then an ordinary EfficientNet-Lite0 checkpoint that load_model can read
+    scaler = head[0]
+    coef = np.zeros((len(CLASSES), feats.shape[1]))
+    bias = np.full(len(CLASSES), -1e4)  # a class never seen in training is never predicted
+    coef[lr.classes_] = lr.coef_ / scaler.scale_
+    bias[lr.classes_] = lr.intercept_ - (lr.coef_ / scaler.scale_) @ scaler.mean_
+    model = efficientnet_lite0(pretrained=True)
+    model._fc.weight.data.copy_(torch.from_numpy(coef))
+    model._fc.bias.data.copy_(torch.from_numpy(bias))
+    save_checkpoint(path / "checkpoint.pt", model, "efficientnet_lite0", config,
+                    head="logistic regression", C=float(np.atleast_1d(getattr(lr, "C_", [lr.C]))[0]))
+    return {"arch": "efficientnet_lite0 (frozen) + logistic regression", "epochs": 1}
+
+
+# --------------------------------------------------------------------------- approach: finetune
+def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, view: int, progress: bool = True,
+                       batch: int = 64) -> np.ndarray:
+    """Output of the frozen stem and blocks[:train_from_block] for `rows`, as a float16 memmap.
+
+    View 0 is the image itself; view v > 0 is an augmented copy (seeded by view), so an epoch can
+    see a different augmentation of every image without recomputing the frozen layers. Cached
+    on disk, keyed by the images, the rows, the view and the augmentation settings.
+    """
+    from tqdm.auto import tqdm
+
+    from .features import pixels_key
+
+    cut = config.train_from_block
+    key = hashlib.sha256(json.dumps([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut,
+                                     config.input_size, config.harmonise, config.seed,
+                                     _source_hash(("models.py", "augment.py", "features.py"))]).encode())
+    path = Path(config.cache_dir) / f"activations-{key.hexdigest()[:16]}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
+    transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
+    with torch.inference_mode():
+        probe = model.features(to_tensor(pixels[rows[:1]], config.input_size), 0, cut)
+        tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(rows),) + tuple(probe.shape[1:]))
+        try:
+            for i in tqdm(range(0, len(rows), batch), desc=f"frozen layers, view {view}", disable=not progress):
+                imgs = np.asarray(pixels[rows[i:i + batch]])
+                if transform is not None:
+                    imgs = augment.augment_batch(imgs, transform)
+                out[i:i + batch] = model.features(to_tensor(imgs, config.input_size), 0, cut).numpy()
+            out.flush()
+            del out
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return np.load(path, mmap_mode="r")
+
+
+def _trainable(model, cut: int) -> list[torch.nn.Parameter]:
+    frozen = [model._conv_stem, model._bn0, *model._blocks[:cut]]
+    for m in frozen:
+        for p in m.parameters():
+            p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _set_train_mode(model, cut: int) -> None:
+    model.train()
+    for m in [model._bn0, *model._blocks[:cut]]:
+        m.eval()  # frozen layers keep their ImageNet batch-norm statistics
+
+
+@torch.inference_mode()
+def _top_proba(model, acts: np.ndarray, cut: int, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(acts), batch):
+        x = torch.from_numpy(np.asarray(acts[i:i + batch], dtype=np.float32)).contiguous(memory_format=torch.channels_last)
+        out.append(model.head(model.features(x, cut)).softmax(1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
+
+
+def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    cut = config.train_from_block
+    tr = np.flatnonzero((table.split == "train").to_numpy())
+    va = np.flatnonzero((table.split == "val").to_numpy())
+    resumed = 0.0
+    if (path / "last.pt").exists():
+        resumed = float(torch.load(path / "last.pt", map_location="cpu", weights_only=True)["elapsed"])
+    start = time.perf_counter() - resumed  # wall time counts the frozen-layer cache and earlier sessions
+    y_train = y[tr]
+    group = y_train.copy()  # (class, chain) groups for the loss weights: twins are groups of their own
+    sources = [(pixels, tr)]
+    if config.harmonise:
+        # real examples of the Lung Opacity processing chain applied to other classes: the audit
+        # twins whose originals are training images, labelled with their original's class
+        twins = load_audit(config, root)
+        twins = twins[twins.twin_split == "train"].reset_index(drop=True)
+        if len(twins):
+            sources.append((load_pixels(root, twins, config, progress=progress), np.arange(len(twins))))
+            y_twins = twins.label.map(CLASSES.index).to_numpy()
+            y_train = np.concatenate([y_train, y_twins])
+            group = np.concatenate([group, len(CLASSES) + y_twins])
+    views = [np.concatenate([frozen_activations(px, rows, config, v, progress) for px, rows in sources])
+             for v in range(config.views)]
+    val_acts = frozen_activations(pixels, va, config, 0, progress)
+    cache_seconds = time.perf_counter() - start - resumed
+    n_train = len(y_train)
+
+    model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
+    params = _trainable(model, cut)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warm = max(1, steps_per_epoch // 2)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sample_weight = torch.from_numpy(_group_weights(group))
+    history, best, bad_epochs, first_epoch, eval_seconds = [], None, 0, 0, 0.0
+    if resumed:
+        state = torch.load(path / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, best, bad_epochs, first_epoch = state["history"], state["best"], state["bad_epochs"], state["epoch"] + 1
+        if progress:
+            print(f"resuming {path.name} after epoch {first_epoch}")
+    yv = y[va]
+    for epoch in range(first_epoch, config.epochs):
+        acts = views[epoch % len(views)]
+        _set_train_mode(model, cut)
+        order = np.random.default_rng(config.seed * 7919 + epoch).permutation(n_train)
+        total_loss, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not progress, leave=False)
+        for i in bar:
+            idx = np.sort(order[i:i + config.batch_size])
+            x = torch.from_numpy(np.asarray(acts[idx], dtype=np.float32)).contiguous(memory_format=torch.channels_last)
+            target = torch.from_numpy(y_train[idx])
+            w = sample_weight[idx]
+            per_image = F.cross_entropy(model.head(model.features(x, cut)), target, reduction="none", label_smoothing=0.05)
+            loss = (per_image * w).sum() / w.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}")
+        t_eval = time.perf_counter()
+        pv = _top_proba(model, val_acts, cut)
+        val_loss = float(F.nll_loss(torch.log(torch.from_numpy(pv).clamp_min(1e-8)), torch.from_numpy(yv)))
+        row = {"epoch": epoch + 1, "view": epoch % len(views), "train_loss": total_loss / max(seen, 1),
+               "val_loss": val_loss, "val_accuracy": evaluate.accuracy_from_proba(yv, pv),
+               "val_balanced_accuracy": evaluate.balanced_accuracy(yv, pv),
+               "val_macro_auc": evaluate.macro_auc(yv, pv), "lr": sched.get_last_lr()[0],
+               "wall_seconds": time.perf_counter() - start - eval_seconds}
+        history.append(row)
+        eval_seconds += time.perf_counter() - t_eval
+        # model selection and early stopping: balanced accuracy on validation (mean per-class
+        # sensitivity), ties broken by validation loss
+        score = (round(row["val_balanced_accuracy"], 4), -val_loss)
+        improved = best is None or score > tuple(best)
+        if improved:
+            best, bad_epochs = list(score), 0
+            save_checkpoint(path / "checkpoint.pt", model, "efficientnet_lite0", config, epoch=epoch + 1)
+        else:
+            bad_epochs += 1
+        if progress:
+            print(f"epoch {epoch + 1:2d}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+                  f"val acc {row['val_accuracy']:.4f}  balanced {row['val_balanced_accuracy']:.4f}  "
+                  f"AUC {row['val_macro_auc']:.4f}  "
+                  f"{row['wall_seconds'] / 60:.1f} min{'  *' if improved else ''}")
+        save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                      "scheduler": sched.state_dict(), "history": history, "best": best,
+                                      "bad_epochs": bad_epochs, "epoch": epoch,
+                                      "elapsed": time.perf_counter() - start - eval_seconds})
+        pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+        if bad_epochs >= config.patience:
+            if progress:
+                print(f"early stop: no validation improvement for {config.patience} epochs")
+            break
+        if time.perf_counter() - start - eval_seconds > config.wall_budget_s and epoch + 1 < config.epochs:
+            if progress:
+                print(f"stopping: wall budget of {config.wall_budget_s / 60:.0f} min used")
+            break
+    train_seconds = time.perf_counter() - start - eval_seconds
+
+    final, _ = load_model(path / "checkpoint.pt")
+    for s in ("val", "test"):
+        rows = np.flatnonzero((table.split == s).to_numpy())
+        _write_predictions(path, s, table, rows, predict(final, pixels[rows], config.input_size, progress=progress,
+                                                         desc=f"predict {s}"))
+    (path / "last.pt").unlink(missing_ok=True)
+    best_epoch = int(torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"])
+    return {"arch": "efficientnet_lite0", "epochs": len(history), "best_epoch": best_epoch,
+            "activation_cache_seconds": cache_seconds, "train_wall_seconds": train_seconds,
+            "train_images": int(n_train), "train_twins": int(n_train - len(tr))}
+
+
+# --------------------------------------------------------------------------- approach: resnet50
+def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
+    """The original recipe, full fine-tuning with online augmentation, until the wall budget is used.
+
+    Validation time is not counted against the budget. ImageNet weights are used if torchvision's
+    cache has them; otherwise the run starts from random weights and says so.
+    """
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    model, origin = resnet50(pretrained=True)
+    model = model.to(memory_format=torch.channels_last)
+    if progress:
+        print(f"ResNet50: {origin}")
+    tr = np.flatnonzero((table.split == "train").to_numpy())
+    va_all = np.flatnonzero((table.split == "val").to_numpy())
+    # a fixed, stratified validation subset for the checks during training
+    share = min(1.0, config.resnet_val_subset / max(len(va_all), 1))
+    rng = np.random.default_rng(config.seed)
+    va = np.sort(np.concatenate([rng.choice(g, max(1, round(share * len(g))), replace=False)
+                                 for g in (va_all[y[va_all] == c] for c in range(len(CLASSES))) if len(g)]))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    weights = _class_weights(y[tr])
+    transform = augment.train_augment(harmonise=False, seed=config.seed)
+    budget = config.wall_budget_s
+    every = eval_every_s or budget / 4
+    history, trained, seen, step, epoch = [], 0.0, 0, 0, 0
+    if (path / "last.pt").exists():
+        state = torch.load(path / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        history, trained, seen, step, epoch = (state["history"], state["trained"], state["seen"], state["step"],
+                                               state["epoch"])
+    bar = tqdm(total=int(budget), initial=int(trained), desc="ResNet50 (wall budget, s)", disable=not progress)
+    next_eval = (len(history) + 1) * every
+    order = np.random.default_rng(config.seed + epoch).permutation(len(tr))
+    pos = seen % len(tr)
+    while trained < budget:
+        if pos >= len(order):
+            epoch, pos = epoch + 1, 0
+            order = np.random.default_rng(config.seed + epoch).permutation(len(tr))
+        idx = np.sort(order[pos:pos + config.batch_size])
+        pos += len(idx)
+        t = time.perf_counter()
+        model.train()
+        for g in opt.param_groups:
+            g["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0)))
+        x = to_tensor(augment.augment_batch(pixels[tr[idx]], transform), config.input_size)
+        loss = F.cross_entropy(model(x), torch.from_numpy(y[tr[idx]]), weight=weights, label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        dt = time.perf_counter() - t
+        trained += dt
+        seen += len(idx)
+        step += 1
+        bar.update(dt)
+        if trained >= next_eval or trained >= budget:
+            pv = predict(model, pixels[va], config.input_size, progress=False)
+            history.append({"step": step, "images_seen": seen, "epochs_seen": seen / len(tr), "train_loss": loss.item(),
+                            "val_accuracy": evaluate.accuracy_from_proba(y[va], pv),
+                            "val_macro_auc": evaluate.macro_auc(y[va], pv), "wall_seconds": trained})
+            next_eval += every
+            pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+            save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "history": history, "trained": trained, "seen": seen, "step": step,
+                                          "epoch": epoch})
+            if progress:
+                h = history[-1]
+                print(f"{trained / 60:5.1f} min, {seen:,} images: val acc {h['val_accuracy']:.4f}, "
+                      f"val AUC {h['val_macro_auc']:.4f}")
+    bar.close()
+    save_checkpoint(path / "checkpoint.pt", model, "resnet50", config, weights_origin=origin)
+    for s in ("val", "test"):
+        rows = np.flatnonzero((table.split == s).to_numpy())
+        _write_predictions(path, s, table, rows, predict(model, pixels[rows], config.input_size, progress=progress,
+                                                         desc=f"predict {s}"))
+    (path / "last.pt").unlink(missing_ok=True)
+    return {"arch": "resnet50", "weights_origin": origin, "epochs": seen / len(tr), "images_seen": seen,
+            "train_wall_seconds": trained}
+
+
+# --------------------------------------------------------------------------- test-time augmentation
+TTA_VIEWS = 5
+
+
+def tta_views(pixels: np.ndarray) -> list[np.ndarray]:
+    """The image, shifted 4 px right and down, and scaled to 95% and 105% about its centre."""
+    import cv2
+
+    size = pixels.shape[-1]
+    def warp(m):
+        return np.stack([cv2.warpAffine(np.asarray(im), m, (size, size), borderMode=cv2.BORDER_CONSTANT) for im in pixels])
+    c = size / 2
+    return [np.asarray(pixels), warp(np.float32([[1, 0, 4], [0, 1, 0]])), warp(np.float32([[1, 0, 0], [0, 1, 4]])),
+            warp(cv2.getRotationMatrix2D((c, c), 0, 0.95)), warp(cv2.getRotationMatrix2D((c, c), 0, 1.05))]
+
+
+def tta_predictions(run: Run, config: Config, progress: bool = True) -> dict[str, np.ndarray]:
+    """Mean probabilities over the TTA views for the validation and test splits of a run."""
+    model, meta = load_model(run.checkpoint)
+    root, table = load_table(config)
+    pixels = load_pixels(root, table, config, progress=False)
+    out = {}
+    for s in ("val", "test"):
+        rows = table.index[table.split == s].to_numpy()
+        views = tta_views(pixels[rows])
+        out[s] = np.mean([predict(model, v, meta["input_size"], progress=progress, desc=f"TTA {s} {k + 1}/{len(views)}")
+                          for k, v in enumerate(views)], axis=0)
+    return out
+
+
+# --------------------------------------------------------------------------- speed and reports
+@torch.inference_mode()
+def inference_speed(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 5, threads: int | None = None) -> dict:
+    """Median images/s of batched inference at `size` px over `repeats` timed batches (after one warm-up)."""
+    if threads:
+        torch.set_num_threads(threads)
+    model.eval()
+    x = torch.rand(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
+    model(x)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model(x)
+        rates.append(batch / (time.perf_counter() - t))
+    return {"images_per_second": float(np.median(rates)), "runs": rates, "batch": batch, "size": size,
+            "threads": torch.get_num_threads()}
+
+
+def training_report(run: Run, command: str) -> dict:
+    """The reports/training.json record of a finished run (test metrics recomputed from its predictions)."""
+    y, p = run.proba("test")
+    s = evaluate.summary(y, p, n_boot=1000, seed=run.config.get("seed", 0))
+    model, meta = load_model(run.checkpoint)
+    speed = inference_speed(model, meta["input_size"])
+    return {
+        "profile": run.config["profile"],
+        "approach": run.config.get("approach"),
+        "run": run.path.name,
+        "test": {"n": s["n"], "accuracy": s["accuracy"], "accuracy_ci": s["accuracy_ci"],
+                 "macro_auc": s["macro_auc"], "macro_auc_ci": s["macro_auc_ci"],
+                 "per_class": {c: {k: s["per_class"][c][k] for k in
+                                   ("n", "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "auc")}
+                               for c in CLASSES}},
+        "val": run.summary["val"],
+        "train_wall_seconds": run.summary["train_wall_seconds"],
+        "epochs": run.summary.get("epochs"),
+        "best_epoch": run.summary.get("best_epoch"),
+        "inference_images_per_second": speed["images_per_second"],
+        "inference": speed,
+        "input_size": meta["input_size"],
+        "config": run.config,
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,97 @@
+"""Training through the real code on a tiny synthetic dataset: run folders, checkpoints, resume."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cxr import evaluate, train
+from cxr.config import get_config
+from conftest import write_dataset
+
+
+@pytest.fixture
+def tiny(home: Path, tmp_path: Path, monkeypatch):
+    ds = write_dataset(tmp_path / "tiny", per_class=10)
+    monkeypatch.setenv("CXR_DATA_DIR", str(ds))
+    return get_config("full", epochs=2, patience=5, views=2, input_size=64, image_size=64, batch_size=8,
+                      cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+
+
+def test_finetune_run_folder_and_checkpoint(tiny):
+    run = train.fit("finetune", tiny, progress=False)
+    for name in ("config.json", "history.csv", "checkpoint.pt", "predictions_val.csv", "predictions_test.csv",
+                 "done.json"):
+        assert (run.path / name).exists(), name
+    assert not (run.path / "last.pt").exists()
+    state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
+    assert state["arch"] == "efficientnet_lite0" and state["temperature"] > 0
+    model, meta = train.load_model(run.checkpoint)
+    assert meta["input_size"] == 64
+    assert len(run.history) == 2 and {"val_loss", "val_accuracy", "wall_seconds"} <= set(run.history.columns)
+    preds = run.predictions("test")
+    assert np.allclose(preds[["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]].sum(axis=1), 1, atol=1e-4)
+    # the same config, split and code: the run is reused, not repeated
+    again = train.fit("finetune", tiny, progress=False)
+    assert again.path == run.path and again.summary == run.summary
+
+
+def test_interrupted_finetune_resumes(tiny, monkeypatch):
+    calls = {"n": 0}
+    real = train.save_state
+
+    def dies_after_first_epoch(path, state):
+        real(path, state)
+        if path.name == "last.pt":
+            calls["n"] += 1
+            raise KeyboardInterrupt("killed after epoch 1")
+
+    monkeypatch.setattr(train, "save_state", dies_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit("finetune", tiny, progress=False)
+    monkeypatch.setattr(train, "save_state", real)
+    run = train.fit("finetune", tiny, progress=False)
+    assert calls["n"] == 1
+    assert run.history.epoch.tolist() == [1, 2]  # epoch 1 from the first session, epoch 2 resumed
+
+
+def test_linear_head_checkpoint_is_an_ordinary_model(tiny):
+    run = train.fit("linear", tiny, progress=False)
+    model, meta = train.load_model(run.checkpoint)
+    from cxr.data import load_table
+    from cxr.preprocess import load_pixels
+
+    root, table = load_table(tiny)
+    test = table[table.split == "test"]
+    p = train.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
+    _, saved = run.proba("test")
+    assert np.allclose(p, saved, atol=1e-3)  # the folded-in scaler and head reproduce sklearn's output
+
+
+def test_load_model_rejects_wrong_files(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+        train.load_model(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"weight": torch.zeros(2)}, plain)
+    with pytest.raises(ValueError, match="not a cxr checkpoint"):
+        train.load_model(plain)
+    other = tmp_path / "other.pt"
+    torch.save({"format": train.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0", "classes": ["cat", "dog"],
+                "model": {}}, other)
+    with pytest.raises(ValueError, match="predicts classes"):
+        train.load_model(other)
+    with pytest.raises(FileNotFoundError):
+        train.load_model(tmp_path / "missing.pt")
+
+
+def test_inference_speed_reports_median():
+    from cxr.models import efficientnet_lite0
+
+    s = train.inference_speed(efficientnet_lite0(pretrained=False), 64, batch=4, repeats=3)
+    assert s["images_per_second"] == pytest.approx(float(np.median(s["runs"])))
