@@ -39,6 +39,50 @@ def _data(args: argparse.Namespace) -> int:
     raise AssertionError(args.action)
 
 
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    from . import train
+    from .config import get_config
+
+    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr).items() if v is not None}
+    if args.no_harmonise:
+        overrides["harmonise"] = False
+    if args.budget_min is not None:
+        overrides["wall_budget_s"] = args.budget_min * 60
+    config = get_config(args.profile, **overrides)
+    print(config.describe())
+    run = train.fit(args.approach, config, retrain=args.retrain)
+    s = run.summary
+    print(f"\nrun: {run.path}")
+    print(f"training wall time: {s['train_wall_seconds'] / 60:.1f} min, epochs: {s.get('epochs')}")
+    for split in ("val", "test"):
+        m = s[split]
+        sens = ", ".join(f"{c} {100 * v['sensitivity']:.1f}%" for c, v in m["per_class"].items())
+        print(f"{split}: accuracy {100 * m['accuracy']:.2f}%, macro AUC {m['macro_auc']:.4f}; sensitivity: {sens}")
+    if args.report:
+        cmd = args.command_line or "cxr " + " ".join(args.argv)
+        report = train.training_report(run, cmd)
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.report} (inference {report['inference_images_per_second']:.0f} images/s)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import evaluate_folder, format_summary
+
+    result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split)
+    print(format_summary(result))
+    if args.out:
+        print(f"\nwrote {args.out} (and .txt, .csv beside it)")
+    else:
+        print(json.dumps({k: result[k] for k in ("n", "accuracy", "macro_auc", "ece")}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cxr", description=__doc__)
     parser.add_argument("--profile", choices=("full", "smoke"), default=None,
@@ -51,7 +95,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="split: overwrite an existing split file")
     p.set_defaults(func=_data)
 
+    p = sub.add_parser("train", help="train a model on the split of the current profile")
+    p.add_argument("--approach", choices=("finetune", "linear", "resnet50"), default="finetune")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--views", type=int, help="augmented views per training image (finetune)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--budget-min", type=float, help="wall-time budget in minutes")
+    p.add_argument("--no-harmonise", action="store_true", help="no processing-chain augmentation")
+    p.add_argument("--retrain", action="store_true", help="train again even if an identical run exists")
+    p.add_argument("--report", help="also write a JSON report (e.g. reports/training.json)")
+    p.add_argument("--command-line", help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a model on any labelled folder in the Kaggle layout")
+    p.add_argument("--data", required=True, help="folder with <class>/images/*.png|jpg")
+    p.add_argument("--checkpoint", help="checkpoint.pt (default: the final model of the latest full run)")
+    p.add_argument("--out", help="JSON file to write (a .txt summary and .csv predictions go beside it)")
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="only this split's files of the folder's split file (e.g. the test split of data/splits.csv)")
+    p.set_defaults(func=_evaluate)
+
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command == "data" and args.action == "import" and not args.path:
         parser.error("cxr data import needs PATH: the Kaggle zip or its unpacked folder")
     try:

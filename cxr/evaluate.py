@@ -6,7 +6,9 @@ reported with the counts behind it.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,18 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from .models import CLASSES
 
 Z95 = float(norm.ppf(0.975))
+
+# What the original portfolio project reported (ResNet50, ImageNet weights, full Kaggle database):
+# sensitivity / specificity / PPV / ROC-AUC per class, accuracy and macro AUC. Quoted, not computed.
+ORIGINAL_PROJECT = {
+    "accuracy": 0.687, "macro_auc": 0.921, "covid_sensitivity_counts": (363, 542),
+    "per_class": {
+        "COVID": {"sensitivity": 0.670, "specificity": 0.837, "ppv": 0.458, "auc": 0.850},
+        "Lung_Opacity": {"sensitivity": 0.895, "specificity": 0.815, "ppv": 0.657, "auc": 0.933},
+        "Normal": {"sensitivity": 0.542, "specificity": 0.953, "ppv": 0.914, "auc": 0.910},
+        "Viral Pneumonia": {"sensitivity": 0.911, "specificity": 0.978, "ppv": 0.742, "auc": 0.994},
+    },
+}
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -145,6 +159,12 @@ def accuracy_from_proba(y: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean(np.asarray(proba).argmax(1) == np.asarray(y)))
 
 
+def balanced_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean sensitivity over the classes present."""
+    y, pred = np.asarray(y), np.asarray(proba).argmax(1)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)])) if len(y) else math.nan
+
+
 def paired_difference(stat, y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndarray, n_boot: int = 1000,
                       seed: int = 0) -> tuple[float, tuple[float, float]]:
     """stat(a) - stat(b) on the same cases, with a class-stratified paired bootstrap 95% interval."""
@@ -152,3 +172,226 @@ def paired_difference(stat, y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndar
     diff = stat(y, a) - stat(y, b)
     ci = bootstrap_ci(lambda yy, aa, bb: stat(yy, aa) - stat(yy, bb), y, a, b, n_boot=n_boot, seed=seed)
     return float(diff), ci
+
+
+# --------------------------------------------------------------------------- calibration
+def ece(y: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the top-label confidence, `bins` equal-width bins on [0, 1]."""
+    y, proba = np.asarray(y), np.asarray(proba)
+    if len(y) == 0:
+        return math.nan
+    conf, pred = proba.max(1), proba.argmax(1)
+    correct = (pred == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            total += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(total)
+
+
+def reliability(y: np.ndarray, proba: np.ndarray, bins: int = 15) -> pd.DataFrame:
+    """Per-bin confidence, accuracy and count, for a reliability diagram."""
+    conf, pred = proba.max(1), proba.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        m = which == b
+        rows.append({"lo": edges[b], "hi": edges[b + 1], "n": int(m.sum()),
+                     "confidence": float(conf[m].mean()) if m.any() else math.nan,
+                     "accuracy": float((pred[m] == y[m]).mean()) if m.any() else math.nan})
+    return pd.DataFrame(rows)
+
+
+def temper(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities softened (T > 1) or sharpened (T < 1): softmax(log p / T)."""
+    logp = np.log(np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1)) / temperature
+    logp -= logp.max(1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(1, keepdims=True)
+
+
+def fit_temperature(y: np.ndarray, proba: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood of `proba` (fit it on validation)."""
+    from scipy.optimize import minimize_scalar
+
+    y = np.asarray(y)
+    if len(y) == 0:
+        return 1.0
+
+    def nll(log_t):
+        p = temper(proba, math.exp(log_t))
+        return -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, 1)))
+
+    return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
+
+
+# --------------------------------------------------------------------------- the tool
+def default_checkpoint() -> Path:
+    """The final model of the latest full run (the model shipped with the package, once there is one)."""
+    from .train import latest_run
+
+    run = latest_run("finetune", profile="full", final_only=True)
+    if run is None:
+        raise FileNotFoundError("No trained model found: run `cxr train` first (it writes runs/finetune-full-*/"
+                                "checkpoint.pt), or pass --checkpoint PATH.")
+    return run.checkpoint
+
+
+def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
+                    progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None,
+                    config=None) -> dict:
+    """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
+
+    Labels come from the class folder names (<class>/images/*.png|jpg, or <class>/*.png|jpg).
+    Unreadable or unusable files are reported in "skipped" and the rest is evaluated. Writes
+    `out` (JSON), a text summary next to it (.txt) and per-file predictions (.csv) when `out`
+    is given. Probabilities are temperature-scaled with the checkpoint's temperature, if any.
+    `split` ('train', 'val' or 'test') keeps only that split's files of the folder's split file
+    (in the profile of `config`).
+    """
+    from tqdm.auto import tqdm
+
+    from .config import get_config
+    from .data import ImageError, decode_gray, list_files, load_split
+    from .preprocess import preprocess
+    from .train import load_model, predict
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir} is not a folder: give a folder in the Kaggle layout "
+                                f"(<class>/images/*.png), classes {', '.join(CLASSES)}.")
+    checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
+    model, meta = load_model(checkpoint)
+    cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
+                                                                      "clahe_tile", "gamma")})
+    files, skipped = list_files(data_dir, "main")
+    if split:
+        sp = load_split(data_dir, config or get_config("full"), create=False)
+        files = files[files.file.isin(set(sp.file[sp.split == split]))].reset_index(drop=True)
+        skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
+    images, keep = [], []
+    for f in tqdm(files.file, desc="read", disable=not progress):
+        try:
+            data = (data_dir / f).read_bytes()
+            images.append(preprocess(decode_gray(data)[0], cfg))
+            keep.append(f)
+        except OSError as e:
+            skipped.loc[len(skipped)] = (f, f"unreadable: {e.strerror or e}")
+        except ImageError as e:
+            skipped.loc[len(skipped)] = (f, str(e))
+    files = files.set_index("file").loc[keep].reset_index()
+    if not len(files):
+        raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")
+    raw = predict(model, np.stack(images), meta["input_size"], progress=progress)
+    temperature = float(meta.get("temperature", 1.0))
+    proba = temper(raw, temperature)
+    y = files.label.map(CLASSES.index).to_numpy()
+    s = summary(y, proba, n_boot=n_boot, seed=seed)
+    result = {
+        "data": str(data_dir), "split": split, "checkpoint": str(checkpoint), "temperature": temperature,
+        **{k: s[k] for k in ("n", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
+        "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
+        "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},
+        "confusion": confusion_matrix(y, proba.argmax(1)).tolist(),
+        "skipped": skipped.to_dict("records"),
+    }
+    text = format_summary(result)
+    if out:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=1, default=_jsonable))
+        out.with_suffix(".txt").write_text(text)
+        pred = files.assign(**{c: proba[:, i] for i, c in enumerate(CLASSES)}, pred=[CLASSES[i] for i in proba.argmax(1)])
+        pred.to_csv(out.with_suffix(".csv"), index=False)
+    return result
+
+
+def _jsonable(x):
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    raise TypeError(type(x))
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    cm = np.zeros((n, n), dtype=int)
+    np.add.at(cm, (np.asarray(y), np.asarray(pred)), 1)
+    return cm
+
+
+def format_summary(r: dict) -> str:
+    """A short plain-text summary of an evaluate_folder result."""
+    def pct(v, ci):
+        return f"{100 * v:5.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if not math.isnan(v) else "  n/a"
+    where = r["data"] + (f" (split: {r['split']})" if r.get("split") else "")
+    lines = [f"cxr evaluate: {where}", f"model: {r['checkpoint']}",
+             f"images: {r['n']} evaluated, {len(r['skipped'])} skipped",
+             f"accuracy {pct(r['accuracy'], r['accuracy_ci'])}   macro ROC-AUC {r['macro_auc']:.4f} "
+             f"[{r['macro_auc_ci'][0]:.4f}, {r['macro_auc_ci'][1]:.4f}]   ECE {100 * r['ece']:.1f}%", "",
+             f"{'class':<16}{'n':>6}  {'sensitivity':<24}{'specificity':<24}{'PPV':>7}{'NPV':>7}{'AUC':>8}"]
+    for c, m in r["per_class"].items():
+        lines.append(f"{c:<16}{m['n']:>6}  {pct(m['sensitivity'], m['sensitivity_ci']):<24}"
+                     f"{pct(m['specificity'], m['specificity_ci']):<24}{100 * m['ppv']:6.1f}%{100 * m['npv']:6.1f}%"
+                     f"{m['auc']:8.4f}")
+    if r["skipped"]:
+        lines += ["", "skipped:"] + [f"  {s['file']}: {s['reason']}" for s in r["skipped"][:50]]
+        if len(r["skipped"]) > 50:
+            lines.append(f"  ... and {len(r['skipped']) - 50} more (see the JSON)")
+    lines.append("\nResearch use only; not for clinical use.")
+    return "\n".join(lines)
+
+
+def comparison_row(name: str, y: np.ndarray, proba: np.ndarray, train_seconds: float, images_per_second: float) -> dict:
+    """One row of the model comparison table."""
+    s = summary(y, proba, n_boot=200)
+    covid = s["per_class"]["COVID"]
+    return {"approach": name, "accuracy": round(s["accuracy"], 4), "macro AUC": round(s["macro_auc"], 4),
+            "COVID sensitivity": round(covid["sensitivity"], 4), "COVID specificity": round(covid["specificity"], 4),
+            "min class sensitivity": round(min(m["sensitivity"] for m in s["per_class"].values()), 4),
+            "training wall time (min)": round(train_seconds / 60, 1),
+            "inference (images/s)": round(images_per_second, 1)}
+
+
+# --------------------------------------------------------------------------- operating points and decisions
+def threshold_for_sensitivity(y_bin: np.ndarray, score: np.ndarray, target: float) -> float:
+    """The highest threshold t such that predicting `score >= t` reaches sensitivity >= target."""
+    pos = np.sort(np.asarray(score)[np.asarray(y_bin).astype(bool)])[::-1]
+    if len(pos) == 0:
+        return math.nan
+    k = max(1, math.ceil(target * len(pos)))  # this many positives must be at or above t
+    return float(pos[k - 1])
+
+
+def at_threshold(y_bin: np.ndarray, score: np.ndarray, threshold: float) -> dict:
+    """Sensitivity, specificity, PPV and NPV (with counts and Wilson intervals) of `score >= threshold`."""
+    y_bin = np.asarray(y_bin).astype(bool)
+    hit = np.asarray(score) >= threshold
+    tp, fn = int((y_bin & hit).sum()), int((y_bin & ~hit).sum())
+    fp, tn = int((~y_bin & hit).sum()), int((~y_bin & ~hit).sum())
+    return {"threshold": float(threshold), "tp": tp, "fn": fn, "fp": fp, "tn": tn,
+            "sensitivity": proportion(tp, tp + fn), "specificity": proportion(tn, tn + fp),
+            "ppv": proportion(tp, tp + fp), "npv": proportion(tn, tn + fn)}
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """PPV and NPV at a given prevalence (Bayes' rule)."""
+    tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
+    tn, fn = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
+    return (tp / (tp + fp) if tp + fp else math.nan, tn / (tn + fn) if tn + fn else math.nan)
+
+
+def net_benefit(y_bin: np.ndarray, score: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:
+    """Decision curve: net benefit of the model, treat-all and treat-none at each threshold probability."""
+    y_bin = np.asarray(y_bin).astype(bool)
+    n, prev = len(y_bin), y_bin.mean()
+    rows = []
+    for t in thresholds:
+        hit = np.asarray(score) >= t
+        odds = t / (1 - t)
+        rows.append({"threshold": t, "model": (y_bin & hit).sum() / n - (~y_bin & hit).sum() / n * odds,
+                     "treat all": prev - (1 - prev) * odds, "treat none": 0.0})
+    return pd.DataFrame(rows)
