@@ -98,3 +98,23 @@ def confusion(cm: np.ndarray, classes=CLASSES, normalise: bool = False, title: s
     ax.grid(False)
     ax.set_title(title)
     return fig or ax.figure
+
+
+def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """A CAM map over a grey image as an RGB uint8 picture (jet colour map)."""
+    import cv2
+
+    cam = np.clip(cam, 0, 1)
+    heat = cv2.applyColorMap((255 * cam).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2)
+    return (alpha * heat + (1 - alpha) * rgb).astype(np.uint8)
+
+
+def outline(gray: np.ndarray, mask: np.ndarray, colour=(255, 40, 40)) -> np.ndarray:
+    """A region's outline drawn on a grey image (RGB uint8)."""
+    import cv2
+
+    rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(rgb, contours, -1, colour, 1)
+    return rgb

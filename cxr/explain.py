@@ -1,0 +1,294 @@
+"""Where the model looks, measured: CAM maps, a lung-field region, energy shares, sanity and
+faithfulness checks, occlusion, and the processing-shortcut audit.
+
+The database has no lung masks. `lung_region` segments each image with a simple, documented
+rule (CLAHE, Otsu threshold on the central part of the image, the two largest dark components
+that do not touch the border) and falls back to an anatomical prior (the average of that
+segmentation over training images) when the result is implausible. Chapter 05 shows both on
+hand-checked test images.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import spearmanr
+
+from .features import to_tensor
+from .models import CLASSES, EfficientNetLite0
+from .preprocess import clahe
+
+METHODS = ("GradCAM", "GradCAM++", "EigenCAM")
+
+
+# --------------------------------------------------------------------------- the lung field
+def segment_lungs(gray: np.ndarray) -> np.ndarray:
+    """A rough lung mask (uint8 0/1): the two largest dark regions inside the body."""
+    g = cv2.GaussianBlur(clahe(gray, 2.0, 8), (5, 5), 0)
+    h, w = g.shape
+    centre = g[h // 8: 7 * h // 8, w // 8: 7 * w // 8]
+    thr, _ = cv2.threshold(centre, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = cv2.morphologyEx((g < thr).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(dark)
+    found = []
+    for i in range(1, n):
+        x, y, ww, hh, area = stats[i]
+        if x == 0 or y == 0 or x + ww >= w or y + hh >= h or area < 0.01 * h * w:
+            continue  # touches the border (air outside the body) or too small
+        found.append((area, i))
+    mask = np.zeros_like(dark)
+    for _, i in sorted(found)[-2:]:
+        mask[lab == i] = 1
+    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
+
+
+def lung_prior(pixels: np.ndarray, n: int = 2000, seed: int = 0) -> np.ndarray:
+    """Anatomical prior: the share of plausible segmentations covering each pixel (float, H x W)."""
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(pixels), min(n, len(pixels)), replace=False))
+    masks = [segment_lungs(np.asarray(pixels[i])) for i in idx]
+    masks = [m for m in masks if plausible(m)]
+    size = pixels.shape[-1]
+    return np.mean(masks, axis=0) if masks else default_prior(size)
+
+
+def default_prior(size: int) -> np.ndarray:
+    """Two ellipses where lungs usually are, for when no image segments plausibly."""
+    m = np.zeros((size, size), np.uint8)
+    for cx in (0.32, 0.68):
+        cv2.ellipse(m, (int(cx * size), int(0.45 * size)), (int(0.13 * size), int(0.28 * size)), 0, 0, 360, 1, -1)
+    return m.astype(float)
+
+
+def plausible(mask: np.ndarray) -> bool:
+    share = mask.mean()
+    return 0.08 <= share <= 0.45
+
+
+def lung_region(gray: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, str]:
+    """The lung field of one image (bool mask) and where it came from ('segmented' or 'prior')."""
+    prior_mask = prior >= 0.5
+    seg = segment_lungs(gray).astype(bool)
+    if plausible(seg):
+        iou = (seg & prior_mask).sum() / max((seg | prior_mask).sum(), 1)
+        if iou >= 0.3:
+            return seg, "segmented"
+    return prior_mask, "prior"
+
+
+def border_region(size: int, frac: float = 0.1) -> np.ndarray:
+    """The outer frame of the image (width `frac` of the side): where markers and text sit."""
+    m = np.ones((size, size), bool)
+    k = int(round(frac * size))
+    m[k:size - k, k:size - k] = False
+    return m
+
+
+def corner_region(size: int, frac: float = 0.2) -> np.ndarray:
+    k = int(round(frac * size))
+    m = np.zeros((size, size), bool)
+    m[:k, :k] = m[:k, -k:] = m[-k:, :k] = m[-k:, -k:] = True
+    return m
+
+
+def energy_share(cam: np.ndarray, region: np.ndarray) -> float:
+    """Share of a map's total (non-negative) energy that falls inside `region`."""
+    cam = np.clip(cam, 0, None)
+    total = cam.sum()
+    return float(cam[region].sum() / total) if total > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- CAM maps
+class _Sequential(torch.nn.Module):
+    """EfficientNetLite0 with its head activation as a module, so CAM libraries can hook it."""
+
+    def __init__(self, model: EfficientNetLite0):
+        super().__init__()
+        self.model = model
+        self.act = torch.nn.ReLU6()
+
+    def forward(self, x):
+        m = self.model
+        f = m.features(x, 0, len(m._blocks))
+        f = self.act(m._bn1(m._conv_head(f)))
+        return m.head(f)
+
+
+def cam_model(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
+    """A hookable version of a cxr model and the target layer(s) for CAM methods."""
+    if isinstance(model, EfficientNetLite0):
+        wrapped = _Sequential(model).eval()
+        return wrapped, [wrapped.act]  # the last convolutional feature map (1280 x 7 x 7 at 224 px)
+    if hasattr(model, "layer4"):
+        return model.eval(), [model.layer4[-1]]
+    raise TypeError(f"no CAM target layer known for {type(model).__name__}")
+
+
+def cam_maps(model: torch.nn.Module, pixels: np.ndarray, size: int, targets: list[int] | None = None,
+             method: str = "GradCAM", batch: int = 16) -> np.ndarray:
+    """CAM maps in [0, 1] for the `targets` class of each image (default: the predicted class),
+    computed at the model's input `size` and returned at the images' own size (N, S, S)."""
+    from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    cls = {"GradCAM": GradCAM, "GradCAM++": GradCAMPlusPlus, "EigenCAM": EigenCAM}[method]
+    net, layers = cam_model(model)
+    out = []
+    with cls(model=net, target_layers=layers) as cam:
+        for i in range(0, len(pixels), batch):
+            x = to_tensor(pixels[i:i + batch], size).contiguous()
+            t = None if targets is None else [ClassifierOutputTarget(int(c)) for c in targets[i:i + batch]]
+            out.append(cam(input_tensor=x, targets=t))
+    s = pixels.shape[-1]
+    maps = np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
+    if s != size:
+        maps = np.stack([cv2.resize(m, (s, s), interpolation=cv2.INTER_LINEAR) for m in maps]) if len(maps) else \
+            np.zeros((0, s, s), np.float32)
+    return maps
+
+
+def randomise_last_stages(model: EfficientNetLite0, from_block: int = 11, seed: int = 0) -> EfficientNetLite0:
+    """A copy of the model with blocks[from_block:], the head conv and the classifier re-initialised."""
+    import copy
+
+    torch.manual_seed(seed)
+    m = copy.deepcopy(model)
+    for module in [*m._blocks[from_block:], m._conv_head, m._bn1, m._fc]:
+        for sub in module.modules():
+            if hasattr(sub, "reset_parameters"):
+                sub.reset_parameters()
+    return m.eval()
+
+
+def map_similarity(a: np.ndarray, b: np.ndarray, size: int = 28) -> np.ndarray:
+    """Spearman rank correlation between paired maps, per image (compared at `size` px)."""
+    out = []
+    for x, y in zip(a, b):
+        xs = cv2.resize(x.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA).ravel()
+        ys = cv2.resize(y.astype(np.float32), (size, size), interpolation=cv2.INTER_AREA).ravel()
+        out.append(spearmanr(xs, ys).statistic if xs.std() > 0 and ys.std() > 0 else np.nan)
+    return np.array(out)
+
+
+def road_scores(model: torch.nn.Module, pixels: np.ndarray, size: int, cams: np.ndarray, targets: list[int],
+                percentiles=(20, 40, 60, 80), batch: int = 8) -> np.ndarray:
+    """ROAD (remove and debias) combined faithfulness score per image, as pytorch-grad-cam computes it:
+    higher means removing the pixels the map ranks highest hurts the prediction more than removing
+    the lowest-ranked ones."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    net, _ = cam_model(model)
+    metric = ROADCombined(percentiles=list(percentiles))
+    if cams.shape[-1] != size:  # maps are kept at image size; ROAD works at the model's input size
+        cams = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in cams])
+    out = []
+    for i in range(0, len(pixels), batch):
+        x = to_tensor(pixels[i:i + batch], size).contiguous()
+        t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets[i:i + batch]]
+        with torch.no_grad():
+            out.append(np.asarray(metric(x, cams[i:i + batch], t, net)).ravel())
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- occlusion
+def occlude(pixels: np.ndarray, regions: np.ndarray, keep: bool) -> np.ndarray:
+    """Images with the region replaced by the image's mean grey (keep=False), or everything else (keep=True)."""
+    out = np.array(pixels, copy=True)
+    for im, r in zip(out, regions):
+        hide = r if not keep else ~r
+        if hide.any():
+            im[hide] = int(np.asarray(im).mean())
+    return out
+
+
+# --------------------------------------------------------------------------- the shortcut audit
+def twin_agreement(pred_orig: np.ndarray, pred_twin: np.ndarray) -> dict:
+    """How often a twin gets its original's prediction, and how often it drifts to Lung Opacity."""
+    lo = CLASSES.index("Lung_Opacity")
+    n = len(pred_orig)
+    return {"n": int(n), "agreement": float(np.mean(pred_orig == pred_twin)) if n else float("nan"),
+            "to_lung_opacity": float(np.mean((pred_twin == lo) & (pred_orig != lo))) if n else float("nan")}
+
+
+def chain_probe_auc(features_orig: np.ndarray, features_twin: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated ROC-AUC of a logistic regression telling twins from their originals.
+
+    Both images of a pair always fall in the same fold, so the probe cannot match pairs.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n = len(features_orig)
+    fold = np.random.default_rng(seed).integers(0, folds, n)
+    X = np.concatenate([features_orig, features_twin])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    f = np.r_[fold, fold]
+    score = np.zeros(2 * n)
+    for k in range(folds):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        clf.fit(X[f != k], y[f != k])
+        score[f == k] = clf.predict_proba(X[f == k])[:, 1]
+    return float(roc_auc_score(y, score))
+
+
+def energy_table(cams: np.ndarray, lungs: np.ndarray, labels: pd.Series) -> pd.DataFrame:
+    """Per image: energy share in the lungs, the border frame and the corners, and the lung area share."""
+    size = cams.shape[-1]
+    border, corners = border_region(size), corner_region(size)
+    return pd.DataFrame({
+        "label": labels.to_numpy(),
+        "lung": [energy_share(c, m) for c, m in zip(cams, lungs)],
+        "border": [energy_share(c, border) for c in cams],
+        "corners": [energy_share(c, corners) for c in cams],
+        "lung_area": lungs.reshape(len(lungs), -1).mean(1),
+    })
+
+
+# --------------------------------------------------------------------------- interactive viewer (JupyterLab)
+def viewer(models: dict, pixels: np.ndarray, table: pd.DataFrame, size: int):
+    """ipywidgets viewer: pick the class, the image, the model, the method and the target class."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from .plots import overlay
+
+    labels = table.label.to_numpy()
+    cls = w.Dropdown(options=list(CLASSES), description="class")
+    img = w.IntSlider(min=0, max=max(int((labels == CLASSES[0]).sum()) - 1, 0), description="image")
+    model = w.Dropdown(options=list(models), description="model")
+    method = w.Dropdown(options=list(METHODS), description="method")
+    target = w.Dropdown(options=["predicted"] + list(CLASSES), description="target")
+
+    def on_class(change):
+        img.max = max(int((labels == change["new"]).sum()) - 1, 0)
+        img.value = 0
+
+    cls.observe(on_class, names="value")
+
+    def show(cls, img, model, method, target):
+        rows = np.flatnonzero(labels == cls)
+        if not len(rows):
+            print(f"no {cls} images in this sample")
+            return
+        i = rows[min(img, len(rows) - 1)]
+        net = models[model]
+        g = np.asarray(pixels[i])
+        with torch.no_grad():
+            p = net(to_tensor(g[None], size)).softmax(1)[0].numpy()
+        t = int(p.argmax()) if target == "predicted" else CLASSES.index(target)
+        cam = cam_maps(net, g[None], size, targets=[t], method=method)[0]
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+        axes[0].imshow(g, cmap="gray")
+        axes[0].set_title(f"{table.file.iloc[i].split('/')[-1]} (true: {cls})", fontsize=9)
+        axes[1].imshow(overlay(g, cam))
+        probs = ", ".join(f"{c[:5]} {q:.2f}" for c, q in zip(CLASSES, p))
+        axes[1].set_title(f"{method} for {CLASSES[t]}\n{probs}", fontsize=9)
+        for ax in axes:
+            ax.axis("off")
+        plt.show()
+
+    return w.interactive(show, cls=cls, img=img, model=model, method=method, target=target)

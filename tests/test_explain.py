@@ -1,0 +1,71 @@
+"""The measuring parts of chapter 05 on small cases with known answers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cxr import explain
+from cxr.models import efficientnet_lite0
+from conftest import synthetic_xray
+
+
+def test_energy_share_and_regions():
+    cam = np.zeros((10, 10))
+    cam[0, 0] = 3.0
+    cam[5, 5] = 1.0
+    border = explain.border_region(10, 0.1)
+    assert border.sum() == 100 - 64 and border[0, 0] and not border[5, 5]
+    assert explain.energy_share(cam, border) == pytest.approx(0.75)
+    corners = explain.corner_region(10, 0.2)
+    assert corners.sum() == 16 and corners[0, 0] and corners[9, 9] and not corners[0, 5]
+    assert np.isnan(explain.energy_share(np.zeros((10, 10)), border))
+
+
+def test_twin_agreement_counts():
+    orig = np.array([2, 2, 3, 3, 1])
+    twin = np.array([2, 1, 3, 1, 1])
+    r = explain.twin_agreement(orig, twin)
+    assert r["n"] == 5 and r["agreement"] == pytest.approx(3 / 5)
+    assert r["to_lung_opacity"] == pytest.approx(2 / 5)  # an original already called Lung Opacity does not count
+
+
+def test_occlusion_hides_the_region_only():
+    px = np.stack([synthetic_xray(1, 32), synthetic_xray(2, 32)])
+    region = np.zeros((2, 32, 32), bool)
+    region[:, 8:16, 8:16] = True
+    hidden = explain.occlude(px, region, keep=False)
+    kept = explain.occlude(px, region, keep=True)
+    assert np.array_equal(hidden[~region], px[~region]) and len(np.unique(hidden[0][region[0]])) == 1
+    assert np.array_equal(kept[region], px[region]) and len(np.unique(kept[0][~region[0]])) == 1
+
+
+def test_lung_region_falls_back_to_the_prior():
+    prior = explain.default_prior(64)
+    blank = np.full((64, 64), 128, np.uint8)  # nothing to segment
+    region, source = explain.lung_region(blank, prior)
+    assert source == "prior" and region.sum() == (prior >= 0.5).sum()
+    assert 0.08 <= region.mean() <= 0.45
+
+
+def test_map_similarity_and_chain_probe():
+    rng = np.random.default_rng(0)
+    a = rng.random((3, 56, 56)).astype(np.float32)
+    assert np.allclose(explain.map_similarity(a, a), 1.0)
+    assert abs(np.nanmean(explain.map_similarity(a, rng.random((3, 56, 56))))) < 0.2
+    orig = rng.normal(0, 1, (100, 8))
+    assert explain.chain_probe_auc(orig, orig + np.r_[3, np.zeros(7)]) > 0.95  # a visible trace
+    assert explain.chain_probe_auc(orig, rng.normal(0, 1, (100, 8))) < 0.7  # no trace
+
+
+def test_cam_maps_and_randomisation():
+    torch.manual_seed(0)
+    model = efficientnet_lite0(pretrained=True).eval()
+    px = np.stack([synthetic_xray(i, 64) for i in range(2)])
+    maps = explain.cam_maps(model, px, 64, targets=[0, 1], method="GradCAM")
+    assert maps.shape == (2, 64, 64) and maps.min() >= 0 and maps.max() <= 1
+    rnd = explain.randomise_last_stages(model, 11)
+    assert not torch.equal(rnd._fc.weight, model._fc.weight) and torch.equal(rnd._blocks[0]._bn1.weight,
+                                                                            model._blocks[0]._bn1.weight)
+    for m in explain.METHODS[1:]:
+        assert explain.cam_maps(model, px, 64, method=m).shape == (2, 64, 64)
