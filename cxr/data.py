@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .runtime import show_progress
 from .config import Config, get_config, repo_root
 
 CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
@@ -219,7 +220,7 @@ def scan(root: str | Path | None = None, config: Config | None = None, progress:
 
     rows, thumbs, bad = [], [], []
     for f, label, subset in tqdm(listed[["file", "label", "subset"]].itertuples(index=False),
-                                 total=len(listed), desc=f"scan {root.name}", disable=not progress):
+                                 total=len(listed), desc=f"scan {root.name}", disable=not show_progress(progress)):
         try:
             data = (root / f).read_bytes()
             gray, info = decode_gray(data)
@@ -449,7 +450,7 @@ def import_kaggle(src: str | Path, dest: str | Path | None = None, progress: boo
     try:
         if zipfile.is_zipfile(src):
             with zipfile.ZipFile(src) as z:
-                for info in tqdm(z.infolist(), desc="import", disable=not progress):
+                for info in tqdm(z.infolist(), desc="import", disable=not show_progress(progress)):
                     rel = wanted(Path(info.filename).parts)
                     if info.is_dir() or rel is None:
                         continue
@@ -460,7 +461,7 @@ def import_kaggle(src: str | Path, dest: str | Path | None = None, progress: boo
                         shutil.copyfileobj(fin, fout)
                     n += 1
         elif src.is_dir():
-            for p in tqdm(sorted(src.rglob("*")), desc="import", disable=not progress):
+            for p in tqdm(sorted(src.rglob("*")), desc="import", disable=not show_progress(progress)):
                 rel = wanted(p.relative_to(src).parts) if p.is_file() else None
                 if rel is None:
                     continue

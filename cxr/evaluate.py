@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from .runtime import show_progress
 from .models import CLASSES
 
 Z95 = float(norm.ppf(0.975))
@@ -274,7 +275,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
         files = files[files.file.isin(set(sp.file[sp.split == split]))].reset_index(drop=True)
         skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
     images, keep = [], []
-    for f in tqdm(files.file, desc="read", disable=not progress):
+    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
         try:
             data = (data_dir / f).read_bytes()
             images.append(preprocess(decode_gray(data)[0], cfg))

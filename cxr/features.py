@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .runtime import show_progress
 from .config import Config, get_config
 from .data import _ensure
 
@@ -48,7 +49,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
     torch.manual_seed(config.seed)
     model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
     out = np.zeros((len(pixels), 1280), np.float32)
-    for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not progress):
+    for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not show_progress(progress)):
         out[i:i + batch] = model.features(to_tensor(pixels[i:i + batch], size)).mean((2, 3)).numpy()
     save_atomic(path, out)
     return out

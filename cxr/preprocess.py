@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .runtime import show_progress
 from .config import Config, get_config
 from .data import _ensure, _publish, read_gray
 
@@ -78,7 +79,7 @@ def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = N
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=_ensure(folder.parent)))
         try:
             arr = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(n, s, s))
-            for i, f in enumerate(tqdm(table.file, desc=f"preprocess {s}px", disable=not progress)):
+            for i, f in enumerate(tqdm(table.file, desc=f"preprocess {s}px", disable=not show_progress(progress))):
                 arr[i] = preprocess(read_gray(root / f), config)
             arr.flush()
             del arr

@@ -27,3 +27,9 @@ def tune_malloc() -> bool:
     ok &= libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int((1 << 31) - 1))
     ok &= libc.mallopt(M_TOP_PAD, ctypes.c_int(1 << 28))
     return bool(ok)
+
+
+def show_progress(progress: bool) -> bool:
+    """Whether to draw a progress bar: asked for, and not switched off with TQDM_DISABLE=1
+    (tqdm ignores that variable when `disable=` is passed explicitly)."""
+    return bool(progress) and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true", "yes")

@@ -31,6 +31,7 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from .runtime import show_progress
 from . import augment, evaluate
 from .config import Config, get_config
 from .data import CLASSES, _ensure, load_audit, load_table
@@ -187,7 +188,7 @@ def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 
 
     model.eval()
     out = np.zeros((len(pixels), len(CLASSES)), np.float32)
-    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not progress):
+    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
         out[i:i + batch] = model(to_tensor(pixels[i:i + batch], size)).softmax(1).numpy()
     return out
 
@@ -318,7 +319,7 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
         tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(rows),) + tuple(probe.shape[1:]))
         try:
-            for i in tqdm(range(0, len(rows), batch), desc=f"frozen layers, view {view}", disable=not progress):
+            for i in tqdm(range(0, len(rows), batch), desc=f"frozen layers, view {view}", disable=not show_progress(progress)):
                 imgs = np.asarray(pixels[rows[i:i + batch]])
                 if transform is not None:
                     imgs = augment.augment_batch(imgs, transform)
@@ -410,7 +411,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         order = np.random.default_rng(config.seed * 7919 + epoch).permutation(n_train)
         total_loss, seen = 0.0, 0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
-                   disable=not progress, leave=False)
+                   disable=not show_progress(progress), leave=False)
         for i in bar:
             idx = np.sort(order[i:i + config.batch_size])
             x = torch.from_numpy(np.asarray(acts[idx], dtype=np.float32)).contiguous(memory_format=torch.channels_last)
@@ -509,7 +510,7 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         opt.load_state_dict(state["optimizer"])
         history, trained, seen, step, epoch = (state["history"], state["trained"], state["seen"], state["step"],
                                                state["epoch"])
-    bar = tqdm(total=int(budget), initial=int(trained), desc="ResNet50 (wall budget, s)", disable=not progress)
+    bar = tqdm(total=int(budget), initial=int(trained), desc="ResNet50 (wall budget, s)", disable=not show_progress(progress))
     next_eval = (len(history) + 1) * every
     order = np.random.default_rng(config.seed + epoch).permutation(len(tr))
     pos = seen % len(tr)
