@@ -24,6 +24,8 @@ from cxr.config import repo_root
 ROOT = repo_root()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.slow
+CELL_TIMEOUT = 600  # seconds per cell; the slowest smoke cell takes about a minute here
+BUILD_TIMEOUT = 40 * 60  # the whole smoke build takes about 6 minutes here
 
 
 def toc_pages() -> list[str]:
@@ -37,11 +39,18 @@ def toc_pages() -> list[str]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("book")
-    env = dict(os.environ, CXR_PROFILE="smoke", TQDM_DISABLE="1")
+    # A cell that hangs fails the build after CELL_TIMEOUT instead of holding CI until it is killed.
+    env = dict(os.environ, CXR_PROFILE="smoke", TQDM_DISABLE="1", CXR_CELL_TIMEOUT=str(CELL_TIMEOUT))
     cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(ROOT), "--config", "book/_config.yml",
            "--toc", "book/_toc.yml", "--path-output", str(out), "-W", "--keep-going"]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert run.returncode == 0, f"book build failed:\n{run.stdout[-6000:]}\n{run.stderr[-6000:]}"
+    log = out / "build.log"
+    with log.open("w") as f:
+        try:
+            code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
+                                  timeout=BUILD_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            code = f"timeout after {BUILD_TIMEOUT} s"
+    assert code == 0, f"book build failed ({code}); the end of {log}:\n{log.read_text()[-8000:]}"
     return out / "_build" / "html"
 
 
@@ -112,3 +121,19 @@ def test_page_renders_offline(page: str, browser, server: str):
             "return Array.from(document.querySelectorAll('.cell_output img')).map(i => i.naturalWidth)")
         assert sizes, f"{page} shows no figures"
         assert all(w > 0 for w in sizes), f"{page} has figures that did not load: {sizes}"
+
+
+def test_cell_timeout_can_be_set_for_one_build(monkeypatch):
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    import cxr_book
+
+    class Config:
+        nb_execution_timeout = 5400
+
+    config = Config()
+    monkeypatch.delenv("CXR_CELL_TIMEOUT", raising=False)
+    cxr_book._cell_timeout_from_env(None, config)
+    assert config.nb_execution_timeout == 5400
+    monkeypatch.setenv("CXR_CELL_TIMEOUT", "600")
+    cxr_book._cell_timeout_from_env(None, config)
+    assert config.nb_execution_timeout == 600
