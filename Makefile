@@ -25,9 +25,11 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
+# --all: every page is read and every notebook executed again, so the book never shows outputs
+# left from an earlier build (Sphinx would otherwise skip pages whose source did not change).
 book: setup
 	CXR_PROFILE=full TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . --config book/_config.yml --toc book/_toc.yml \
-	    --path-output book -W --keep-going
+	    --path-output book -W --keep-going --all
 	@echo "The book is in book/_build/html/index.html"
 
 test: setup
