@@ -69,3 +69,31 @@ def test_cam_maps_and_randomisation():
                                                                             model._blocks[0]._bn1.weight)
     for m in explain.METHODS[1:]:
         assert explain.cam_maps(model, px, 64, method=m).shape == (2, 64, 64)
+
+
+def test_viewer_controls_and_first_view(caplog):
+    """The interactive viewer of chapter 05, driven without a front end (the notebook skips it
+    when run headless, so this is where it is exercised)."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    torch.manual_seed(0)
+    model = efficientnet_lite0(pretrained=False).eval()
+    labels = ["COVID", "COVID", "Normal", "Normal", "Normal"]
+    table = pd.DataFrame({"file": [f"{c}/images/{c}-{i}.jpg" for i, c in enumerate(labels)], "label": labels})
+    px = np.stack([synthetic_xray(i, 64) for i in range(len(labels))])
+    figures = len(plt.get_fignums())
+    view = explain.viewer({"toy": model}, px, table, 64)
+    assert isinstance(view, w.interactive)
+    assert len(plt.get_fignums()) == figures + 1  # the first view was drawn
+    assert "Exception in interact callback" not in caplog.text
+    controls = {c.description: c for c in view.children if isinstance(c, w.ValueWidget)}
+    assert set(controls) == {"class", "image", "model", "method", "target"}
+    assert controls["image"].max == 1  # two COVID images
+    controls["image"].value = 1
+    controls["class"].value = "Normal"  # three Normal images, and back to the first
+    assert controls["image"].max == 2 and controls["image"].value == 0
+    controls["method"].value, controls["target"].value = "EigenCAM", "Viral Pneumonia"
+    assert "Exception in interact callback" not in caplog.text and len(plt.get_fignums()) > figures + 1
+    plt.close("all")
