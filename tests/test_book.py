@@ -25,7 +25,6 @@ from cxr.config import repo_root
 ROOT = repo_root()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.slow
-CELL_TIMEOUT = 600  # seconds per cell; the slowest smoke cell takes about a minute here
 BUILD_TIMEOUT = 40 * 60  # the whole smoke build takes about 6 minutes here
 
 
@@ -38,10 +37,12 @@ def toc_pages() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
+def site(tmp_path_factory, pytestconfig) -> Path:
     out = tmp_path_factory.mktemp("book")
-    # A cell that hangs fails the build after CELL_TIMEOUT instead of holding CI until it is killed.
-    env = dict(os.environ, CXR_PROFILE="smoke", TQDM_DISABLE="1", CXR_CELL_TIMEOUT=str(CELL_TIMEOUT))
+    # A cell that hangs fails the build after the per-cell limit the notebooks get from nbmake
+    # (pyproject.toml) instead of holding CI until it is killed.
+    cell_timeout = int(pytestconfig.getoption("nbmake_timeout"))
+    env = dict(os.environ, CXR_PROFILE="smoke", TQDM_DISABLE="1", CXR_CELL_TIMEOUT=str(cell_timeout))
     for attempt in (1, 2):
         # a fresh folder each time: Sphinx would otherwise reuse what the first build read
         dest, log = out / f"attempt-{attempt}", out / f"build-{attempt}.log"
@@ -132,7 +133,7 @@ def test_page_renders_offline(page: str, browser, server: str):
 
 
 def test_cell_timeout_can_be_set_for_one_build(monkeypatch):
-    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    monkeypatch.syspath_prepend(str(ROOT / "book" / "_ext"))
     import cxr_book
 
     class Config:
