@@ -244,7 +244,7 @@ def default_checkpoint() -> Path:
 
 def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
                     progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None,
-                    config=None) -> dict:
+                    config=None, thresholds_from: str | Path | dict | None = None) -> dict:
     """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
 
     Labels come from the class folder names (<class>/images/*.png|jpg, or <class>/*.png|jpg).
@@ -253,42 +253,38 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     is given. Probabilities are temperature-scaled with the checkpoint's temperature, if any.
     `split` ('train', 'val' or 'test') keeps only that split's files of the folder's split file
     (in the profile of `config`).
-    """
-    from tqdm.auto import tqdm
 
+    Operating points (`OPERATING_POINTS`) are always chosen on a validation split and measured
+    here unchanged: with `split="test"` the folder's own validation split is predicted and used;
+    otherwise `thresholds_from` (an evaluation record, or its path, made with `--split test`)
+    supplies them; with neither, the record has no operating points. A folder with a
+    `manifest.csv` that has a `collection` column is also evaluated per collection.
+    """
     from .config import get_config
-    from .data import ImageError, decode_gray, list_files, load_split
-    from .preprocess import preprocess
-    from .train import load_model, predict
+    from .data import load_split
+    from .train import load_model
 
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise FileNotFoundError(f"{data_dir} is not a folder: give a folder in the Kaggle layout "
                                 f"(<class>/images/*.png), classes {', '.join(CLASSES)}.")
+    points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
     model, meta = load_model(checkpoint)
     cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
                                                                       "clahe_tile", "gamma")})
-    files, skipped = list_files(data_dir, "main")
-    if split:
-        sp = load_split(data_dir, config or get_config("full"), create=False)
-        files = files[files.file.isin(set(sp.file[sp.split == split]))].reset_index(drop=True)
-        skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
-    images, keep = [], []
-    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
-        try:
-            data = (data_dir / f).read_bytes()
-            images.append(preprocess(decode_gray(data)[0], cfg))
-            keep.append(f)
-        except OSError as e:
-            skipped.loc[len(skipped)] = (f, f"unreadable: {e.strerror or e}")
-        except ImageError as e:
-            skipped.loc[len(skipped)] = (f, str(e))
-    files = files.set_index("file").loc[keep].reset_index()
-    if not len(files):
-        raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")
-    raw = predict(model, np.stack(images), meta["input_size"], progress=progress)
     temperature = float(meta.get("temperature", 1.0))
+    sp = load_split(data_dir, config or get_config("full"), create=False) if split else None
+
+    def run_on(which: str | None):
+        files, skipped = _list_labelled(data_dir)
+        if which:
+            files = files[files.file.isin(set(sp.file[sp.split == which]))].reset_index(drop=True)
+            skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
+        files, raw, skipped = _predict_files(data_dir, files, skipped, model, meta, cfg, progress)
+        return files, raw, skipped
+
+    files, raw, skipped = run_on(split)
     proba = temper(raw, temperature)
     y = files.label.map(CLASSES.index).to_numpy()
     s = summary(y, proba, n_boot=n_boot, seed=seed)
@@ -300,15 +296,114 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
         "confusion": confusion_matrix(y, proba.argmax(1)).tolist(),
         "skipped": skipped.to_dict("records"),
     }
-    text = format_summary(result)
+    if split == "test":
+        vfiles, vraw, _ = run_on("val")
+        points = choose_operating_points(vfiles.label.map(CLASSES.index).to_numpy(), temper(vraw, temperature))
+        result["operating_points_chosen_on"] = "the validation split of the same folder"
+    elif points is not None:
+        result["operating_points_chosen_on"] = f"the validation split of {points['data']} (from {points['source']})"
+        if points["checkpoint"] != str(checkpoint):
+            result["operating_points_warning"] = (f"the thresholds were chosen for {points['checkpoint']}, "
+                                                  f"not for this model ({checkpoint})")
+        points = points["operating_points"]
+    if points is not None:
+        measured = measure_operating_points(points, y, proba, label="measured")
+        result["operating_points"] = measured
+    manifest = _manifest(data_dir)
+    if manifest is not None:
+        files = files.merge(manifest, on="file", how="left")
+        if "collection" in files:
+            result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba,
+                                               files.get("patient_id"))
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1, default=_jsonable))
-        out.with_suffix(".txt").write_text(text)
+        out.with_suffix(".txt").write_text(format_summary(result))
         pred = files.assign(**{c: proba[:, i] for i, c in enumerate(CLASSES)}, pred=[CLASSES[i] for i in proba.argmax(1)])
         pred.to_csv(out.with_suffix(".csv"), index=False)
     return result
+
+
+def _list_labelled(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from .data import list_files
+
+    return list_files(data_dir, "main")
+
+
+def _predict_files(data_dir: Path, files: pd.DataFrame, skipped: pd.DataFrame, model, meta: dict, cfg,
+                   progress: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Read, preprocess and predict (raw probabilities) the listed files; unusable ones go to `skipped`."""
+    from tqdm.auto import tqdm
+
+    from .data import ImageError, decode_gray
+    from .preprocess import preprocess
+    from .train import predict
+
+    images, keep = [], []
+    skipped = skipped.copy()
+    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
+        try:
+            images.append(preprocess(decode_gray((data_dir / f).read_bytes())[0], cfg))
+            keep.append(f)
+        except OSError as e:
+            skipped.loc[len(skipped)] = (f, f"unreadable: {e.strerror or e}")
+        except ImageError as e:
+            skipped.loc[len(skipped)] = (f, str(e))
+    files = files.set_index("file").loc[keep].reset_index()
+    if not len(files):
+        raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")
+    return files, predict(model, np.stack(images), meta["input_size"], progress=progress), skipped
+
+
+def _manifest(data_dir: Path) -> pd.DataFrame | None:
+    """The folder's manifest.csv (file, collection, patient id), if it has one."""
+    path = data_dir / "manifest.csv"
+    if not path.exists():
+        return None
+    m = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "file" not in m:
+        return None
+    m = m.rename(columns={"patientid": "patient_id"})
+    keep = [c for c in ("file", "collection", "patient_id") if c in m]
+    return m[keep]
+
+
+def by_group(groups: np.ndarray, y: np.ndarray, proba: np.ndarray, patients=None) -> dict:
+    """Accuracy and per-class sensitivity within each group (a collection), with image and patient counts."""
+    pred = np.asarray(proba).argmax(1)
+    out = {}
+    for g in sorted(set(groups)):
+        m = groups == g
+        k, n = int((pred[m] == y[m]).sum()), int(m.sum())
+        row = {"n": n, "accuracy": proportion(k, n),
+               "predicted": {c: int((pred[m] == i).sum()) for i, c in enumerate(CLASSES)},
+               "per_class": {c: proportion(int(((pred == i) & (y == i) & m).sum()), int(((y == i) & m).sum()))
+                             for i, c in enumerate(CLASSES) if ((y == i) & m).any()}}
+        if patients is not None:
+            pid = pd.Series(np.asarray(patients)[m]).replace("", np.nan)
+            row["patients"] = int(pid.nunique()) if pid.notna().any() else None
+        out[str(g)] = row
+    return out
+
+
+def _thresholds_record(source: str | Path | dict) -> dict:
+    """Operating points chosen on validation, from an evaluation record (made with --split test)."""
+    if isinstance(source, dict):
+        record, name = source, "the given record"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"No evaluation record at {path}: write it with `cxr evaluate --data DATASET "
+                                    f"--split test --out {path}`.")
+        record, name = json.loads(path.read_text()), str(path)
+    if "operating_points" not in record or record.get("split") != "test":
+        raise ValueError(f"{name} has no operating points chosen on validation: make it with "
+                         "`cxr evaluate --data DATASET --split test --out FILE`.")
+    points = {k: {kk: v for kk, v in op.items() if kk in ("task", "target_sensitivity", "threshold")}
+              for k, op in record["operating_points"].items()}
+    return {"operating_points": points, "checkpoint": record.get("checkpoint"), "data": record.get("data"),
+            "source": name}
 
 
 def _jsonable(x):
@@ -338,6 +433,19 @@ def format_summary(r: dict) -> str:
         lines.append(f"{c:<16}{m['n']:>6}  {pct(m['sensitivity'], m['sensitivity_ci']):<24}"
                      f"{pct(m['specificity'], m['specificity_ci']):<24}{100 * m['ppv']:6.1f}%{100 * m['npv']:6.1f}%"
                      f"{m['auc']:8.4f}")
+    if r.get("operating_points"):
+        lines += ["", f"operating points (thresholds chosen on {r['operating_points_chosen_on']}):"]
+        for name, op in r["operating_points"].items():
+            m = op["measured"]
+            lines.append(f"  {name:<12} threshold {op['threshold']:.4f}   sensitivity "
+                         f"{pct(m['sensitivity']['value'], m['sensitivity']['ci'])} ({m['tp']}/{m['tp'] + m['fn']})   "
+                         f"specificity {pct(m['specificity']['value'], m['specificity']['ci'])} ({m['tn']}/{m['tn'] + m['fp']})")
+        if r.get("operating_points_warning"):
+            lines.append(f"  warning: {r['operating_points_warning']}")
+    for g, m in r.get("by_collection", {}).items():
+        who = f", {m['patients']} patients" if m.get("patients") else ""
+        lines.append(f"collection {g}: {m['n']} images{who}, accuracy {pct(m['accuracy']['value'], m['accuracy']['ci'])}; "
+                     "predicted " + ", ".join(f"{c} {k}" for c, k in m["predicted"].items()))
     if r["skipped"]:
         lines += ["", "skipped:"] + [f"  {s['file']}: {s['reason']}" for s in r["skipped"][:50]]
         if len(r["skipped"]) > 50:
@@ -383,6 +491,69 @@ def predictive_values(sensitivity: float, specificity: float, prevalence: float)
     tp, fp = sensitivity * prevalence, (1 - specificity) * (1 - prevalence)
     tn, fn = specificity * (1 - prevalence), (1 - sensitivity) * prevalence
     return (tp / (tp + fp) if tp + fp else math.nan, tn / (tn + fn) if tn + fn else math.nan)
+
+
+# The operating points a deployment would use: (name, task, sensitivity target). Each threshold is
+# chosen on the validation split and then measured, unchanged, on the test split (and on any
+# other folder, such as an external set). "abnormal" = COVID-19, Lung Opacity or Viral Pneumonia
+# against Normal, scored by 1 - P(Normal); "covid" = COVID-19 against the rest, scored by P(COVID).
+OPERATING_POINTS = (
+    ("abnormal@95", "abnormal", 0.95),
+    ("abnormal@98", "abnormal", 0.98),
+    ("abnormal@99", "abnormal", 0.99),
+    ("covid@95", "covid", 0.95),
+    ("covid@98", "covid", 0.98),
+)
+TASKS = {"abnormal": "abnormal (COVID-19, Lung Opacity or Viral Pneumonia) vs Normal",
+         "covid": "COVID-19 vs the rest"}
+
+
+def task_scores(task: str, y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(binary truth, score) of a two-class task derived from the four-class output."""
+    y, proba = np.asarray(y), np.asarray(proba, dtype=np.float64)
+    if task == "abnormal":
+        normal = CLASSES.index("Normal")
+        return y != normal, 1.0 - proba[:, normal]
+    if task == "covid":
+        covid = CLASSES.index("COVID")
+        return y == covid, proba[:, covid]
+    raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+
+
+def choose_operating_points(y_val: np.ndarray, proba_val: np.ndarray, points=OPERATING_POINTS) -> dict:
+    """Thresholds for each named operating point, chosen on validation (labels, calibrated probabilities)."""
+    out = {}
+    for name, task, target in points:
+        truth, score = task_scores(task, y_val, proba_val)
+        t = threshold_for_sensitivity(truth, score, target)
+        out[name] = {"task": task, "target_sensitivity": target, "threshold": t,
+                     "validation": at_threshold(truth, score, t)}
+    return out
+
+
+def measure_operating_points(points: dict, y: np.ndarray, proba: np.ndarray, label: str = "test") -> dict:
+    """The chosen operating points (from `choose_operating_points`) measured on other data, unchanged."""
+    out = {}
+    for name, op in points.items():
+        truth, score = task_scores(op["task"], y, proba)
+        out[name] = {**op, label: at_threshold(truth, score, op["threshold"])}
+    return out
+
+
+def operating_point_table(points: dict, where: str = "test") -> pd.DataFrame:
+    """The operating points as a table for the page: threshold, sensitivity and specificity with intervals."""
+    rows = []
+    for name, op in points.items():
+        m = op[where]
+
+        def fmt(key):
+            v = m[key]
+            return (f"{100 * v['value']:.1f} [{100 * v['ci'][0]:.1f}, {100 * v['ci'][1]:.1f}] ({v['k']}/{v['n']})"
+                    if v["n"] else "n/a")
+        rows.append({"operating point": name, "task": op["task"], "target (val)": f"{op['target_sensitivity']:.0%}",
+                     "threshold": round(op["threshold"], 4), "sensitivity %": fmt("sensitivity"),
+                     "specificity %": fmt("specificity")})
+    return pd.DataFrame(rows).set_index("operating point")
 
 
 def net_benefit(y_bin: np.ndarray, score: np.ndarray, thresholds: np.ndarray) -> pd.DataFrame:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr import evaluate, train
+from cxr import data, evaluate, train
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -99,12 +100,17 @@ def test_paired_difference_of_identical_models_is_zero():
     assert d == 0 and lo == 0 and hi == 0
 
 
-def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
-    ds = write_dataset(tmp_path / "train", per_class=8)
+def tiny_run(tmp_path: Path, monkeypatch, per_class: int):
+    """A one-epoch model on a small synthetic dataset (the dataset, its config and the run)."""
+    ds = write_dataset(tmp_path / "train", per_class=per_class)
     monkeypatch.setenv("CXR_DATA_DIR", str(ds))
     cfg = get_config("full", epochs=1, views=1, input_size=64, image_size=64, batch_size=8,
                      cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
-    run = train.fit("finetune", cfg, progress=False)
+    return ds, cfg, train.fit("finetune", cfg, progress=False)
+
+
+def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
+    ds, cfg, run = tiny_run(tmp_path, monkeypatch, per_class=8)
     hospital = write_dataset(tmp_path / "hospital", per_class=3, ext=".jpg")
     (hospital / "Normal" / "images" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     (hospital / "COVID" / "images" / "scan.dcm").write_bytes(b"DICM")
@@ -128,3 +134,70 @@ def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monk
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     with pytest.raises(FileNotFoundError, match="cxr train"):
         evaluate.default_checkpoint()
+
+
+def test_operating_points_chosen_on_validation_reach_their_target():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 400)
+    logits = rng.normal(0, 1, (400, 4))
+    logits[np.arange(400), y] += 1.5
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    chosen = evaluate.choose_operating_points(y, proba)
+    assert set(chosen) == {name for name, _, _ in evaluate.OPERATING_POINTS}
+    for name, op in chosen.items():
+        assert op["validation"]["sensitivity"]["value"] >= op["target_sensitivity"]
+    # a stricter target never has a higher threshold (flags at least as many studies)
+    assert chosen["abnormal@99"]["threshold"] <= chosen["abnormal@98"]["threshold"] <= chosen["abnormal@95"]["threshold"]
+    # measured unchanged on the same data gives the same counts
+    again = evaluate.measure_operating_points(chosen, y, proba, label="measured")
+    for name in chosen:
+        assert again[name]["measured"]["tp"] == chosen[name]["validation"]["tp"]
+    truth, score = evaluate.task_scores("abnormal", y, proba)
+    assert np.array_equal(truth, y != data.CLASSES.index("Normal"))
+    assert np.allclose(score, 1 - proba[:, data.CLASSES.index("Normal")])
+    with pytest.raises(ValueError, match="unknown task"):
+        evaluate.task_scores("pneumothorax", y, proba)
+
+
+def test_operating_points_by_hand():
+    # validation: 4 positives scored 0.9, 0.8, 0.7, 0.2; 95% sensitivity needs all 4, so t = 0.2
+    y_val = np.array([0, 0, 0, 0, 2, 2])
+    p_val = np.zeros((6, 4))
+    p_val[:, 0] = [0.9, 0.8, 0.7, 0.2, 0.3, 0.1]
+    p_val[:, 2] = 1 - p_val[:, 0]
+    chosen = evaluate.choose_operating_points(y_val, p_val, points=(("covid@95", "covid", 0.95),))
+    assert chosen["covid@95"]["threshold"] == pytest.approx(0.2)
+    assert chosen["covid@95"]["validation"]["fp"] == 1  # the normal at 0.3
+    # on other data: two positives at 0.5 and 0.1, one negative at 0.25
+    y = np.array([0, 0, 2])
+    p = np.zeros((3, 4))
+    p[:, 0] = [0.5, 0.1, 0.25]
+    p[:, 2] = 1 - p[:, 0]
+    m = evaluate.measure_operating_points(chosen, y, p, label="measured")["covid@95"]["measured"]
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (1, 1, 1, 0)
+
+
+def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: Path, monkeypatch):
+    ds, cfg, run = tiny_run(tmp_path, monkeypatch, per_class=12)
+    record = evaluate.evaluate_folder(ds, run.checkpoint, tmp_path / "eval.json", progress=False, n_boot=20,
+                                      split="test", config=cfg)
+    ops = record["operating_points"]
+    assert set(ops) == {name for name, _, _ in evaluate.OPERATING_POINTS}
+    assert all("validation" in op and "measured" in op for op in ops.values())
+    assert "operating points" in (tmp_path / "eval.txt").read_text()
+    other = write_dataset(tmp_path / "elsewhere", per_class=3, ext=".jpg")
+    files = sorted(str(p.relative_to(other)) for p in other.rglob("*.jpg"))
+    pd.DataFrame({"file": files, "collection": ["a" if i % 2 else "b" for i in range(len(files))],
+                  "patientid": [str(i // 4) for i in range(len(files))]}).to_csv(other / "manifest.csv", index=False)
+    ext = evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20,
+                                   thresholds_from=tmp_path / "eval.json")
+    for name, op in ext["operating_points"].items():
+        assert op["threshold"] == ops[name]["threshold"]
+        assert op["measured"]["tp"] + op["measured"]["fn"] + op["measured"]["fp"] + op["measured"]["tn"] == 12
+    assert set(ext["by_collection"]) == {"a", "b"}
+    assert sum(g["n"] for g in ext["by_collection"].values()) == 12
+    assert ext["by_collection"]["a"]["patients"] == 3  # several images per patient are counted once
+    with pytest.raises(ValueError, match="no operating points"):
+        evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
+    with pytest.raises(FileNotFoundError, match="cxr evaluate"):
+        evaluate.evaluate_folder(other, run.checkpoint, progress=False, thresholds_from=tmp_path / "missing.json")
