@@ -405,6 +405,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         if progress:
             print(f"resuming {path.name} after epoch {first_epoch}")
     yv = y[va]
+    budget_stop = False
     for epoch in range(first_epoch, config.epochs):
         acts = views[epoch % len(views)]
         _set_train_mode(model, cut)
@@ -460,8 +461,9 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
                 print(f"early stop: no validation improvement for {config.patience} epochs")
             break
         if time.perf_counter() - start - eval_seconds > config.wall_budget_s and epoch + 1 < config.epochs:
-            if progress:
-                print(f"stopping: wall budget of {config.wall_budget_s / 60:.0f} min used")
+            budget_stop = True  # the safety stop fired: the run says so in done.json
+            print(f"stopping early: the wall-time safety stop of {config.wall_budget_s / 60:.0f} min fired after "
+                  f"epoch {epoch + 1} of {config.epochs}")
             break
     train_seconds = time.perf_counter() - start - eval_seconds
 
@@ -474,7 +476,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     best_epoch = int(torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"])
     return {"arch": "efficientnet_lite0", "epochs": len(history), "best_epoch": best_epoch,
             "activation_cache_seconds": cache_seconds, "train_wall_seconds": train_seconds,
-            "train_images": int(n_train), "train_twins": int(n_train - len(tr))}
+            "train_images": int(n_train), "train_twins": int(n_train - len(tr)), "safety_stop_fired": budget_stop}
 
 
 # --------------------------------------------------------------------------- approach: resnet50
