@@ -1,4 +1,4 @@
-"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`."""
+"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr roi`."""
 from __future__ import annotations
 
 import argparse
@@ -74,13 +74,48 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluate import evaluate_folder, format_summary
 
-    result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split)
+    result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split, thresholds_from=args.thresholds)
     print(format_summary(result))
     if args.out:
         print(f"\nwrote {args.out} (and .txt, .csv beside it)")
     else:
         print(json.dumps({k: result[k] for k in ("n", "accuracy", "macro_auc", "ece")}))
     return 0
+
+
+def _roi(args: argparse.Namespace) -> int:
+    import json
+
+    from . import business
+
+    if args.list:
+        for name, (site, story) in business.PRESETS.items():
+            print(f"{name:<22} {site.name} ({business.WORKFLOW_NAMES[site.workflow]}, {site.operating_point})")
+        return 0
+    changes = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise business.InputError(f"--set {item!r}: write FIELD=VALUE, e.g. --set studies_per_year=80000")
+        k, v = item.split("=", 1)
+        changes[k.strip()] = v.strip()
+    site = business.site_from(args.preset, changes)
+    record = Path(args.evaluation) if args.evaluation else _default_record(args.data)
+    perf = business.performance(record, site.operating_point)
+    result = business.roi(site, perf)
+    u = business.psa(site, perf, n=args.draws, seed=args.seed)
+    if args.json:
+        print(json.dumps({"site": site.__dict__, "performance": perf.to_dict(), "result": result,
+                          "psa": {k: v for k, v in u.items() if k != "net_values"}}, indent=1, default=str))
+    else:
+        print(business.format_result(site, perf, result, u))
+    return 0
+
+
+def _default_record(which: str) -> Path:
+    from .config import get_config
+
+    reports = get_config().reports_dir
+    return reports / ("evaluation.json" if which == "test" else "external.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,7 +148,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON file to write (a .txt summary and .csv predictions go beside it)")
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="only this split's files of the folder's split file (e.g. the test split of data/splits.csv)")
+    p.add_argument("--thresholds", metavar="RECORD",
+                   help="apply the operating points of this evaluation record (made with --split test; they were "
+                        "chosen on its validation split), e.g. reports/evaluation.json")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("roi", help="what the model could be worth at a site (the business chapter's calculator)")
+    p.add_argument("--preset", default="default", help="a use case (see --list; default: default)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="change one input (repeatable)")
+    p.add_argument("--data", choices=("test", "external"), default="test",
+                   help="whose measured performance: the database test split or the external radiographs")
+    p.add_argument("--evaluation", metavar="RECORD", help="an evaluation record to read performance from instead")
+    p.add_argument("--draws", type=int, default=2000, help="draws of the uncertainty analysis (default 2000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--list", action="store_true", help="list the presets and stop")
+    p.set_defaults(func=_roi)
 
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

@@ -149,3 +149,194 @@ def test_cell_timeout_can_be_set_for_one_build(monkeypatch):
     monkeypatch.setenv("CXR_CELL_TIMEOUT", "600")
     cxr_book._cell_timeout_from_env(None, config)
     assert config.nb_execution_timeout == 600
+
+
+# --------------------------------------------------------------------------- the executive summary
+def _smoke_reports() -> Path:
+    from cxr.config import get_config
+
+    return get_config("smoke").reports_dir
+
+
+def test_summary_page_shows_the_records_of_its_run(site: Path):
+    import html
+    import re
+
+    import pandas as pd
+
+    from cxr import report
+    from cxr.data import CLASSES
+
+    record = json.loads((_smoke_reports() / "summary.json").read_text())
+    evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
+    page = (site / "notebooks" / "00_summary.html").read_text()
+    pasted = [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page)]
+    shown = report.summary_text(record)
+    for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
+                "roi_external", "external_accuracy", "external_normals_covid"):
+        assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the summary page ({pasted})"
+    # the record is the evaluation of the same run, and agrees with its per-image predictions
+    assert record["run"] == Path(evaluation["checkpoint"]).parent.name
+    assert record["accuracy"] == evaluation["accuracy"]
+    pred = pd.read_csv(_smoke_reports() / "evaluation.csv", keep_default_na=False)
+    assert record["accuracy"] == pytest.approx((pred.label == pred.pred).mean())
+    covid = pred[pred.label == "COVID"]
+    assert record["covid_sensitivity"] == pytest.approx((covid.pred == "COVID").mean())
+    assert set(pred.pred) <= set(CLASSES)
+
+
+# --------------------------------------------------------------------------- the static ROI calculator
+CALCULATOR_CASES = [
+    ("default", "database test split", {}),
+    ("radiology_workflow", "external radiographs", {"studies_per_year": 80000, "ai_cost_per_study": 0.7}),
+    ("pandemic_surveillance", "database test split", {"prevalence_covid": 0.35, "read_s_ai_normal": 12.5}),
+    ("low_resource", "external radiographs", {"radiologist_cost_per_hour": 60}),
+    ("ed_triage", "database test split", {"studies_per_year": 5000, "ai_cost_per_year": 0}),
+]
+
+_SET_CALCULATOR = """
+const [preset, data, changes] = arguments;
+const root = document.getElementById('cxr-roi');
+const fire = (el, kind) => el.dispatchEvent(new Event(kind, {bubbles: true}));
+const p = root.querySelector('#cxr-roi-preset'); p.value = preset; fire(p, 'change');
+const d = root.querySelector('#cxr-roi-data'); d.value = data; fire(d, 'change');
+for (const [field, value] of Object.entries(changes)) {
+  const input = root.querySelector(`input[data-field="${field}"]`); input.value = String(value); fire(input, 'input');
+}
+const out = {};
+for (const cell of root.querySelectorAll('[data-output]')) out[cell.dataset.output] = [cell.textContent, cell.dataset.value];
+return {out: out, state: root.dataset.state, error: root.querySelector('#cxr-roi-error').textContent,
+        op: root.querySelector('#cxr-roi-op').value};
+"""
+
+
+@pytest.mark.browser
+def test_static_calculator_matches_python(browser, server: str):
+    from cxr import business
+
+    browser.get(f"{server}/notebooks/06_business.html")
+    data = json.loads(browser.execute_script("return document.getElementById('cxr-roi-json').textContent"))
+    # the performance in the page is the one the evaluation records of this build measured
+    evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
+    for op, p in data["performance"]["database test split"].items():
+        measured = business.performance(evaluation, op)
+        assert (p["sensitivity"], p["specificity"]) == (measured.sensitivity, measured.specificity)
+    assert "external radiographs" in data["performance"]
+    for preset, which, changes in CALCULATOR_CASES:
+        got = browser.execute_script(_SET_CALCULATOR, preset, which, changes)
+        assert got["state"] == "ok", got["error"]
+        site = business.site_from(preset, changes)
+        assert got["op"] == site.operating_point
+        result = business.roi(site, business.Performance(**data["performance"][which][site.operating_point]))
+        for key, (text, value) in got["out"].items():
+            assert text == business.format_output(key, result[key]), (preset, key)
+            assert float(value) == pytest.approx(result[key], rel=1e-9, abs=1e-9), (preset, key)
+    bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"studies_per_year": -5})
+    assert bad["state"] == "error" and "studies_per_year" in bad["error"]
+    bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"prevalence_abnormal": 1.7})
+    assert bad["state"] == "error" and "prevalence_abnormal" in bad["error"]
+
+
+# --------------------------------------------------------------------------- the ROI widget in JupyterLab
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A headless JupyterLab on a free local port (no token), serving the repository, smoke profile."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("lab") / "lab.log"
+    env = dict(os.environ, CXR_PROFILE="smoke", TQDM_DISABLE="1")
+    cmd = [str(Path(sys.executable).with_name("jupyter-lab")), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+           "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={ROOT}", "--allow-root",
+           "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"]
+    with log.open("w") as f:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/status", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail(f"jupyter lab did not start; its log:\n{log.read_text()[-4000:]}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _wait(browser, script: str, timeout: float, what: str, *args):
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end:
+        value = browser.execute_script(script, *args)
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+_RESULT = """
+const r = document.querySelector('.cxr-roi-result');
+const shown = r ? r.querySelector('.cxr-roi-net_annual_value') : null;
+return r ? {net: r.dataset.net, inputs: r.dataset.inputs, data: r.dataset.data, shown: shown && shown.textContent} : null;
+"""
+
+
+@pytest.mark.browser
+def test_roi_widget_in_jupyterlab(browser, lab: str):
+    """Open chapter 06 in JupyterLab, Run All, move a slider: the net value changes and equals
+    cxr.business for the new inputs."""
+    from selenium.webdriver.common.keys import Keys
+
+    from cxr import business, report
+    from cxr.config import get_config
+
+    browser.get(f"{lab}/lab/tree/notebooks/06_business.ipynb?reset")
+    _wait(browser, "return window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell') !== null", 120,
+          "JupyterLab to open the notebook")
+    _wait(browser, """const w = window.jupyterapp.shell.currentWidget;
+                      return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel &&
+                             w.sessionContext.session.kernel.status === 'idle';""", 120, "the kernel to start")
+    browser.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells');")
+    first = _wait(browser, _RESULT, 600, "the ROI widget to show a result")
+    slider = _wait(browser, """
+        for (const s of document.querySelectorAll('.widget-slider')) {
+          const label = s.querySelector('.widget-label');
+          if (label && label.textContent.trim() === 'studies per year') return s.querySelector('.noUi-handle');
+        }
+        return null;""", 60, "the studies-per-year slider")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", slider)
+    slider.click()
+    for _ in range(5):
+        slider.send_keys(Keys.ARROW_RIGHT)
+    _wait(browser, f"const r = (function() {{ {_RESULT} }})(); return r && r.net !== {json.dumps(first['net'])} ? r : null;",
+          120, "the net value to change after moving the slider")
+    import time
+
+    after = None
+    for _ in range(60):  # every key press is a change: wait until the widget has taken the last one
+        time.sleep(2)
+        now = browser.execute_script(_RESULT)
+        if now == after:
+            break
+        after = now
+    before_inputs, inputs = json.loads(first["inputs"]), json.loads(after["inputs"])
+    assert inputs["studies_per_year"] > before_inputs["studies_per_year"]
+    cfg = get_config("smoke")
+    records = {"database test split": report.evaluation_record(cfg)}
+    if (ext := report.external_record(cfg)) is not None:
+        records["external radiographs"] = ext
+    perf = business.performance_sets(records)[after["data"]][inputs["operating_point"]]
+    expected = business.roi(business.Site(**inputs), perf)["net_annual_value"]
+    assert float(after["net"]) == pytest.approx(expected, rel=1e-9)
+    assert after["shown"] == business.format_output("net_annual_value", expected)

@@ -1,0 +1,198 @@
+"""The records the book states, each made by one function from the profile's final model.
+
+* `evaluation_record`: the database test split, with the operating points chosen on validation
+  (`cxr evaluate --split test`), in `<reports>/evaluation.json`;
+* `external_record`: the radiographs from outside the database (`../shared/cxr-external-dev`),
+  with the same operating points, in `<reports>/external.json`;
+* `twin_audit`: how often the model's answer survives a change of processing chain;
+* `executive_summary`: the headline numbers of the executive summary, in `<reports>/summary.json`.
+
+`<reports>` is `Config.reports_dir` (`reports/` for the full profile). A record is reused when it
+was made from the same trained run (its folder name carries the run's key), else made again.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .config import Config, get_config, repo_root
+
+EXTERNAL_ENV = "CXR_EXTERNAL_DIR"
+# What the report aims for, where the summary quotes a target
+TARGETS = {"twin_agreement": 0.97}
+
+
+def external_dir() -> Path | None:
+    """The external evaluation set: $CXR_EXTERNAL_DIR, else ../shared/cxr-external-dev; None if absent."""
+    if os.environ.get(EXTERNAL_ENV):
+        return Path(os.environ[EXTERNAL_ENV])
+    p = repo_root().parent / "shared" / "cxr-external-dev"
+    return p if p.is_dir() else None
+
+
+def final_run(config: Config | None = None):
+    """The profile's final model (trained now if no identical finished run exists)."""
+    from . import train
+
+    return train.fit("finetune", config or get_config(), progress=False)
+
+
+def _fresh(path: Path, run) -> dict | None:
+    """The record at `path` if it was made from `run`'s checkpoint."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if Path(record.get("checkpoint", "")).parent.name == run.path.name else None
+
+
+def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
+    """The test-split evaluation of the final model, with operating points chosen on validation."""
+    from .data import find_dataset
+    from .evaluate import evaluate_folder
+
+    config = config or get_config()
+    run = final_run(config)
+    path = config.reports_dir / "evaluation.json"
+    if not remake and (record := _fresh(path, run)) is not None and "operating_points" in record:
+        return record
+    return evaluate_folder(find_dataset(), run.checkpoint, out=path, split="test", config=config, progress=False,
+                           n_boot=1000 if not config.smoke else 200, seed=config.seed)
+
+
+def external_record(config: Config | None = None, remake: bool = False) -> dict | None:
+    """The final model on the external radiographs, at the operating points of `evaluation_record`
+    (None when no external set is at hand)."""
+    from .evaluate import evaluate_folder
+
+    config = config or get_config()
+    data = external_dir()
+    if data is None:
+        return None
+    run = final_run(config)
+    path = config.reports_dir / "external.json"
+    if not remake and (record := _fresh(path, run)) is not None:
+        return record
+    return evaluate_folder(data, run.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
+                           seed=config.seed, thresholds_from=evaluation_record(config))
+
+
+def twin_audit(config: Config | None = None) -> dict:
+    """Twin agreement of the final model on the audit twins whose originals are in the validation or
+    test split (never trained on): the share of twins that get their original's prediction."""
+    from . import train
+    from .data import find_dataset, load_audit, main_subset, scan
+    from .explain import twin_agreement
+    from .preprocess import load_pixels
+
+    config = config or get_config()
+    run = final_run(config)
+    root = find_dataset()
+    twins = load_audit(config, root)
+    twins = twins[twins.twin_split.isin(["val", "test"])].reset_index(drop=True)
+    if twins.empty:
+        return {"n": 0, "agreement": math.nan, "to_lung_opacity": math.nan}
+    main = main_subset(scan(root, config, progress=False))[0].set_index("file")
+    originals = main.loc[twins.twin_file].reset_index()
+    model, meta = train.load_model(run.checkpoint)
+    size = meta["input_size"]
+    po = train.predict(model, np.asarray(load_pixels(root, originals, config, progress=False)), size, progress=False)
+    pt = train.predict(model, np.asarray(load_pixels(root, twins, config, progress=False)), size, progress=False)
+    return twin_agreement(po.argmax(1), pt.argmax(1))
+
+
+def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
+                seed: int = 0) -> dict:
+    """The net annual value of a preset site under the database and the external performance."""
+    from . import business
+
+    site = business.preset(preset)
+    out = {"site": site.name, "operating_point": site.operating_point}
+    for name, rec in (("database", evaluation), ("external", external)):
+        if rec is None:
+            continue
+        perf = business.performance(rec, site.operating_point)
+        u = business.psa(site, perf, n=n, seed=seed)
+        out[name] = {"sensitivity": perf.sensitivity, "specificity": perf.specificity,
+                     "net_annual_value": business.roi(site, perf)["net_annual_value"],
+                     "median": u["median"], "interval90": u["interval90"], "p_positive": u["p_positive"]}
+    return out
+
+
+def executive_summary(config: Config | None = None) -> dict:
+    """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
+    from . import train
+    from .data import CLASSES
+
+    config = config or get_config()
+    run = final_run(config)
+    ev = evaluation_record(config)
+    ext = external_record(config)
+    twins = twin_audit(config)
+    model, meta = train.load_model(run.checkpoint)
+    speed = train.inference_speed(model, meta["input_size"])
+    covid = ev["per_class"]["COVID"]
+    record = {
+        "profile": config.profile, "run": run.path.name,
+        "test_images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": ev["accuracy_ci"],
+        "macro_auc": ev["macro_auc"], "macro_auc_ci": ev["macro_auc_ci"],
+        "covid_sensitivity": covid["sensitivity"], "covid_sensitivity_ci": covid["sensitivity_ci"],
+        "covid_sensitivity_counts": [covid["tp"], covid["tp"] + covid["fn"]],
+        "twin_agreement": twins["agreement"], "twins": twins["n"],
+        "inference_ms_per_image": 1000.0 / speed["images_per_second"],
+        "inference": {k: speed[k] for k in ("images_per_second", "batch", "size", "threads")},
+        "roi": roi_summary(ev, ext),
+    }
+    if ext is not None:
+        normal = CLASSES.index("Normal")
+        row = ext["confusion"][normal]
+        record["external"] = {"images": ext["n"], "accuracy": ext["accuracy"], "accuracy_ci": ext["accuracy_ci"],
+                              "normals": int(sum(row)), "normals_called_covid": int(row[CLASSES.index("COVID")]),
+                              "called_covid": int(sum(r[CLASSES.index("COVID")] for r in ext["confusion"]))}
+    path = config.reports_dir / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return record
+
+
+def _pct(v: float, ci=None, digits: int = 1) -> str:
+    s = f"{100 * v:.{digits}f}%"
+    return s + (f" [{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]" if ci is not None else "")
+
+
+def summary_text(record: dict) -> dict[str, str]:
+    """The executive summary's numbers as the page shows them (the page glues exactly these)."""
+    from .business import money
+
+    t = {
+        "accuracy": _pct(record["accuracy"], record["accuracy_ci"]),
+        "macro_auc": f"{record['macro_auc']:.3f} [{record['macro_auc_ci'][0]:.3f}, {record['macro_auc_ci'][1]:.3f}]",
+        "covid_sensitivity": _pct(record["covid_sensitivity"], record["covid_sensitivity_ci"]),
+        "covid_counts": "{} of {}".format(*record["covid_sensitivity_counts"]),
+        "test_images": f"{record['test_images']:,}",
+        "twin_agreement": _pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
+        "twins": f"{record['twins']:,}",
+        "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
+        "roi_site": record["roi"]["site"],
+        "roi_operating_point": record["roi"]["operating_point"],
+    }
+    for name in ("database", "external"):
+        r = record["roi"].get(name)
+        if r:
+            t[f"roi_{name}"] = (f"{money(r['median'])} a year (90% interval {money(r['interval90'][0])} to "
+                                f"{money(r['interval90'][1])})")
+            t[f"roi_{name}_p"] = f"{100 * r['p_positive']:.0f}%"
+    missing = "not measured (no external set found: set CXR_EXTERNAL_DIR)"
+    for key in ("roi_database", "roi_database_p", "roi_external", "roi_external_p", "external_accuracy",
+                "external_images", "external_normals_covid", "external_called_covid"):
+        t.setdefault(key, missing)
+    ext = record.get("external")
+    if ext:
+        t["external_accuracy"] = _pct(ext["accuracy"], ext["accuracy_ci"])
+        t["external_images"] = f"{ext['images']:,}"
+        t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
+        t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
+    return t

@@ -1,0 +1,48 @@
+"""The executive summary's text from its record, and the record freshness rule."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxr import report
+
+
+def summary_record(external: bool = True) -> dict:
+    r = {"accuracy": 0.979, "accuracy_ci": [0.972, 0.984], "macro_auc": 0.99671, "macro_auc_ci": [0.9936, 0.9987],
+         "covid_sensitivity": 0.9836, "covid_sensitivity_ci": [0.968, 0.9917], "covid_sensitivity_counts": [480, 488],
+         "test_images": 2197, "twin_agreement": 0.943, "twins": 600, "inference_ms_per_image": 10.53,
+         "roi": {"site": "default", "operating_point": "abnormal@95",
+                 "database": {"median": -105000.0, "interval90": [-190000.0, -56000.0], "p_positive": 0.0}}}
+    if external:
+        r["roi"]["external"] = {"median": -2.5e6, "interval90": [-3e6, -1e6], "p_positive": 0.01}
+        r["external"] = {"images": 122, "accuracy": 0.27, "accuracy_ci": [0.2, 0.35], "normals": 32,
+                         "normals_called_covid": 22, "called_covid": 88}
+    return r
+
+
+def test_summary_text():
+    t = report.summary_text(summary_record())
+    assert t["accuracy"] == "97.9% [97.2, 98.4]"
+    assert t["macro_auc"] == "0.997 [0.994, 0.999]"
+    assert t["covid_counts"] == "480 of 488" and t["test_images"] == "2,197"
+    assert t["inference_ms"] == "10.5 ms"
+    assert t["roi_database"] == "-$105K a year (90% interval -$190K to -$56K)" and t["roi_database_p"] == "0%"
+    assert t["roi_external"] == "-$2.50M a year (90% interval -$3.00M to -$1.00M)"
+    assert t["external_normals_covid"] == "22 of 32"
+
+
+def test_summary_text_without_an_external_set():
+    t = report.summary_text(summary_record(external=False))
+    assert "not measured" in t["external_accuracy"] and "not measured" in t["roi_external"]
+
+
+def test_a_record_is_reused_only_for_its_own_run(tmp_path: Path):
+    class Run:
+        path = tmp_path / "runs" / "finetune-full-abc"
+
+    path = tmp_path / "evaluation.json"
+    assert report._fresh(path, Run) is None
+    path.write_text(json.dumps({"checkpoint": "/elsewhere/runs/finetune-full-abc/checkpoint.pt", "n": 3}))
+    assert report._fresh(path, Run)["n"] == 3
+    path.write_text(json.dumps({"checkpoint": "/elsewhere/runs/finetune-full-old/checkpoint.pt"}))
+    assert report._fresh(path, Run) is None
