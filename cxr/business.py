@@ -471,17 +471,24 @@ def use_cases(perf_sets: dict[str, dict[str, Performance]], n: int = 2000, seed:
 
 def use_case_table(cases: dict) -> pd.DataFrame:
     """The use cases side by side: workflow, the original claim, and the net value under each performance."""
-    rows = []
+    rows = {}
     for name, c in cases.items():
-        row = {"use case": name, "workflow": f"{WORKFLOW_NAMES[c['site']['workflow']]} ({c['site']['operating_point']})",
-               "original claim": c["claim"]}
+        row = {("", "workflow"): f"{WORKFLOW_NAMES[c['site']['workflow']]} ({c['site']['operating_point']})",
+               ("", "original claim"): c["claim"]}
         for data, d in c["by_data"].items():
             u = d["psa"]
-            row[f"{data}: net value, median [90% interval]"] = (f"{money(u['median'])} [{money(u['interval90'][0])}, "
-                                                                f"{money(u['interval90'][1])}]")
-            row[f"{data}: P(> 0)"] = f"{100 * u['p_positive']:.0f}%"
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("use case")
+            row[(data, "net value: median [90% interval]")] = (f"{money(u['median'])} [{money(u['interval90'][0])}, "
+                                                               f"{money(u['interval90'][1])}]")
+            row[(data, "P(> 0)")] = f"{100 * u['p_positive']:.0f}%"
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.rename_axis("use case")
+
+
+def verdicts_markdown(cases: dict) -> str:
+    """The use cases' stories and verdicts as a Markdown list."""
+    return "\n".join(f"* **{name}**: {PRESETS[name][1]} *Verdict*: {c['verdict']}." for name, c in cases.items())
 
 
 def summarise_use_cases(cases: dict) -> dict:
@@ -641,8 +648,9 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
     presets = "".join(opt(k, f"{k}: {site.name}") for k, (site, _) in PRESETS.items())
     datas = "".join(opt(k, k) for k in perf_sets)
     inputs = "".join(
-        f'<label style="display:block;margin:2px 0">{html.escape(FIELDS[f][0])} ({html.escape(FIELDS[f][1])}) '
-        f'<input type="number" step="any" min="0" data-field="{f}" style="width:8em"></label>' for f in CALCULATOR_FIELDS)
+        f'<tr><td><label for="cxr-roi-{f}">{html.escape(FIELDS[f][0])} ({html.escape(FIELDS[f][1])})</label></td>'
+        f'<td><input id="cxr-roi-{f}" type="number" step="any" min="0" data-field="{f}" style="width:7em"></td></tr>'
+        for f in CALCULATOR_FIELDS)
     rows = "".join(f'<tr><td>{html.escape(label)}</td><td data-output="{k}" style="text-align:right"></td></tr>'
                    for k, (label, _) in OUTPUTS.items())
     return f"""<div id="cxr-roi" class="cxr-roi" style="max-width:100%;border:1px solid #ccc;padding:8px;font-size:0.9em">
@@ -651,7 +659,7 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
 <label>operating point <select id="cxr-roi-op"></select></label></div>
 <p id="cxr-roi-story" style="font-style:italic;margin:4px 0"></p>
 <div style="display:flex;flex-wrap:wrap;gap:16px">
-<div>{inputs}</div>
+<table class="cxr-roi-inputs"><tbody>{inputs}</tbody></table>
 <div><p>model: <span id="cxr-roi-perf"></span></p>
 <table class="cxr-roi-results"><tbody>{rows}</tbody></table>
 <p id="cxr-roi-error" style="color:#b00020"></p></div></div>

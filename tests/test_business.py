@@ -183,7 +183,8 @@ def test_use_cases_and_verdicts(tmp_path: Path):
     # a claim far above the interval is called unsupported, with what it would need
     assert "not supported" in cases["ed_triage"]["verdict"]
     table = business.use_case_table(cases)
-    assert len(table) == 5 and "original claim" in table
+    assert len(table) == 5 and ("", "original claim") in table.columns
+    assert "**ed_triage**" in business.verdicts_markdown(cases)
     path = business.write_record(cases, tmp_path / "business.json")
     saved = json.loads(path.read_text())
     assert saved["use_cases"]["ed_triage"]["by_data"]["database"]["result"]["payback_years"] is None
