@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, time
 import cxr
-from cxr import train, config
+from cxr import train, trained, config
 approach, budget, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 cfg = config.get_config("full", wall_budget_s=budget)
 if approach == "resnet50":
@@ -38,7 +38,7 @@ if approach == "resnet50":
 t = time.perf_counter()
 run = train.fit(approach, cfg, progress=False, eval_every_s=120 if approach == "resnet50" else None)
 total = time.perf_counter() - t
-model, meta = train.load_model(run.checkpoint)
+model, meta = trained.load_model(run.checkpoint)
 speed = train.inference_speed(model, meta["input_size"], repeats=7)
 json.dump({"summary": run.summary, "history": run.history.to_dict("list"), "total_seconds": total,
            "inference": speed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},

@@ -1,4 +1,4 @@
-"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr roi`."""
+"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr roi`, `cxr export`."""
 from __future__ import annotations
 
 import argparse
@@ -72,7 +72,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import evaluate_folder, format_summary
+    from .assess import evaluate_folder, format_summary
 
     result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split, thresholds_from=args.thresholds)
     print(format_summary(result))
@@ -109,6 +109,36 @@ def _roi(args: argparse.Namespace) -> int:
     else:
         print(business.format_result(site, perf, result, u))
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from . import report, trained
+
+    run = Path(args.run) if args.run else (trained.final_runs("full") or [None])[0]
+    if run is None or not (run / "checkpoint.pt").exists():
+        raise FileNotFoundError("No finished full run to export: train it with `cxr train`, or pass --run RUN_FOLDER.")
+    out = report.export_model(run, args.out or trained.SHIPPED)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision) from {run.name}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from . import predict
+
+    rows = predict.predict_paths(args.paths, args.model, args.threshold, args.cam, progress=True)
+    if args.out:
+        print(f"wrote {predict.write(rows, args.out)} ({len(rows)} rows)")
+    import pandas as pd
+
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        shown = rows.drop(columns=["notes", "cam"]).round(4)
+        print(shown.to_string(index=False))
+    errors = int(rows.status.str.startswith("error").sum())
+    if errors:
+        print(f"\n{errors} of {len(rows)} inputs could not be read (see status); the rest were predicted.",
+              file=sys.stderr)
+    print("Research use only; not for clinical use.")
+    return predict.exit_code(rows)
 
 
 def _default_record(which: str) -> Path:
@@ -164,6 +194,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--list", action="store_true", help="list the presets and stop")
     p.set_defaults(func=_roi)
+
+    p = sub.add_parser("predict", help="the model on image files or folders (PNG, JPEG, TIFF, DICOM)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked)")
+    p.add_argument("--model", help="checkpoint (default: the latest full run, else the shipped model)")
+    p.add_argument("--threshold", default="argmax",
+                   help="decision rule: argmax (default) or an operating point of the model, e.g. covid@95, abnormal@99")
+    p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
+    p.add_argument("--out", help="results file (.csv or .json)")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
+    p.add_argument("--run", help="run folder (default: the latest finished full final run)")
+    p.add_argument("--out", help="file to write (default: the package's shipped model)")
+    p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)

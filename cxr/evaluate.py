@@ -1,4 +1,5 @@
-"""Diagnostic-test metrics with confidence intervals.
+"""Diagnostic-test metrics with confidence intervals, calibration and operating points (plain
+functions of labels and probabilities; running a model on a folder is `cxr.assess`).
 
 Proportions (sensitivity, specificity, PPV, NPV, accuracy) get Wilson score intervals; AUCs
 get percentile bootstrap intervals (stratified by class, seeded). Every proportion is
@@ -15,7 +16,6 @@ import pandas as pd
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from .runtime import show_progress
 from .models import CLASSES
 
 Z95 = float(norm.ppf(0.975))
@@ -230,145 +230,6 @@ def fit_temperature(y: np.ndarray, proba: np.ndarray) -> float:
     return float(math.exp(minimize_scalar(nll, bounds=(-3, 3), method="bounded").x))
 
 
-# --------------------------------------------------------------------------- the tool
-def default_checkpoint() -> Path:
-    """The final model of the latest full run (the model shipped with the package, once there is one)."""
-    from .train import latest_run
-
-    run = latest_run("finetune", profile="full", final_only=True)
-    if run is None:
-        raise FileNotFoundError("No trained model found: run `cxr train` first (it writes runs/finetune-full-*/"
-                                "checkpoint.pt), or pass --checkpoint PATH.")
-    return run.checkpoint
-
-
-def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
-                    progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None,
-                    config=None, thresholds_from: str | Path | dict | None = None) -> dict:
-    """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
-
-    Labels come from the class folder names (<class>/images/*.png|jpg, or <class>/*.png|jpg).
-    Unreadable or unusable files are reported in "skipped" and the rest is evaluated. Writes
-    `out` (JSON), a text summary next to it (.txt) and per-file predictions (.csv) when `out`
-    is given. Probabilities are temperature-scaled with the checkpoint's temperature, if any.
-    `split` ('train', 'val' or 'test') keeps only that split's files of the folder's split file
-    (in the profile of `config`).
-
-    Operating points (`OPERATING_POINTS`) are always chosen on a validation split and measured
-    here unchanged: with `split="test"` the folder's own validation split is predicted and used;
-    otherwise `thresholds_from` (an evaluation record, or its path, made with `--split test`)
-    supplies them; with neither, the record has no operating points. A folder with a
-    `manifest.csv` that has a `collection` column is also evaluated per collection.
-    """
-    from .config import get_config
-    from .data import load_split
-    from .train import load_model
-
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir} is not a folder: give a folder in the Kaggle layout "
-                                f"(<class>/images/*.png), classes {', '.join(CLASSES)}.")
-    points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
-    checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
-    model, meta = load_model(checkpoint)
-    cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
-                                                                      "clahe_tile", "gamma")})
-    temperature = float(meta.get("temperature", 1.0))
-    sp = load_split(data_dir, config or get_config("full"), create=False) if split else None
-
-    def run_on(which: str | None):
-        files, skipped = _list_labelled(data_dir)
-        if which:
-            files = files[files.file.isin(set(sp.file[sp.split == which]))].reset_index(drop=True)
-            skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
-        files, raw, skipped = _predict_files(data_dir, files, skipped, model, meta, cfg, progress)
-        return files, raw, skipped
-
-    files, raw, skipped = run_on(split)
-    proba = temper(raw, temperature)
-    y = files.label.map(CLASSES.index).to_numpy()
-    s = summary(y, proba, n_boot=n_boot, seed=seed)
-    result = {
-        "data": str(data_dir), "split": split, "checkpoint": str(checkpoint), "temperature": temperature,
-        **{k: s[k] for k in ("n", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
-        "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
-        "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},
-        "confusion": confusion_matrix(y, proba.argmax(1)).tolist(),
-        "skipped": skipped.to_dict("records"),
-    }
-    if split == "test":
-        vfiles, vraw, _ = run_on("val")
-        points = choose_operating_points(vfiles.label.map(CLASSES.index).to_numpy(), temper(vraw, temperature))
-        result["operating_points_chosen_on"] = "the validation split of the same folder"
-    elif points is not None:
-        result["operating_points_chosen_on"] = f"the validation split of {points['data']} (from {points['source']})"
-        if points["checkpoint"] != str(checkpoint):
-            result["operating_points_warning"] = (f"the thresholds were chosen for {points['checkpoint']}, "
-                                                  f"not for this model ({checkpoint})")
-        points = points["operating_points"]
-    if points is not None:
-        measured = measure_operating_points(points, y, proba, label="measured")
-        result["operating_points"] = measured
-    manifest = _manifest(data_dir)
-    if manifest is not None:
-        files = files.merge(manifest, on="file", how="left")
-        if "collection" in files:
-            result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba,
-                                               files.get("patient_id"))
-    if out:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=_jsonable))
-        out.with_suffix(".txt").write_text(format_summary(result))
-        pred = files.assign(**{c: proba[:, i] for i, c in enumerate(CLASSES)}, pred=[CLASSES[i] for i in proba.argmax(1)])
-        pred.to_csv(out.with_suffix(".csv"), index=False)
-    return result
-
-
-def _list_labelled(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from .data import list_files
-
-    return list_files(data_dir, "main")
-
-
-def _predict_files(data_dir: Path, files: pd.DataFrame, skipped: pd.DataFrame, model, meta: dict, cfg,
-                   progress: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Read, preprocess and predict (raw probabilities) the listed files; unusable ones go to `skipped`."""
-    from tqdm.auto import tqdm
-
-    from .data import ImageError, decode_gray
-    from .preprocess import preprocess
-    from .train import predict
-
-    images, keep = [], []
-    skipped = skipped.copy()
-    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
-        try:
-            images.append(preprocess(decode_gray((data_dir / f).read_bytes())[0], cfg))
-            keep.append(f)
-        except OSError as e:
-            skipped.loc[len(skipped)] = (f, f"unreadable: {e.strerror or e}")
-        except ImageError as e:
-            skipped.loc[len(skipped)] = (f, str(e))
-    files = files.set_index("file").loc[keep].reset_index()
-    if not len(files):
-        raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")
-    return files, predict(model, np.stack(images), meta["input_size"], progress=progress), skipped
-
-
-def _manifest(data_dir: Path) -> pd.DataFrame | None:
-    """The folder's manifest.csv (file, collection, patient id), if it has one."""
-    path = data_dir / "manifest.csv"
-    if not path.exists():
-        return None
-    m = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "file" not in m:
-        return None
-    m = m.rename(columns={"patientid": "patient_id"})
-    keep = [c for c in ("file", "collection", "patient_id") if c in m]
-    return m[keep]
-
-
 def by_group(groups: np.ndarray, y: np.ndarray, proba: np.ndarray, patients=None) -> dict:
     """Accuracy and per-class sensitivity within each group (a collection), with image and patient counts."""
     pred = np.asarray(proba).argmax(1)
@@ -387,71 +248,11 @@ def by_group(groups: np.ndarray, y: np.ndarray, proba: np.ndarray, patients=None
     return out
 
 
-def _thresholds_record(source: str | Path | dict) -> dict:
-    """Operating points chosen on validation, from an evaluation record (made with --split test)."""
-    if isinstance(source, dict):
-        record, name = source, "the given record"
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"No evaluation record at {path}: write it with `cxr evaluate --data DATASET "
-                                    f"--split test --out {path}`.")
-        record, name = json.loads(path.read_text()), str(path)
-    if "operating_points" not in record or record.get("split") != "test":
-        raise ValueError(f"{name} has no operating points chosen on validation: make it with "
-                         "`cxr evaluate --data DATASET --split test --out FILE`.")
-    points = {k: {kk: v for kk, v in op.items() if kk in ("task", "target_sensitivity", "threshold")}
-              for k, op in record["operating_points"].items()}
-    return {"operating_points": points, "checkpoint": record.get("checkpoint"), "data": record.get("data"),
-            "source": name}
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x))
-
-
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int = len(CLASSES)) -> np.ndarray:
     """Counts, rows = true class, columns = predicted class."""
     cm = np.zeros((n, n), dtype=int)
     np.add.at(cm, (np.asarray(y), np.asarray(pred)), 1)
     return cm
-
-
-def format_summary(r: dict) -> str:
-    """A short plain-text summary of an evaluate_folder result."""
-    def pct(v, ci):
-        return f"{100 * v:5.1f}% [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if not math.isnan(v) else "  n/a"
-    where = r["data"] + (f" (split: {r['split']})" if r.get("split") else "")
-    lines = [f"cxr evaluate: {where}", f"model: {r['checkpoint']}",
-             f"images: {r['n']} evaluated, {len(r['skipped'])} skipped",
-             f"accuracy {pct(r['accuracy'], r['accuracy_ci'])}   macro ROC-AUC {r['macro_auc']:.4f} "
-             f"[{r['macro_auc_ci'][0]:.4f}, {r['macro_auc_ci'][1]:.4f}]   ECE {100 * r['ece']:.1f}%", "",
-             f"{'class':<16}{'n':>6}  {'sensitivity':<24}{'specificity':<24}{'PPV':>7}{'NPV':>7}{'AUC':>8}"]
-    for c, m in r["per_class"].items():
-        lines.append(f"{c:<16}{m['n']:>6}  {pct(m['sensitivity'], m['sensitivity_ci']):<24}"
-                     f"{pct(m['specificity'], m['specificity_ci']):<24}{100 * m['ppv']:6.1f}%{100 * m['npv']:6.1f}%"
-                     f"{m['auc']:8.4f}")
-    if r.get("operating_points"):
-        lines += ["", f"operating points (thresholds chosen on {r['operating_points_chosen_on']}):"]
-        for name, op in r["operating_points"].items():
-            m = op["measured"]
-            lines.append(f"  {name:<12} threshold {op['threshold']:.4f}   sensitivity "
-                         f"{pct(m['sensitivity']['value'], m['sensitivity']['ci'])} ({m['tp']}/{m['tp'] + m['fn']})   "
-                         f"specificity {pct(m['specificity']['value'], m['specificity']['ci'])} ({m['tn']}/{m['tn'] + m['fp']})")
-        if r.get("operating_points_warning"):
-            lines.append(f"  warning: {r['operating_points_warning']}")
-    for g, m in r.get("by_collection", {}).items():
-        who = f", {m['patients']} patients" if m.get("patients") else ""
-        lines.append(f"collection {g}: {m['n']} images{who}, accuracy {pct(m['accuracy']['value'], m['accuracy']['ci'])}; "
-                     "predicted " + ", ".join(f"{c} {k}" for c, k in m["predicted"].items()))
-    if r["skipped"]:
-        lines += ["", "skipped:"] + [f"  {s['file']}: {s['reason']}" for s in r["skipped"][:50]]
-        if len(r["skipped"]) > 50:
-            lines.append(f"  ... and {len(r['skipped']) - 50} more (see the JSON)")
-    lines.append("\nResearch use only; not for clinical use.")
-    return "\n".join(lines)
 
 
 def comparison_row(name: str, y: np.ndarray, proba: np.ndarray, train_seconds: float, images_per_second: float) -> dict:

@@ -52,7 +52,7 @@ def _fresh(path: Path, run) -> dict | None:
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
     """The test-split evaluation of the final model, with operating points chosen on validation."""
     from .data import find_dataset
-    from .evaluate import evaluate_folder
+    from .assess import evaluate_folder
 
     config = config or get_config()
     run = final_run(config)
@@ -66,7 +66,7 @@ def evaluation_record(config: Config | None = None, remake: bool = False) -> dic
 def external_record(config: Config | None = None, remake: bool = False) -> dict | None:
     """The final model on the external radiographs, at the operating points of `evaluation_record`
     (None when no external set is at hand)."""
-    from .evaluate import evaluate_folder
+    from .assess import evaluate_folder
 
     config = config or get_config()
     data = external_dir()
@@ -83,7 +83,7 @@ def external_record(config: Config | None = None, remake: bool = False) -> dict 
 def twin_audit(config: Config | None = None) -> dict:
     """Twin agreement of the final model on the audit twins whose originals are in the validation or
     test split (never trained on): the share of twins that get their original's prediction."""
-    from . import train
+    from . import trained
     from .data import find_dataset, load_audit, main_subset, scan
     from .explain import twin_agreement
     from .preprocess import load_pixels
@@ -97,10 +97,10 @@ def twin_audit(config: Config | None = None) -> dict:
         return {"n": 0, "agreement": math.nan, "to_lung_opacity": math.nan}
     main = main_subset(scan(root, config, progress=False))[0].set_index("file")
     originals = main.loc[twins.twin_file].reset_index()
-    model, meta = train.load_model(run.checkpoint)
+    model, meta = trained.load_model(run.checkpoint)
     size = meta["input_size"]
-    po = train.predict(model, np.asarray(load_pixels(root, originals, config, progress=False)), size, progress=False)
-    pt = train.predict(model, np.asarray(load_pixels(root, twins, config, progress=False)), size, progress=False)
+    po = trained.predict(model, np.asarray(load_pixels(root, originals, config, progress=False)), size, progress=False)
+    pt = trained.predict(model, np.asarray(load_pixels(root, twins, config, progress=False)), size, progress=False)
     return twin_agreement(po.argmax(1), pt.argmax(1))
 
 
@@ -124,16 +124,17 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
 
 def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
-    from . import train
+    from . import trained
     from .data import CLASSES
+    from .train import inference_speed
 
     config = config or get_config()
     run = final_run(config)
     ev = evaluation_record(config)
     ext = external_record(config)
     twins = twin_audit(config)
-    model, meta = train.load_model(run.checkpoint)
-    speed = train.inference_speed(model, meta["input_size"])
+    model, meta = trained.load_model(run.checkpoint)
+    speed = inference_speed(model, meta["input_size"])
     covid = ev["per_class"]["COVID"]
     record = {
         "profile": config.profile, "run": run.path.name,
@@ -196,3 +197,53 @@ def summary_text(record: dict) -> dict[str, str]:
         t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
         t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
     return t
+
+
+def shipped_model(config: Config | None = None) -> Path:
+    """The model that ships with the package. In the full profile it is exported again from this
+    build's final model when it came from another run; the smoke profile uses the committed file."""
+    import torch
+
+    from . import trained
+
+    config = config or get_config()
+    if config.smoke:
+        return trained.SHIPPED
+    run = final_run(config)
+    if trained.SHIPPED.exists():
+        state = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True)
+        if state.get("source_run") == run.path.name:
+            return trained.SHIPPED
+    evaluation_record(config)
+    external_record(config)
+    return export_model(run.path, trained.SHIPPED, config)
+
+
+def export_model(run_path: str | Path, out: str | Path, config: Config | None = None) -> Path:
+    """`cxr export`: the run's final model in half precision with its operating points, its
+    out-of-distribution statistics and a model card filled from the records of the same run."""
+    from . import trained
+    from .ood import fit_on_split
+
+    config = config or get_config("full")
+    run_path = Path(run_path)
+    records = {}
+    for name in ("evaluation", "external", "summary"):
+        path = config.reports_dir / f"{name}.json"
+        rec = json.loads(path.read_text()) if path.exists() else None
+        made_by = (rec or {}).get("run") if name == "summary" else Path((rec or {}).get("checkpoint", "")).parent.name
+        if rec is not None and made_by != run_path.name:
+            if name == "evaluation":
+                raise ValueError(f"{path} was made with another model ({made_by}); remake it for {run_path.name} "
+                                 "with `cxr evaluate --data DATASET --split test --out reports/evaluation.json`.")
+            rec = None
+        records[name] = rec
+    if records["evaluation"] is None:
+        raise FileNotFoundError(f"{config.reports_dir / 'evaluation.json'} is missing: write it with `cxr evaluate "
+                                "--data DATASET --split test --out reports/evaluation.json` first.")
+    summary = records["summary"]
+    audit = ({"agreement": summary["twin_agreement"], "twins": summary["twins"],
+              "twins_from": "originals in the validation and test splits"} if summary else None)
+    model, meta = trained.load_model(run_path / "checkpoint.pt")
+    return trained.export(run_path / "checkpoint.pt", out, records["evaluation"], records["external"], audit,
+                          fit_on_split(model, meta["input_size"], config))

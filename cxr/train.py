@@ -38,9 +38,9 @@ from .data import CLASSES, _ensure, load_audit, load_table
 from .features import embed, save_atomic, to_tensor
 from .models import efficientnet_lite0, resnet50
 from .preprocess import load_pixels
+from .trained import CHECKPOINT_FORMAT, build_model, load_model, predict, save_checkpoint, save_state  # noqa: F401
 
 APPROACHES = ("linear", "finetune", "resnet50")
-CHECKPOINT_FORMAT = "cxr-checkpoint-1"
 
 
 # --------------------------------------------------------------------------- linear head
@@ -99,7 +99,7 @@ def _source_hash(names: tuple[str, ...] | None = None) -> str:
 # the modules whose code decides what a training run produces; editing the report's other
 # modules (evaluate, explain, plots, cli) does not invalidate trained runs
 TRAINING_SOURCES = ("augment.py", "config.py", "data.py", "features.py", "models.py", "preprocess.py",
-                    "runtime.py", "train.py")
+                    "runtime.py", "train.py", "trained.py")
 
 
 def run_key(config: Config, approach: str, split: pd.DataFrame) -> str:
@@ -127,70 +127,6 @@ def latest_run(approach: str = "finetune", config: Config | None = None, profile
         if cfg.get("profile") == profile and (cfg.get("final") or not final_only):
             done.append((p.stat().st_mtime, p.parent))
     return load_run(max(done)[1]) if done else None
-
-
-# --------------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Config, **extra) -> None:
-    """Weights and plain metadata only, so `torch.load(..., weights_only=True)` can read it."""
-    state = {"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(CLASSES),
-             "input_size": config.input_size, "config": json.loads(json.dumps(config.to_dict())),
-             "model": model.state_dict(), **extra}
-    save_state(path, state)
-
-
-def save_state(path: Path, state: dict) -> None:
-    """torch.save through a temporary file, so a killed run never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
-def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
-    if arch == "efficientnet_lite0":
-        return efficientnet_lite0(pretrained=pretrained)
-    if arch == "resnet50":
-        return resnet50(pretrained=pretrained)[0]
-    raise ValueError(f"unknown architecture {arch!r}")
-
-
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """A model from a cxr checkpoint, in eval mode, and the checkpoint's metadata.
-
-    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
-    file that is not a cxr checkpoint.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"No checkpoint at {path}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a cxr checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
-                         "use checkpoint.pt from a run folder made by `cxr train`.")
-    if list(state.get("classes", [])) != list(CLASSES):
-        raise ValueError(f"{path} predicts classes {state.get('classes')}, not {list(CLASSES)}.")
-    model = build_model(state["arch"], pretrained=False)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not fit architecture {state['arch']!r}: {e}") from e
-    meta = {k: v for k, v in state.items() if k != "model"}
-    return model.eval().to(memory_format=torch.channels_last), meta
-
-
-@torch.inference_mode()
-def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
-            desc: str = "predict") -> np.ndarray:
-    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
-    from tqdm.auto import tqdm
-
-    model.eval()
-    out = np.zeros((len(pixels), len(CLASSES)), np.float32)
-    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
-        out[i:i + batch] = model(to_tensor(pixels[i:i + batch], size)).softmax(1).numpy()
-    return out
 
 
 # --------------------------------------------------------------------------- the driver

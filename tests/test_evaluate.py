@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr import data, evaluate, train
+from cxr import assess, data, evaluate, train, trained
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -117,7 +117,7 @@ def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
     cv2.imwrite(str(hospital / "Normal" / "images" / "colour.png"), np.dstack([np.full((80, 80), v, np.uint8)
                                                                             for v in (10, 200, 90)]))
     out = tmp_path / "report" / "eval.json"
-    r = evaluate.evaluate_folder(hospital, run.checkpoint, out, progress=False, n_boot=50)
+    r = assess.evaluate_folder(hospital, run.checkpoint, out, progress=False, n_boot=50)
     saved = json.loads(out.read_text())
     assert saved["n"] == 13 and r["n"] == 13
     for key in ("accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci", "ece", "per_class", "skipped"):
@@ -132,8 +132,17 @@ def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
 
 def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
+    monkeypatch.setattr(trained, "SHIPPED", tmp_path / "not-shipped.pt")
     with pytest.raises(FileNotFoundError, match="cxr train"):
-        evaluate.default_checkpoint()
+        trained.default_checkpoint()
+
+
+def test_without_a_run_the_shipped_model_is_used(home: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
+    shipped = tmp_path / "shipped.pt"
+    shipped.write_bytes(b"")
+    monkeypatch.setattr(trained, "SHIPPED", shipped)
+    assert trained.default_checkpoint() == shipped
 
 
 def test_operating_points_chosen_on_validation_reach_their_target():
@@ -179,7 +188,7 @@ def test_operating_points_by_hand():
 
 def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: Path, monkeypatch):
     ds, cfg, run = tiny_run(tmp_path, monkeypatch, per_class=12)
-    record = evaluate.evaluate_folder(ds, run.checkpoint, tmp_path / "eval.json", progress=False, n_boot=20,
+    record = assess.evaluate_folder(ds, run.checkpoint, tmp_path / "eval.json", progress=False, n_boot=20,
                                       split="test", config=cfg)
     ops = record["operating_points"]
     assert set(ops) == {name for name, _, _ in evaluate.OPERATING_POINTS}
@@ -189,7 +198,7 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     files = sorted(str(p.relative_to(other)) for p in other.rglob("*.jpg"))
     pd.DataFrame({"file": files, "collection": ["a" if i % 2 else "b" for i in range(len(files))],
                   "patientid": [str(i // 4) for i in range(len(files))]}).to_csv(other / "manifest.csv", index=False)
-    ext = evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20,
+    ext = assess.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20,
                                    thresholds_from=tmp_path / "eval.json")
     for name, op in ext["operating_points"].items():
         assert op["threshold"] == ops[name]["threshold"]
@@ -198,6 +207,6 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     assert sum(g["n"] for g in ext["by_collection"].values()) == 12
     assert ext["by_collection"]["a"]["patients"] == 3  # several images per patient are counted once
     with pytest.raises(ValueError, match="no operating points"):
-        evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
+        assess.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
     with pytest.raises(FileNotFoundError, match="cxr evaluate"):
-        evaluate.evaluate_folder(other, run.checkpoint, progress=False, thresholds_from=tmp_path / "missing.json")
+        assess.evaluate_folder(other, run.checkpoint, progress=False, thresholds_from=tmp_path / "missing.json")

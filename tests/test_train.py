@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import evaluate, train
+from cxr import evaluate, train, trained
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -30,7 +30,7 @@ def test_finetune_run_folder_and_checkpoint(tiny):
     assert not (run.path / "last.pt").exists()
     state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
     assert state["arch"] == "efficientnet_lite0" and state["temperature"] > 0
-    model, meta = train.load_model(run.checkpoint)
+    model, meta = trained.load_model(run.checkpoint)
     assert meta["input_size"] == 64
     assert len(run.history) == 2 and {"val_loss", "val_accuracy", "wall_seconds"} <= set(run.history.columns)
     preds = run.predictions("test")
@@ -61,13 +61,13 @@ def test_interrupted_finetune_resumes(tiny, monkeypatch):
 
 def test_linear_head_checkpoint_is_an_ordinary_model(tiny):
     run = train.fit("linear", tiny, progress=False)
-    model, meta = train.load_model(run.checkpoint)
+    model, meta = trained.load_model(run.checkpoint)
     from cxr.data import load_table
     from cxr.preprocess import load_pixels
 
     root, table = load_table(tiny)
     test = table[table.split == "test"]
-    p = train.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
+    p = trained.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
     _, saved = run.proba("test")
     assert np.allclose(p, saved, atol=1e-3)  # the folded-in scaler and head reproduce sklearn's output
 
@@ -76,18 +76,18 @@ def test_load_model_rejects_wrong_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        train.load_model(junk)
+        trained.load_model(junk)
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
     with pytest.raises(ValueError, match="not a cxr checkpoint"):
-        train.load_model(plain)
+        trained.load_model(plain)
     other = tmp_path / "other.pt"
-    torch.save({"format": train.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0", "classes": ["cat", "dog"],
+    torch.save({"format": trained.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0", "classes": ["cat", "dog"],
                 "model": {}}, other)
     with pytest.raises(ValueError, match="predicts classes"):
-        train.load_model(other)
+        trained.load_model(other)
     with pytest.raises(FileNotFoundError):
-        train.load_model(tmp_path / "missing.pt")
+        trained.load_model(tmp_path / "missing.pt")
 
 
 def test_inference_speed_reports_median():

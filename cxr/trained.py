@@ -1,0 +1,177 @@
+"""A trained model: its checkpoint format, loading, calibrated batched prediction, and the model
+that ships with the package.
+
+A checkpoint is a plain dict of tensors and JSON-like metadata, so `torch.load(...,
+weights_only=True)` reads it without unpickling code: ``format``, ``arch``, ``classes``,
+``input_size``, ``config`` (the training config), ``model`` (the weights), ``temperature``
+(fitted on validation) and, for an exported model, ``precision``, ``operating_points`` and
+``card``. `train`, `assess`, `explain`, `report` and `predict` all load and run models through
+this module; it imports none of them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, get_config
+from .data import CLASSES
+from .features import to_tensor
+from .models import efficientnet_lite0, resnet50
+from .runtime import show_progress
+
+CHECKPOINT_FORMAT = "cxr-checkpoint-1"
+
+def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Config, **extra) -> None:
+    """Weights and plain metadata only, so `torch.load(..., weights_only=True)` can read it."""
+    state = {"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(CLASSES),
+             "input_size": config.input_size, "config": json.loads(json.dumps(config.to_dict())),
+             "model": model.state_dict(), **extra}
+    save_state(path, state)
+
+
+def save_state(path: Path, state: dict) -> None:
+    """torch.save through a temporary file, so a killed run never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
+    if arch == "efficientnet_lite0":
+        return efficientnet_lite0(pretrained=pretrained)
+    if arch == "resnet50":
+        return resnet50(pretrained=pretrained)[0]
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, and the checkpoint's metadata.
+
+    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
+    file that is not a cxr checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a cxr checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+                         "use checkpoint.pt from a run folder made by `cxr train`.")
+    if list(state.get("classes", [])) != list(CLASSES):
+        raise ValueError(f"{path} predicts classes {state.get('classes')}, not {list(CLASSES)}.")
+    model = build_model(state["arch"], pretrained=False)
+    weights = state["model"]
+    if state.get("precision") == "float16":  # an exported model: stored in half precision, run in float32
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit architecture {state['arch']!r}: {e}") from e
+    meta = {k: v for k, v in state.items() if k != "model"}
+    return model.eval().to(memory_format=torch.channels_last), meta
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
+            desc: str = "predict") -> np.ndarray:
+    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    out = np.zeros((len(pixels), len(CLASSES)), np.float32)
+    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
+        out[i:i + batch] = model(to_tensor(pixels[i:i + batch], size)).softmax(1).numpy()
+    return out
+
+
+def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Temperature-scaled class probabilities (the checkpoint's temperature, 1 if it has none)."""
+    from .evaluate import temper
+
+    return temper(predict(model, pixels, meta["input_size"], progress=progress), float(meta.get("temperature", 1.0)))
+
+
+# --------------------------------------------------------------------------- which model
+SHIPPED = Path(__file__).parent / "weights" / "cxr-efficientnet-lite0.pt"
+
+
+def final_runs(profile: str = "full", runs_dir: str | Path | None = None) -> list[Path]:
+    """Finished final-model run folders of a profile, newest first."""
+    runs_dir = Path(runs_dir or get_config(profile).runs_dir)
+    found = []
+    for done in runs_dir.glob("finetune-*/done.json"):
+        cfg = json.loads((done.parent / "config.json").read_text())
+        if cfg.get("profile") == profile and cfg.get("final"):
+            found.append((done.stat().st_mtime, done.parent))
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def default_checkpoint() -> Path:
+    """The final model of the latest full run, else the model shipped with the package."""
+    runs = final_runs("full")
+    if runs:
+        return runs[0] / "checkpoint.pt"
+    if SHIPPED.exists():
+        return SHIPPED
+    raise FileNotFoundError("No trained model found: run `cxr train` first (it writes runs/finetune-full-*/"
+                            "checkpoint.pt), or pass --checkpoint PATH.")
+
+
+# --------------------------------------------------------------------------- the shipped model
+def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None, external: dict | None = None,
+           audit: dict | None = None, ood: dict | None = None) -> Path:
+    """Write `checkpoint` as a shippable model: weights in half precision, the temperature, the
+    operating points chosen on validation (from `evaluation`, a `cxr evaluate --split test` record of
+    the same model), the out-of-distribution statistics (`cxr.ood.fit`) and a model card with the
+    measured results."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{checkpoint} is not a cxr checkpoint")
+    state = dict(state)
+    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    state["precision"] = "float16"
+    state["source_run"] = Path(checkpoint).parent.name
+    if evaluation is not None:
+        state["operating_points"] = {k: {kk: op[kk] for kk in ("task", "target_sensitivity", "threshold")}
+                                     for k, op in evaluation.get("operating_points", {}).items()}
+    if ood is not None:
+        state["ood"] = ood
+    state["card"] = json.loads(json.dumps(model_card(state, evaluation, external, audit)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_state(out, state)
+    return out
+
+
+def model_card(state: dict, evaluation: dict | None, external: dict | None, audit: dict | None) -> dict:
+    """What a user of the shipped model must know, with the measured numbers."""
+    def headline(rec):
+        if rec is None:
+            return None
+        return {"images": rec["n"], "accuracy": rec["accuracy"], "accuracy_ci": rec["accuracy_ci"],
+                "macro_auc": rec["macro_auc"], "macro_auc_ci": rec["macro_auc_ci"],
+                "sensitivity": {c: m["sensitivity"] for c, m in rec["per_class"].items()},
+                "sensitivity_ci": {c: m["sensitivity_ci"] for c, m in rec["per_class"].items()},
+                "specificity": {c: m["specificity"] for c, m in rec["per_class"].items()}}
+
+    return {
+        "model": f"{state['arch']}, {state['input_size']} px grey input, four classes: {', '.join(CLASSES)}",
+        "training_data": "COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), development copy, "
+                         "duplicate-aware 70/15/15 split (data/splits.csv), audit twins of training originals added",
+        "confounds": "each class came from its own hospitals and its own processing chain; Viral Pneumonia (and part "
+                     "of Normal) are children aged 1-5, the other classes adults",
+        "test_split": headline(evaluation),
+        "external_radiographs": headline(external),
+        "twin_agreement": audit,
+        "temperature": state.get("temperature"),
+        "intended_use": "research and teaching on this database; reproducing the report",
+        "known_limits": "fails on radiographs from outside the database (most are called COVID-19); not validated "
+                        "on any hospital's own films; no paediatric/adult distinction; frontal views only",
+        "not_for_clinical_use": "Not a medical device. Do not use it to make or support clinical decisions.",
+    }
