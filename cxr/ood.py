@@ -28,6 +28,19 @@ def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch
     return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
 
 
+@torch.inference_mode()
+def proba_and_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (before temperature scaling) and pooled features in one forward pass."""
+    model.eval()
+    probs, feats = [], []
+    for i in range(0, len(pixels), batch):
+        fmap = model.features(to_tensor(pixels[i:i + batch], size))
+        probs.append(model.head(fmap).softmax(1).numpy())
+        feats.append(fmap.mean((2, 3)).numpy())
+    return np.concatenate(probs), np.concatenate(feats)
+
+
 def fit(train: np.ndarray, val: np.ndarray, k: int = 64, flag_rate: float = 0.01) -> dict:
     """Statistics of the training features, and the threshold that flags `flag_rate` of validation."""
     train = np.asarray(train, np.float64)

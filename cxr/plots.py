@@ -118,3 +118,30 @@ def outline(gray: np.ndarray, mask: np.ndarray, colour=(255, 40, 40)) -> np.ndar
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     cv2.drawContours(rgb, contours, -1, colour, 1)
     return rgb
+
+
+def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: Sequence[tuple[np.ndarray, str]],
+                     title: str = "") -> plt.Figure:
+    """One prediction as a reader sees it: the image, its Grad-CAM overlay, the four probabilities
+    with the decision and the out-of-distribution score, and the most similar training images."""
+    fig, axes = plt.subplots(1, 3 + len(neighbours), figsize=(2.0 * (3 + len(neighbours)), 2.3),
+                             gridspec_kw={"width_ratios": [1, 1, 1.3] + [1] * len(neighbours)})
+    axes[0].imshow(gray, cmap="gray")
+    axes[0].set_title(title or "image", fontsize=8)
+    axes[1].imshow(overlay(gray, cam))
+    axes[1].set_title("Grad-CAM", fontsize=8)
+    probs = [row[c] for c in CLASSES]
+    axes[2].barh(range(len(CLASSES)), probs, color=[PALETTE[c] for c in CLASSES])
+    axes[2].set_yticks(range(len(CLASSES)), [c.replace("Viral Pneumonia", "Viral Pn.") for c in CLASSES], fontsize=7)
+    axes[2].invert_yaxis()
+    axes[2].set_xlim(0, 1)
+    axes[2].tick_params(axis="x", labelsize=7)
+    flag = " (OOD)" if str(row.get("status", "")).startswith("warning: out") else ""
+    axes[2].set_title(f"{row['decision']}; OOD {row['ood_score']:.2f}{flag}", fontsize=8)
+    for ax, (img, label) in zip(axes[3:], neighbours):
+        ax.imshow(img, cmap="gray")
+        ax.set_title(f"similar: {label}", fontsize=7)
+    for ax in (axes[0], axes[1], *axes[3:]):
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

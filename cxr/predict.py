@@ -162,25 +162,51 @@ def decide(proba: np.ndarray, operating_point: str | None, points: dict | None) 
     return [yes if s >= op["threshold"] else no for s in score]
 
 
-def predict_paths(paths: list[str | Path], checkpoint: str | Path | None = None, threshold: str | None = None,
-                  cam_dir: str | Path | None = None, batch: int = 32, progress: bool = True) -> pd.DataFrame:
-    """One row per input: file, status, probabilities, decision, OOD score (and the CAM file)."""
-    from tqdm.auto import tqdm
+@dataclass
+class Predictor:
+    """A loaded model with what prediction needs: preprocessing config, OOD statistics, operating points."""
 
-    from . import ood, trained
+    model: object
+    meta: dict
+    config: object
+    checkpoint: Path
+
+    @property
+    def size(self) -> int:
+        return self.meta["input_size"]
+
+    @property
+    def ood(self) -> dict | None:
+        return self.meta.get("ood")
+
+    @property
+    def points(self) -> dict | None:
+        return self.meta.get("operating_points")
+
+
+def load(checkpoint: str | Path | None = None) -> Predictor:
+    """The model to predict with: `checkpoint`, else the latest full run, else the shipped model."""
+    from . import trained
     from .config import get_config
-    from .preprocess import preprocess
-    from .runtime import show_progress
 
     checkpoint = Path(checkpoint) if checkpoint else trained.default_checkpoint()
     model, meta = trained.load_model(checkpoint)
-    points = meta.get("operating_points")
-    if threshold and threshold != "argmax" and (not points or threshold not in points):
-        decide(np.zeros((0, len(CLASSES))), threshold, points)  # raises the usage error
     cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
                                                                       "clahe_tile", "gamma")})
-    size = meta["input_size"]
-    stats = meta.get("ood")
+    return Predictor(model, meta, cfg, checkpoint)
+
+
+def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,
+                  threshold: str | None = None, cam_dir: str | Path | None = None, batch: int = 32,
+                  progress: bool = True) -> pd.DataFrame:
+    """One row per input: file, status, probabilities, decision, OOD score (and the CAM file)."""
+    from tqdm.auto import tqdm
+
+    from .runtime import show_progress
+
+    pred = checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
+    if threshold and threshold != "argmax":
+        decide(np.zeros((0, len(CLASSES))), threshold, pred.points)  # an unknown name is a usage error, at once
     files, problems = expand(paths)
     rows = [_row(r) for r in problems]
     bar = tqdm(total=len(files), desc="predict", unit="file", disable=not show_progress(progress and len(files) > 1))
@@ -188,23 +214,40 @@ def predict_paths(paths: list[str | Path], checkpoint: str | Path | None = None,
         reads = [read_file(p, shown) for p, shown in files[start:start + batch]]
         good = [r for r in reads if r.image is not None]
         if good:
-            pixels = np.stack([preprocess(r.image, cfg) for r in good])
-            proba = trained.calibrated(model, meta, pixels)
-            scores = ood.score(stats, ood.pooled_features(model, pixels, size)) if stats else np.full(len(good), np.nan)
-            decisions = decide(proba, threshold, points)
-            cams = _cams(model, pixels, size, good, cam_dir) if cam_dir else [""] * len(good)
-            for r, p, s, d, cam in zip(good, proba, scores, decisions, cams):
-                status = OOD if stats and s > stats["threshold"] else OK
-                if any(n.startswith("DICOM modality") for n in r.notes):
-                    status = "warning: " + next(n for n in r.notes if n.startswith("DICOM modality"))
-                rows.append(_row(r, status, p, d, s, cam))
+            rows += predict_images(pred, good, threshold, cam_dir)
         rows += [_row(r) for r in reads if r.image is None]
         bar.update(len(reads))
     bar.close()
     out = pd.DataFrame(rows, columns=["file", "status", *CLASSES, "decision", "ood_score", "notes", "cam"])
-    out.attrs["checkpoint"] = str(checkpoint)
-    out.attrs["ood_threshold"] = stats["threshold"] if stats else math.nan
+    out.attrs["checkpoint"] = str(pred.checkpoint)
+    out.attrs["ood_threshold"] = pred.ood["threshold"] if pred.ood else math.nan
     return out
+
+
+def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = None, cam_dir=None) -> list[dict]:
+    """Rows for images already read (grey arrays of any size)."""
+    from . import ood, trained
+    from .preprocess import preprocess
+
+    from .evaluate import temper
+
+    pixels = np.stack([preprocess(r.image, pred.config) for r in reads])
+    stats = pred.ood
+    if stats and hasattr(pred.model, "head"):  # one forward pass for both
+        raw, feats = ood.proba_and_features(pred.model, pixels, pred.size)
+        proba = temper(raw, float(pred.meta.get("temperature", 1.0)))
+        scores = ood.score(stats, feats)
+    else:
+        proba = trained.calibrated(pred.model, pred.meta, pixels)
+        scores = np.full(len(reads), np.nan)
+    decisions = decide(proba, threshold, pred.points)
+    cams = _cams(pred.model, pixels, pred.size, reads, cam_dir) if cam_dir else [""] * len(reads)
+    rows = []
+    for r, p, s, d, cam in zip(reads, proba, scores, decisions, cams):
+        status = OOD if stats and s > stats["threshold"] else OK
+        modality = [n for n in r.notes if n.startswith("DICOM modality")]
+        rows.append(_row(r, "warning: " + modality[0] if modality else status, p, d, s, cam))
+    return rows
 
 
 def _row(r: Read, status: str | None = None, proba=None, decision: str = "", score: float = math.nan,
@@ -244,4 +287,47 @@ def write(rows: pd.DataFrame, out: str | Path) -> Path:
         out.write_text(rows.to_json(orient="records", indent=1))
     else:
         rows.to_csv(out, index=False)
+    return out
+
+
+# --------------------------------------------------------------------------- for the chapter
+def nearest(train_features: np.ndarray, features: np.ndarray, k: int = 3) -> np.ndarray:
+    """Indices of the `k` training images most similar to each row (cosine similarity of features)."""
+    a = np.asarray(train_features, np.float64)
+    b = np.asarray(features, np.float64)
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.argsort(-(b @ a.T), axis=1)[:, :k]
+
+
+def non_chest_images(size: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    """Pictures that are not chest radiographs, from what installs offline: scikit-image's sample
+    images and synthetic patterns (grey, at least `size` px a side)."""
+    import cv2
+    from skimage import data as samples
+
+    out = {}
+    for name in ("astronaut", "camera", "coins", "coffee", "chelsea", "moon", "page", "text", "rocket", "horse",
+                 "brick", "grass", "gravel", "hubble_deep_field", "immunohistochemistry", "retina", "clock",
+                 "logo", "cell", "checkerboard"):
+        try:
+            img = getattr(samples, name)()
+        except Exception:  # noqa: BLE001 - a sample whose file is not installed is left out
+            continue
+        img = np.asarray(img)
+        if img.dtype == bool:
+            img = img.astype(np.uint8) * 255
+        if img.ndim == 3:
+            img = cv2.cvtColor(img[..., :3].astype(np.uint8), cv2.COLOR_RGB2GRAY)
+        img = np.asarray(img, np.float64)
+        img = np.round(255 * (img - img.min()) / max(img.max() - img.min(), 1e-9)).astype(np.uint8)
+        out[f"scikit-image: {name}"] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out["pattern: noise"] = rng.integers(0, 256, (size, size)).astype(np.uint8)
+    out["pattern: gradient"] = (255 * xx).astype(np.uint8)
+    out["pattern: stripes"] = (127.5 + 127.5 * np.sin(2 * np.pi * 12 * xx)).astype(np.uint8)
+    out["pattern: rings"] = (127.5 + 127.5 * np.sin(2 * np.pi * 10 * np.hypot(xx - 0.5, yy - 0.5))).astype(np.uint8)
+    out["pattern: squares"] = ((np.floor(xx * 8) + np.floor(yy * 8)) % 2 * 255).astype(np.uint8)
+    out["pattern: disc"] = (255 * (np.hypot(xx - 0.5, yy - 0.5) < 0.3)).astype(np.uint8)
     return out

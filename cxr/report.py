@@ -247,3 +247,83 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     model, meta = trained.load_model(run_path / "checkpoint.pt")
     return trained.export(run_path / "checkpoint.pt", out, records["evaluation"], records["external"], audit,
                           fit_on_split(model, meta["input_size"], config))
+
+
+def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
+    """How often the out-of-distribution flag fires: on the database's test split, on the external
+    radiographs (per class) and on pictures that are not chest radiographs. Writes `<reports>/ood.json`;
+    the returned record also holds every score (`scores`), for plots."""
+    from . import predict
+    from .data import find_dataset, load_table
+    from .evaluate import proportion
+    from .ood import pooled_features, score
+    from .preprocess import load_pixels
+
+    config = config or get_config()
+    pred = predict.load(checkpoint or shipped_model(config))
+    stats = pred.ood
+    if stats is None:
+        raise ValueError(f"{pred.checkpoint} has no out-of-distribution statistics: export it with `cxr export`.")
+    root, table = load_table(config)
+    test = table[table.split == "test"].reset_index(drop=True)
+    scores = {"database test split": score(stats, pooled_features(pred.model, np.asarray(
+        load_pixels(root, test, config, progress=False)), pred.size))}
+    data = external_dir()
+    if data is not None:
+        files, _ = predict.expand([data])
+        reads = [r for r in (predict.read_file(p, shown) for p, shown in files) if r.image is not None]
+        rows = predict.predict_images(pred, reads)
+        for r, row in zip(reads, rows):
+            key = f"external: {Path(r.file).parts[1]}"
+            scores.setdefault(key, [])
+            scores[key].append(row["ood_score"])
+    others = predict.non_chest_images()
+    rows = predict.predict_images(pred, [predict.Read(k, v, predict.OK, []) for k, v in others.items()])
+    scores["not chest radiographs"] = [r["ood_score"] for r in rows]
+    scores = {k: np.asarray(v, float) for k, v in scores.items()}
+    groups = {}
+    for k, v in scores.items():
+        p = proportion(int((v > stats["threshold"]).sum()), len(v))
+        groups[k] = {"n": p["n"], "flagged": p["k"], "rate": p["value"], "rate_ci": p["ci"],
+                     "median_score": float(np.median(v)) if len(v) else math.nan}
+    record = {"checkpoint": Path(pred.checkpoint).name, "source_run": pred.meta.get("source_run"),
+              "threshold": stats["threshold"], "flag_rate_target": stats["flag_rate"], "groups": groups,
+              "not_chest_flagged": [k for k, r in zip(others, rows) if r["status"] == predict.OOD]}
+    path = config.reports_dir / "ood.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1))
+    return {**record, "scores": scores}
+
+
+def metric_differences(full: dict, shipped: dict) -> dict:
+    """Shipped minus full-precision: accuracy and each class's sensitivity and specificity, in points."""
+    d = {"accuracy": 100 * (shipped["accuracy"] - full["accuracy"])}
+    for c, m in full["per_class"].items():
+        for k in ("sensitivity", "specificity"):
+            d[f"{c} {k}"] = 100 * (shipped["per_class"][c][k] - m[k])
+    return d
+
+
+def precision_check(config: Config | None = None) -> dict | None:
+    """The shipped (half-precision) model against the full-precision model it came from, on the test
+    split; None when the shipped model did not come from this profile's final run. Writes
+    `<reports>/shipped.json`."""
+    import torch
+
+    from .assess import evaluate_folder
+    from .data import find_dataset
+
+    config = config or get_config()
+    path = shipped_model(config)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    run = final_run(config)
+    if state.get("source_run") != run.path.name:
+        return None
+    full = evaluation_record(config)
+    shipped = evaluate_folder(find_dataset(), path, split="test", config=config, progress=False, n_boot=200)
+    diffs = metric_differences(full, shipped)
+    record = {"run": run.path.name, "size_mb": path.stat().st_size / 1e6, "precision": state.get("precision"),
+              "differences_points": diffs, "largest_difference_points": max(abs(v) for v in diffs.values()),
+              "allowed_points": 0.2, "shipped_accuracy": shipped["accuracy"], "full_accuracy": full["accuracy"]}
+    (config.reports_dir / "shipped.json").write_text(json.dumps(record, indent=1))
+    return record

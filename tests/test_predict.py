@@ -17,14 +17,16 @@ from conftest import synthetic_xray
 from test_evaluate import tiny_run
 
 
-def write_dicom(path: Path, arr: np.ndarray | None, modality: str = "DX", photometric: str = "MONOCHROME2") -> Path:
+def write_dicom(path: Path, arr: np.ndarray | None, modality: str = "DX", photometric: str = "MONOCHROME2",
+                broken_jpeg2000: bool = False) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.TransferSyntaxUID = JPEG2000Lossless if broken_jpeg2000 else ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
     ds.PatientName, ds.PatientID, ds.Modality = "Secret^Patient", "ID-12345", modality
@@ -35,6 +37,8 @@ def write_dicom(path: Path, arr: np.ndarray | None, modality: str = "DX", photom
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
         ds.RescaleSlope, ds.RescaleIntercept = 2, -100
         ds.PixelData = arr.astype(np.uint16).tobytes()
+        if broken_jpeg2000:  # a compressed frame that no decoder can read
+            ds.PixelData = encapsulate([b"\xff\x4f\xff\x51 not really JPEG 2000" * 4])
     ds.save_as(path, enforce_file_format=True)
     return path
 
@@ -88,6 +92,10 @@ def inputs(tmp_path: Path) -> Path:
     write_dicom(d / "mono1.dcm", g.astype(np.uint16) * 16, photometric="MONOCHROME1")
     write_dicom(d / "ct.dcm", g.astype(np.uint16) * 16, modality="CT")
     write_dicom(d / "nopixels.dcm", None)
+    write_dicom(d / "j2k.dcm", g.astype(np.uint16) * 16, broken_jpeg2000=True)
+    from skimage import data as samples
+
+    cv2.imwrite(str(d / "astronaut.png"), samples.astronaut()[..., ::-1])
     (tmp_path / "empty-folder").mkdir()
     return d
 
@@ -98,6 +106,7 @@ EXPECTED = {  # file -> status (prefix)
     "tiny.png": "error: too small (1x1", "huge.png": "error: too large (20000x20000)",
     "notes.png": "error: not a decodable image", "empty.jpg": "error: empty file",
     "truncated.jpg": "error: not a decodable image", "nopixels.dcm": "error: DICOM file with no pixel data",
+    "j2k.dcm": "error: cannot decode the DICOM pixel data", "astronaut.png": "ok",
 }
 
 

@@ -46,3 +46,10 @@ def test_a_record_is_reused_only_for_its_own_run(tmp_path: Path):
     assert report._fresh(path, Run)["n"] == 3
     path.write_text(json.dumps({"checkpoint": "/elsewhere/runs/finetune-full-old/checkpoint.pt"}))
     assert report._fresh(path, Run) is None
+
+
+def test_metric_differences_in_points():
+    full = {"accuracy": 0.9, "per_class": {"COVID": {"sensitivity": 0.8, "specificity": 0.95}}}
+    shipped = {"accuracy": 0.899, "per_class": {"COVID": {"sensitivity": 0.81, "specificity": 0.95}}}
+    d = report.metric_differences(full, shipped)
+    assert abs(d["accuracy"] + 0.1) < 1e-9 and abs(d["COVID sensitivity"] - 1.0) < 1e-9 and d["COVID specificity"] == 0
