@@ -59,7 +59,8 @@ def read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
     except Exception as e:  # noqa: BLE001 - missing decoders and broken pixel data alike
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
-        raise ImageError(f"cannot decode the DICOM pixel data ({name}): {e}. For compressed files install a "
+        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
+        raise ImageError(f"cannot decode the DICOM pixel data ({name}): {first}. For compressed files install a "
                          "decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg") from e
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         arr = arr[0]
@@ -184,12 +185,27 @@ class Predictor:
         return self.meta.get("operating_points")
 
 
+def default_model() -> Path:
+    """The shipped model when it was exported from the latest full run (or there is no run): it carries
+    the operating points and the out-of-distribution statistics; else the latest full run."""
+    import torch
+
+    from . import trained
+
+    runs = trained.final_runs("full")
+    if trained.SHIPPED.exists():
+        source = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True).get("source_run")
+        if not runs or source == runs[0].name:
+            return trained.SHIPPED
+    return trained.default_checkpoint()
+
+
 def load(checkpoint: str | Path | None = None) -> Predictor:
-    """The model to predict with: `checkpoint`, else the latest full run, else the shipped model."""
+    """The model to predict with: `checkpoint`, else `default_model()`."""
     from . import trained
     from .config import get_config
 
-    checkpoint = Path(checkpoint) if checkpoint else trained.default_checkpoint()
+    checkpoint = Path(checkpoint) if checkpoint else default_model()
     model, meta = trained.load_model(checkpoint)
     cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
                                                                       "clahe_tile", "gamma")})
@@ -246,6 +262,8 @@ def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = N
     for r, p, s, d, cam in zip(reads, proba, scores, decisions, cams):
         status = OOD if stats and s > stats["threshold"] else OK
         modality = [n for n in r.notes if n.startswith("DICOM modality")]
+        if not stats:
+            r.notes.append("no out-of-distribution statistics in this model (cxr export adds them)")
         rows.append(_row(r, "warning: " + modality[0] if modality else status, p, d, s, cam))
     return rows
 
