@@ -210,3 +210,24 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
         assess.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
     with pytest.raises(FileNotFoundError, match="cxr evaluate"):
         assess.evaluate_folder(other, run.checkpoint, progress=False, thresholds_from=tmp_path / "missing.json")
+
+
+def test_predictive_values_by_bayes():
+    ppv, npv = evaluate.predictive_values(0.9, 0.8, 0.1)
+    assert ppv == pytest.approx(0.09 / (0.09 + 0.18)) and npv == pytest.approx(0.72 / (0.72 + 0.01))
+    assert evaluate.predictive_values(1.0, 1.0, 0.3) == (1.0, 1.0)
+
+
+def test_net_benefit_by_hand():
+    y = np.array([1, 1, 0, 0, 0])
+    score = np.array([0.9, 0.4, 0.6, 0.2, 0.1])
+    nb = evaluate.net_benefit(y, score, np.array([0.5])).iloc[0]
+    # at t = 0.5: TP 1, FP 1 of 5; odds 1 -> 1/5 - 1/5 = 0; treat all: 2/5 - 3/5 = -0.2
+    assert nb.model == pytest.approx(0.0) and nb["treat all"] == pytest.approx(-0.2) and nb["treat none"] == 0
+
+
+def test_at_threshold_counts_and_intervals():
+    r = evaluate.at_threshold(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.5, 0.1, 0.5, 0.2]), 0.5)
+    assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (2, 1, 1, 1)
+    assert r["sensitivity"]["value"] == pytest.approx(2 / 3) and r["sensitivity"]["ci"][0] < 2 / 3 < r["sensitivity"]["ci"][1]
+    assert evaluate.threshold_for_sensitivity(np.array([1, 1, 1, 1]), np.array([0.4, 0.3, 0.2, 0.1]), 0.75) == 0.2
