@@ -115,20 +115,19 @@ def _predict_files(data_dir: Path, files: pd.DataFrame, skipped: pd.DataFrame, m
     """Read, preprocess and predict (raw probabilities) the listed files; unusable ones go to `skipped`."""
     from tqdm.auto import tqdm
 
-    from .data import ImageError, decode_gray
+    from .predict import read_file
     from .preprocess import preprocess
     from .trained import predict
 
     images, keep = [], []
     skipped = skipped.copy()
     for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
-        try:
-            images.append(preprocess(decode_gray((data_dir / f).read_bytes())[0], cfg))
+        r = read_file(data_dir / f, f)  # the same reading, checks and reasons as cxr predict
+        if r.image is None:
+            skipped.loc[len(skipped)] = (f, r.status.removeprefix("error: "))
+        else:
+            images.append(preprocess(r.image, cfg))
             keep.append(f)
-        except OSError as e:
-            skipped.loc[len(skipped)] = (f, f"unreadable: {e.strerror or e}")
-        except ImageError as e:
-            skipped.loc[len(skipped)] = (f, str(e))
     files = files.set_index("file").loc[keep].reset_index()
     if not len(files):
         raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")

@@ -41,12 +41,18 @@ def final_run(config: Config | None = None):
     return train.fit("finetune", config or get_config(), progress=False)
 
 
+def made_by(record: dict) -> str:
+    """The run folder name of the model a record was made with (evaluation records name the checkpoint,
+    the summary names the run)."""
+    return record.get("run") or Path(record.get("checkpoint", "")).parent.name
+
+
 def _fresh(path: Path, run) -> dict | None:
-    """The record at `path` if it was made from `run`'s checkpoint."""
+    """The record at `path` if it was made from `run` (a Run, or a run folder's path)."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if Path(record.get("checkpoint", "")).parent.name == run.path.name else None
+    return record if made_by(record) == Path(getattr(run, "path", run)).name else None
 
 
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
@@ -227,17 +233,12 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
 
     config = config or get_config("full")
     run_path = Path(run_path)
-    records = {}
-    for name in ("evaluation", "external", "summary"):
-        path = config.reports_dir / f"{name}.json"
-        rec = json.loads(path.read_text()) if path.exists() else None
-        made_by = (rec or {}).get("run") if name == "summary" else Path((rec or {}).get("checkpoint", "")).parent.name
-        if rec is not None and made_by != run_path.name:
-            if name == "evaluation":
-                raise ValueError(f"{path} was made with another model ({made_by}); remake it for {run_path.name} "
-                                 "with `cxr evaluate --data DATASET --split test --out reports/evaluation.json`.")
-            rec = None
-        records[name] = rec
+    records = {name: _fresh(config.reports_dir / f"{name}.json", run_path)
+               for name in ("evaluation", "external", "summary")}
+    path = config.reports_dir / "evaluation.json"
+    if records["evaluation"] is None and path.exists():
+        raise ValueError(f"{path} was made with another model ({made_by(json.loads(path.read_text()))}); remake it "
+                         f"for {run_path.name} with `cxr evaluate --data DATASET --split test --out reports/evaluation.json`.")
     if records["evaluation"] is None:
         raise FileNotFoundError(f"{config.reports_dir / 'evaluation.json'} is missing: write it with `cxr evaluate "
                                 "--data DATASET --split test --out reports/evaluation.json` first.")
