@@ -67,3 +67,67 @@ def train_augment(harmonise: bool = True, seed: int = 0) -> A.Compose:
 def augment_batch(images: np.ndarray, transform: A.Compose) -> np.ndarray:
     """Apply `transform` to each (H, W) uint8 image of a batch."""
     return np.stack([transform(image=np.asarray(im))["image"] for im in images])
+
+
+class Collimation(A.ImageOnlyTransform):
+    """Dark or bright bands along one to four edges, as a collimator or a scanner's frame leaves."""
+
+    def __init__(self, width=(0.01, 0.08), p: float = 0.5):
+        super().__init__(p=p)
+        self.width = width
+
+    def get_params_dependent_on_data(self, params, data):
+        return {"edges": [self.py_random.random() < 0.5 for _ in range(4)],
+                "w": [self.py_random.uniform(*self.width) for _ in range(4)],
+                "value": self.py_random.choice([0, self.py_random.randint(180, 255)])}
+
+    def apply(self, img, edges=(), w=(), value=0, **params):
+        out = img.copy()
+        h, wd = img.shape[:2]
+        for side, (on, frac) in enumerate(zip(edges, w)):
+            if not on:
+                continue
+            k = max(1, int(round(frac * (h if side < 2 else wd))))
+            sl = [(slice(0, k), slice(None)), (slice(h - k, h), slice(None)),
+                  (slice(None), slice(0, k)), (slice(None), slice(wd - k, wd))][side]
+            out[sl] = value
+        return out
+
+    def get_transform_init_args_names(self):
+        return ("width",)
+
+
+class Marker(A.ImageOnlyTransform):
+    """A burned-in marker ("L", "R", "AP", "PORTABLE", a date) in a random corner."""
+
+    TEXTS = ("L", "R", "AP", "PA", "PORTABLE", "SUPINE", "ERECT", "12/03")
+
+    def get_params_dependent_on_data(self, params, data):
+        h, w = params["shape"][:2]
+        return {"text": self.py_random.choice(self.TEXTS), "scale": self.py_random.uniform(0.3, 0.9),
+                "x": self.py_random.choice([0.03, 0.6]) * w, "y": self.py_random.choice([0.12, 0.95]) * h,
+                "value": self.py_random.randint(200, 255), "thick": self.py_random.randint(1, 2)}
+
+    def apply(self, img, text="L", scale=0.5, x=0.0, y=0.0, value=255, thick=1, **params):
+        out = np.ascontiguousarray(img.copy())
+        cv2.putText(out, text, (int(x), int(y)), cv2.FONT_HERSHEY_SIMPLEX, scale, int(value), thick, cv2.LINE_AA)
+        return out
+
+
+def hospital_chain(seed: int = 0) -> A.Compose:
+    """Another hospital's processing, broadly: the paired 'chain view' of the consistency loss.
+
+    Always one simulated processing chain (wider than the Lung Opacity copy's: intensity map,
+    resampling through 160-360 px with blur, JPEG quality 40-95), and at random what else differs
+    between sites: gamma, histogram equalisation (CLAHE), edge enhancement, noise, collimation
+    bands and burned-in markers. None of it is specific to one class's chain.
+    """
+    return A.Compose([
+        ProcessingChain(contrast=(0.5, 1.1), black=(0.0, 50.0), size=(160, 360), quality=(40, 95), p=1.0),
+        A.RandomGamma(gamma_limit=(70, 140), p=0.5),
+        A.CLAHE(clip_limit=(1.0, 2.5), tile_grid_size=(8, 8), p=0.15),
+        A.Sharpen(alpha=(0.1, 0.3), lightness=(1.0, 1.0), p=0.15),
+        A.GaussNoise(std_range=(0.005, 0.03), p=0.3),
+        Collimation(p=0.2),
+        Marker(p=0.3),
+    ], seed=seed)

@@ -1,4 +1,5 @@
-"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr roi`, `cxr export`."""
+"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr audit`, `cxr roi`, `cxr predict`,
+`cxr export`."""
 from __future__ import annotations
 
 import argparse
@@ -141,6 +142,33 @@ def _predict(args: argparse.Namespace) -> int:
     return predict.exit_code(rows)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from . import audit, train
+    from .config import get_config
+    from .report import external_dir, final_run
+
+    config = get_config(args.profile)
+    if args.compare:
+        runs = {Path(r).name: train.load_run(r) for r in args.compare}
+        record = audit.compare(runs, config, external_dir=external_dir())
+        print(audit.comparison_table(record).round(1).to_string())
+        print(f"\nchosen by the rule (validation numbers only): {record['chosen']}")
+    else:
+        run = train.load_run(args.run) if args.run else final_run(config)
+        before = None
+        if not args.no_before:
+            before = train.load_run(args.before) if args.before else train.fit("finetune", config.replace(harmonise=False))
+        record = audit.shortcut_audit(run, config, before=before, progress=True).record
+        record["command"] = "cxr " + " ".join(args.argv)
+        print(f"twin agreement {100 * record['twin_agreement']:.1f}% (target {100 * record['targets']['twin_agreement']:.0f}%) "
+              f"on {record['twins_evaluated']} twins; lungs hidden accuracy {100 * record['occlusion']['lungs_hidden_accuracy']:.1f}%")
+        print("verdicts:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in record["verdicts"].items()))
+    if args.out:
+        audit.write(record | {"command": "cxr " + " ".join(args.argv)}, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _default_record(which: str) -> Path:
     from .config import get_config
 
@@ -182,6 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="apply the operating points of this evaluation record (made with --split test; they were "
                         "chosen on its validation split), e.g. reports/evaluation.json")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("audit", help="the shortcut audit of a run (twins, maps, occlusion), or several runs compared")
+    p.add_argument("--run", help="run folder (default: the profile's final model)")
+    p.add_argument("--before", help="run folder of the same recipe without harmonisation (default: trained if missing)")
+    p.add_argument("--no-before", action="store_true", help="audit without the before/after comparison")
+    p.add_argument("--compare", nargs="+", metavar="RUN",
+                   help="instead: compare these run folders on validation, test and external, and mark the one "
+                        "the rule chooses from validation numbers")
+    p.add_argument("--out", help="JSON record to write, e.g. reports/explain.json or reports/mitigation.json")
+    p.set_defaults(func=_audit)
 
     p = sub.add_parser("roi", help="what the model could be worth at a site (the business chapter's calculator)")
     p.add_argument("--preset", default="default", help="a use case (see --list; default: default)")

@@ -43,17 +43,23 @@ class Config:
     # model and training
     input_size: int = 224
     batch_size: int = 64
-    epochs: int = 7
+    epochs: int = 4  # with paired views each epoch passes every training image twice
     patience: int = 3
     lr: float = 1e-3
     weight_decay: float = 1e-4
     train_from_block: int = 8  # EfficientNet-Lite0 blocks before this stay frozen (their outputs are cached)
-    views: int = 3  # augmented views per training image in the frozen-feature cache
+    views: int = 2  # views per training image in the frozen-layer cache (the image, an augmented copy)
     harmonise: bool = True  # simulated chains for every class, and real audit twins of training images
+    # weight of the consistency loss between each training view and the same view through another
+    # hospital's processing (augment.hospital_chain); 0 turns the paired views off
+    consistency: float = 1.0
     # Training length is `epochs`; the wall budget is only a safety stop (the run reports it when
     # it fires), so the same command gives the same model on a slow machine and a fast one.
     wall_budget_s: float = 4 * 3600
-    resnet_budget_s: float = 20 * 60  # the ResNet50 baseline's fixed wall-time budget
+    # the ResNet50 baseline's recipe (the original project's): full fine-tuning, online augmentation;
+    # 250 steps of 32 images is about 0.8 epochs, about 20 min on two CPU cores
+    resnet_steps: int = 250
+    resnet_batch_size: int = 32
     resnet_lr: float = 3e-4
     resnet_val_subset: int = 600  # validation images checked during ResNet50 training (a full pass is slow)
     # where things go
@@ -90,8 +96,25 @@ class Config:
         return f"profile = {self.profile} ({what})"
 
 
-SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=2, input_size=128, batch_size=32, wall_budget_s=20,
-                       resnet_budget_s=15)
+SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=2, input_size=128, batch_size=32, wall_budget_s=900,
+                       resnet_steps=4, resnet_batch_size=16)
+
+
+def source_hash(names: tuple[str, ...] | None = None) -> str:
+    """Hash of the package's source files (all of them, or the named ones, e.g. ("preprocess.py",))."""
+    h = hashlib.sha256()
+    for p in sorted(Path(__file__).parent.glob("*.py")):
+        if names is None or p.name in names:
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_key(parts, sources: tuple[str, ...] = ()) -> str:
+    """The one cache-key recipe: a hash of everything that decides a cached file's content, the
+    inputs (`parts`, anything JSON can write) and the code that computes it (`sources`, file names
+    in the package)."""
+    blob = json.dumps([parts, source_hash(sources) if sources else None], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def get_config(profile: str | None = None, **overrides) -> Config:

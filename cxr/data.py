@@ -184,11 +184,12 @@ class Scan:
 
 
 def _listing_key(root: Path, files: pd.Series) -> str:
-    h = hashlib.sha256(str(root.resolve()).encode())
-    for f in files:
-        st = (root / f).stat()
-        h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    """Keyed by the folder, every file's name, size and modification time, and this module's code."""
+    from .config import cache_key
+
+    listing = hashlib.sha256("".join(f"{f}\0{(root / f).stat().st_size}\0{(root / f).stat().st_mtime_ns}\n"
+                                     for f in files).encode()).hexdigest()
+    return cache_key([str(root.resolve()), listing], ("data.py",))
 
 
 def scan(root: str | Path | None = None, config: Config | None = None, progress: bool = True) -> Scan:

@@ -1,5 +1,6 @@
 """Where the model looks, measured: CAM maps, a lung-field region, energy shares, sanity and
-faithfulness checks, occlusion, and the processing-shortcut audit.
+faithfulness checks, and occlusion. `cxr.audit` puts them together with the twin checks into
+the shortcut audit's record.
 
 The database has no lung masks. `lung_region` segments each image with a simple, documented
 rule (CLAHE, Otsu threshold on the central part of the image, the two largest dark components
@@ -201,38 +202,6 @@ def occlude(pixels: np.ndarray, regions: np.ndarray, keep: bool) -> np.ndarray:
         if hide.any():
             im[hide] = int(np.asarray(im).mean())
     return out
-
-
-# --------------------------------------------------------------------------- the shortcut audit
-def twin_agreement(pred_orig: np.ndarray, pred_twin: np.ndarray) -> dict:
-    """How often a twin gets its original's prediction, and how often it drifts to Lung Opacity."""
-    lo = CLASSES.index("Lung_Opacity")
-    n = len(pred_orig)
-    return {"n": int(n), "agreement": float(np.mean(pred_orig == pred_twin)) if n else float("nan"),
-            "to_lung_opacity": float(np.mean((pred_twin == lo) & (pred_orig != lo))) if n else float("nan")}
-
-
-def chain_probe_auc(features_orig: np.ndarray, features_twin: np.ndarray, seed: int = 0, folds: int = 5) -> float:
-    """Cross-validated ROC-AUC of a logistic regression telling twins from their originals.
-
-    Both images of a pair always fall in the same fold, so the probe cannot match pairs.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    n = len(features_orig)
-    fold = np.random.default_rng(seed).integers(0, folds, n)
-    X = np.concatenate([features_orig, features_twin])
-    y = np.r_[np.zeros(n), np.ones(n)]
-    f = np.r_[fold, fold]
-    score = np.zeros(2 * n)
-    for k in range(folds):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
-        clf.fit(X[f != k], y[f != k])
-        score[f == k] = clf.predict_proba(X[f == k])[:, 1]
-    return float(roc_auc_score(y, score))
 
 
 def energy_table(cams: np.ndarray, lungs: np.ndarray, labels: pd.Series) -> pd.DataFrame:

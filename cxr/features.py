@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .runtime import show_progress
-from .config import Config, get_config
+from .config import Config, cache_key, get_config
 from .data import _ensure
 
 
@@ -42,7 +42,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
 
     config = config or get_config()
     size = size or config.input_size
-    key = hashlib.sha256(f"lite0-imagenet-pooled:{size}:{pixels_key(pixels)}".encode()).hexdigest()[:16]
+    key = cache_key(["lite0-imagenet-pooled", size, pixels_key(pixels)], ("features.py", "models.py"))
     path = Path(config.cache_dir) / f"features-{key}.npy"
     if path.exists():
         return np.load(path)

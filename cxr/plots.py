@@ -80,6 +80,7 @@ def hist_by(values: dict[str, np.ndarray], bins=40, xlabel: str = "", title: str
 
 def confusion(cm: np.ndarray, classes=CLASSES, normalise: bool = False, title: str = "", ax=None) -> plt.Figure:
     """Confusion matrix (rows: true class) as counts or row-normalised percentages."""
+    cm = np.asarray(cm)
     fig = None
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.6, 4))
@@ -144,4 +145,32 @@ def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: S
     for ax in (axes[0], axes[1], *axes[3:]):
         ax.axis("off")
     fig.tight_layout()
+    return fig
+
+
+def pareto(record: dict, floor: float | None = None, target: float | None = None) -> plt.Figure:
+    """Every run of a comparison record (`cxr.audit.compare`): twin agreement against the lowest
+    per-class sensitivity, on validation (open) and test (filled), the external accuracy in each
+    label, the chosen run starred, and the targets as dashed lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, r in enumerate(record["runs"]):
+        c = colours[k % len(colours)]
+        v, t = r["val"], r["test"]
+        ax.plot([v["lowest_sensitivity"], t["lowest_sensitivity"]], [v["twin_agreement"], t["twin_agreement"]],
+                color=c, lw=0.8, alpha=0.5)
+        ax.scatter(v["lowest_sensitivity"], v["twin_agreement"], s=50, facecolors="none", edgecolors=c)
+        chosen = r["run"] == record.get("chosen")
+        ax.scatter(t["lowest_sensitivity"], t["twin_agreement"], s=160 if chosen else 50, color=c,
+                   marker="*" if chosen else "o", zorder=3)
+        ext = f", external {100 * r['external']['accuracy']:.0f}%" if "external" in r else ""
+        ax.annotate(f"{r['name']}{ext}{' (chosen)' if chosen else ''}", (t["lowest_sensitivity"], t["twin_agreement"]),
+                    textcoords="offset points", xytext=(6, -10 - 4 * (k % 2)), fontsize=8, color=c)
+    floor = floor if floor is not None else min(record["targets"]["sensitivity_floors"].values())
+    target = target if target is not None else record["targets"]["twin_agreement"]
+    ax.axhline(target, ls="--", color="grey", lw=0.8)
+    ax.axvline(floor, ls="--", color="grey", lw=0.8)
+    ax.text(ax.get_xlim()[0], target, f" twin target {100 * target:.0f}%", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel("lowest per-class sensitivity (open: validation, filled: test)")
+    ax.set_ylabel("twin agreement")
     return fig

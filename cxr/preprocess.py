@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .runtime import show_progress
-from .config import Config, get_config
+from .config import Config, cache_key, get_config
 from .data import _ensure, _publish, read_gray
 
 
@@ -58,12 +58,12 @@ def preprocess(gray: np.ndarray, config: Config) -> np.ndarray:
 PARAMS = ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma")
 
 
-def cache_key(root: Path, table: pd.DataFrame, config: Config) -> str:
-    h = hashlib.sha256(json.dumps({p: getattr(config, p) for p in PARAMS}, sort_keys=True).encode())
-    h.update(str(Path(root).resolve()).encode())
-    for f, sha in zip(table.file, table.sha256):
-        h.update(f"{f}\0{sha}\n".encode())
-    return h.hexdigest()[:16]
+def pixels_cache_key(root: Path, table: pd.DataFrame, config: Config) -> str:
+    """Keyed by the parameters, the folder, every file's path and SHA-256, and the reading and
+    preprocessing code."""
+    files = hashlib.sha256("".join(f"{f}\0{sha}\n" for f, sha in zip(table.file, table.sha256)).encode()).hexdigest()
+    return cache_key([{p: getattr(config, p) for p in PARAMS}, str(Path(root).resolve()), files],
+                     ("preprocess.py", "data.py"))
 
 
 def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = None,
@@ -74,7 +74,7 @@ def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = N
     config = config or get_config()
     root = Path(root)
     n, s = len(table), config.image_size
-    folder = Path(config.cache_dir) / f"pixels-{cache_key(root, table, config)}"
+    folder = Path(config.cache_dir) / f"pixels-{pixels_cache_key(root, table, config)}"
     if not (folder / "meta.json").exists():
         tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=_ensure(folder.parent)))
         try:

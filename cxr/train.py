@@ -32,8 +32,8 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from .runtime import show_progress
-from . import augment, evaluate
-from .config import Config, get_config
+from . import augment, evaluate, targets
+from .config import Config, cache_key, get_config
 from .data import CLASSES, _ensure, load_audit, load_table
 from .features import embed, save_atomic, to_tensor
 from .models import efficientnet_lite0, resnet50
@@ -87,26 +87,16 @@ class Run:
         return self.path / "checkpoint.pt"
 
 
-def _source_hash(names: tuple[str, ...] | None = None) -> str:
-    """Hash of the package's source files (all of them, or the named ones)."""
-    h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.glob("*.py")):
-        if names is None or p.name in names:
-            h.update(p.read_bytes())
-    return h.hexdigest()[:12]
-
-
 # the modules whose code decides what a training run produces; editing the report's other
 # modules (evaluate, explain, plots, cli) does not invalidate trained runs
 TRAINING_SOURCES = ("augment.py", "config.py", "data.py", "features.py", "models.py", "preprocess.py",
-                    "runtime.py", "train.py", "trained.py")
+                    "runtime.py", "targets.py", "train.py", "trained.py")
 
 
 def run_key(config: Config, approach: str, split: pd.DataFrame) -> str:
-    h = hashlib.sha256(f"{approach}:{config.key()}:{_source_hash(TRAINING_SOURCES)}".encode())
-    for row in split[["file", "split", "sha256"]].itertuples(index=False):
-        h.update("\0".join(row).encode())
-    return h.hexdigest()[:12]
+    rows = hashlib.sha256("\n".join("\0".join(r) for r in split[["file", "split", "sha256"]].itertuples(index=False))
+                          .encode()).hexdigest()
+    return cache_key([approach, config.key(), rows], TRAINING_SOURCES)[:12]
 
 
 def load_run(path: str | Path) -> Run:
@@ -230,35 +220,41 @@ def _fit_linear(path, config, table, pixels, y, progress, eval_every_s, root):
 
 # --------------------------------------------------------------------------- approach: finetune
 def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, view: int, progress: bool = True,
-                       batch: int = 64) -> np.ndarray:
+                       batch: int = 64, chain: bool = False) -> np.ndarray:
     """Output of the frozen stem and blocks[:train_from_block] for `rows`, as a float16 memmap.
 
     View 0 is the image itself; view v > 0 is an augmented copy (seeded by view), so an epoch can
-    see a different augmentation of every image without recomputing the frozen layers. Cached
-    on disk, keyed by the images, the rows, the view and the augmentation settings.
+    see a different augmentation of every image without recomputing the frozen layers. With
+    `chain`, every image of the view is then passed through another hospital's processing
+    (`augment.hospital_chain`): row for row, the same radiograph with the same augmentation, only
+    processed differently, the pair the consistency loss compares. Cached on disk, keyed by the
+    images, the rows, the view, the augmentation settings and the code.
     """
     from tqdm.auto import tqdm
 
     from .features import pixels_key
 
     cut = config.train_from_block
-    key = hashlib.sha256(json.dumps([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut,
-                                     config.input_size, config.harmonise, config.seed,
-                                     _source_hash(("models.py", "augment.py", "features.py"))]).encode())
-    path = Path(config.cache_dir) / f"activations-{key.hexdigest()[:16]}.npy"
+    key = cache_key([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut, config.input_size,
+                     config.harmonise, config.seed, chain],
+                    ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
+    path = Path(config.cache_dir) / f"activations-{key}.npy"
     if path.exists():
         return np.load(path, mmap_mode="r")
     model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
+    chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
     with torch.inference_mode():
         probe = model.features(to_tensor(pixels[rows[:1]], config.input_size), 0, cut)
         tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(rows),) + tuple(probe.shape[1:]))
         try:
-            for i in tqdm(range(0, len(rows), batch), desc=f"frozen layers, view {view}", disable=not show_progress(progress)):
+            for i in tqdm(range(0, len(rows), batch), desc=f"frozen layers, view {view}{' (other chain)' if chain else ''}", disable=not show_progress(progress)):
                 imgs = np.asarray(pixels[rows[i:i + batch]])
                 if transform is not None:
                     imgs = augment.augment_batch(imgs, transform)
+                if chained is not None:
+                    imgs = augment.augment_batch(imgs, chained)
                 out[i:i + batch] = model.features(to_tensor(imgs, config.input_size), 0, cut).numpy()
             out.flush()
             del out
@@ -292,6 +288,24 @@ def _top_proba(model, acts: np.ndarray, cut: int, batch: int = 256) -> np.ndarra
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
+def symmetric_kl(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-row symmetric Kullback-Leibler divergence between the softmaxes of two logit batches."""
+    la, lb = a.log_softmax(1), b.log_softmax(1)
+    return 0.5 * ((la.exp() * (la - lb)).sum(1) + (lb.exp() * (lb - la)).sum(1))
+
+
+def _val_twins(config: Config, root, table: pd.DataFrame, va: np.ndarray, progress: bool):
+    """Frozen activations of the audit twins of validation originals, and each original's position in `va`."""
+    twins = load_audit(config, root)
+    pos = {f: i for i, f in enumerate(table.file.to_numpy()[va])}
+    twins = twins[twins.twin_file.isin(pos)].reset_index(drop=True)
+    if twins.empty:
+        return np.zeros((0,)), np.zeros(0, dtype=int)
+    acts = frozen_activations(load_pixels(root, twins, config, progress=progress), np.arange(len(twins)), config, 0,
+                              progress)
+    return acts, twins.twin_file.map(pos).to_numpy()
+
+
 def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     from tqdm.auto import tqdm
 
@@ -318,14 +332,21 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
             group = np.concatenate([group, len(CLASSES) + y_twins])
     views = [np.concatenate([frozen_activations(px, rows, config, v, progress) for px, rows in sources])
              for v in range(config.views)]
+    paired = config.harmonise and config.consistency > 0
+    chain_views = ([np.concatenate([frozen_activations(px, rows, config, v, progress, chain=True) for px, rows in sources])
+                    for v in range(config.views)] if paired else None)
     val_acts = frozen_activations(pixels, va, config, 0, progress)
+    # the audit twins of validation originals: the twin target is part of choosing the best epoch
+    val_twin_acts, val_twin_orig = _val_twins(config, root, table, va, progress)
     cache_seconds = time.perf_counter() - start - resumed
     n_train = len(y_train)
 
     model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
     params = _trainable(model, cut)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    # paired: each step takes batch_size / 2 radiographs, each as its view and its other-chain view
+    per_step = config.batch_size // 2 if paired else config.batch_size
+    steps_per_epoch = math.ceil(n_train / per_step)
     total = steps_per_epoch * config.epochs
     warm = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -347,15 +368,22 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         _set_train_mode(model, cut)
         order = np.random.default_rng(config.seed * 7919 + epoch).permutation(n_train)
         total_loss, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch + 1}/{config.epochs}",
+        bar = tqdm(range(0, len(order), per_step), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not show_progress(progress), leave=False)
         for i in bar:
-            idx = np.sort(order[i:i + config.batch_size])
-            x = torch.from_numpy(np.asarray(acts[idx], dtype=np.float32)).contiguous(memory_format=torch.channels_last)
+            idx = np.sort(order[i:i + per_step])
+            x = np.asarray(acts[idx], dtype=np.float32)
+            if paired:
+                x = np.concatenate([x, np.asarray(chain_views[epoch % len(views)][idx], dtype=np.float32)])
+            x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
             target = torch.from_numpy(y_train[idx])
             w = sample_weight[idx]
-            per_image = F.cross_entropy(model.head(model.features(x, cut)), target, reduction="none", label_smoothing=0.05)
-            loss = (per_image * w).sum() / w.sum()
+            logits = model.head(model.features(x, cut))
+            k = 2 if paired else 1
+            per_image = F.cross_entropy(logits, target.repeat(k), reduction="none", label_smoothing=0.05)
+            loss = (per_image * w.repeat(k)).sum() / (k * w.sum())
+            if paired:  # the consistency loss: a radiograph and its other-chain view should get the same answer
+                loss = loss + config.consistency * (symmetric_kl(*logits.split(len(idx))) * w).sum() / w.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -366,16 +394,21 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         t_eval = time.perf_counter()
         pv = _top_proba(model, val_acts, cut)
         val_loss = float(F.nll_loss(torch.log(torch.from_numpy(pv).clamp_min(1e-8)), torch.from_numpy(yv)))
+        twin_agreement = (float(np.mean(pv[val_twin_orig].argmax(1) == _top_proba(model, val_twin_acts, cut).argmax(1)))
+                          if len(val_twin_orig) else float("nan"))
+        sensitivity = {c: float(np.mean(pv.argmax(1)[yv == k] == k)) if np.any(yv == k) else 1.0
+                       for k, c in enumerate(CLASSES)}
         row = {"epoch": epoch + 1, "view": epoch % len(views), "train_loss": total_loss / max(seen, 1),
                "val_loss": val_loss, "val_accuracy": evaluate.accuracy_from_proba(yv, pv),
                "val_balanced_accuracy": evaluate.balanced_accuracy(yv, pv),
-               "val_macro_auc": evaluate.macro_auc(yv, pv), "lr": sched.get_last_lr()[0],
+               "val_macro_auc": evaluate.macro_auc(yv, pv), "val_twin_agreement": twin_agreement,
+               **{f"val_sensitivity_{c}": v for c, v in sensitivity.items()}, "lr": sched.get_last_lr()[0],
                "wall_seconds": time.perf_counter() - start - eval_seconds}
         history.append(row)
         eval_seconds += time.perf_counter() - t_eval
-        # model selection and early stopping: balanced accuracy on validation (mean per-class
-        # sensitivity), ties broken by validation loss
-        score = (round(row["val_balanced_accuracy"], 4), -val_loss)
+        # model selection and early stopping: the report's rule (targets.selection_key) on validation
+        # and the twins of validation originals, ties broken by validation loss
+        score = (*targets.selection_key(twin_agreement, sensitivity, row["val_balanced_accuracy"]), -val_loss)
         improved = best is None or score > tuple(best)
         if improved:
             best, bad_epochs = list(score), 0
@@ -385,7 +418,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         if progress:
             print(f"epoch {epoch + 1:2d}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
                   f"val acc {row['val_accuracy']:.4f}  balanced {row['val_balanced_accuracy']:.4f}  "
-                  f"AUC {row['val_macro_auc']:.4f}  "
+                  f"AUC {row['val_macro_auc']:.4f}  twins {twin_agreement:.3f}  "
                   f"{row['wall_seconds'] / 60:.1f} min{'  *' if improved else ''}")
         save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "history": history, "best": best,
@@ -411,16 +444,19 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     (path / "last.pt").unlink(missing_ok=True)
     best_epoch = int(torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)["epoch"])
     return {"arch": "efficientnet_lite0", "epochs": len(history), "best_epoch": best_epoch,
+            "val_twin_agreement": history[best_epoch - 1]["val_twin_agreement"], "val_twins": int(len(val_twin_orig)),
+            "consistency": config.consistency if paired else 0.0,
             "activation_cache_seconds": cache_seconds, "train_wall_seconds": train_seconds,
             "train_images": int(n_train), "train_twins": int(n_train - len(tr)), "safety_stop_fired": budget_stop}
 
 
 # --------------------------------------------------------------------------- approach: resnet50
 def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
-    """The original recipe, full fine-tuning with online augmentation, until the wall budget is used.
+    """The original recipe, full fine-tuning with online augmentation, for `resnet_steps` steps of
+    `resnet_batch_size` images at `resnet_lr` (cosine schedule).
 
-    Validation time is not counted against the budget. ImageNet weights are used if torchvision's
-    cache has them; otherwise the run starts from random weights and says so.
+    The wall budget is only a safety stop, reported when it fires. ImageNet weights are used if
+    torchvision's cache has them; otherwise the run starts from random weights and says so.
     """
     from tqdm.auto import tqdm
 
@@ -436,11 +472,12 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
     rng = np.random.default_rng(config.seed)
     va = np.sort(np.concatenate([rng.choice(g, max(1, round(share * len(g))), replace=False)
                                  for g in (va_all[y[va_all] == c] for c in range(len(CLASSES))) if len(g)]))
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    lr, batch, steps = config.resnet_lr, config.resnet_batch_size, config.resnet_steps
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     weights = _class_weights(y[tr])
     transform = augment.train_augment(harmonise=False, seed=config.seed)
     budget = config.wall_budget_s
-    every = eval_every_s or budget / 4
+    every_steps = max(1, steps // 4)
     history, trained, seen, step, epoch = [], 0.0, 0, 0, 0
     if (path / "last.pt").exists():
         state = torch.load(path / "last.pt", map_location="cpu", weights_only=True)
@@ -448,20 +485,25 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         opt.load_state_dict(state["optimizer"])
         history, trained, seen, step, epoch = (state["history"], state["trained"], state["seen"], state["step"],
                                                state["epoch"])
-    bar = tqdm(total=int(budget), initial=int(trained), desc="ResNet50 (wall budget, s)", disable=not show_progress(progress))
-    next_eval = (len(history) + 1) * every
+    bar = tqdm(total=steps, initial=step, desc="ResNet50 (steps)", disable=not show_progress(progress))
+    next_eval = (len(history) + 1) * (eval_every_s or math.inf)  # extra, timed checks for the benchmark's curves
+    budget_stop = False
     order = np.random.default_rng(config.seed + epoch).permutation(len(tr))
     pos = seen % len(tr)
-    while trained < budget:
+    while step < steps:
+        if trained >= budget:
+            budget_stop = True  # the safety stop fired: the run says so in done.json
+            print(f"stopping early: the wall-time safety stop of {budget / 60:.0f} min fired after {step} of {steps} steps")
+            break
         if pos >= len(order):
             epoch, pos = epoch + 1, 0
             order = np.random.default_rng(config.seed + epoch).permutation(len(tr))
-        idx = np.sort(order[pos:pos + config.batch_size])
+        idx = np.sort(order[pos:pos + batch])
         pos += len(idx)
         t = time.perf_counter()
         model.train()
         for g in opt.param_groups:
-            g["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(trained / budget, 1.0)))
+            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         x = to_tensor(augment.augment_batch(pixels[tr[idx]], transform), config.input_size)
         loss = F.cross_entropy(model(x), torch.from_numpy(y[tr[idx]]), weight=weights, label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
@@ -471,13 +513,13 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         trained += dt
         seen += len(idx)
         step += 1
-        bar.update(dt)
-        if trained >= next_eval or trained >= budget:
+        bar.update(1)
+        if trained >= next_eval or step % every_steps == 0 or step == steps:
             pv = predict(model, pixels[va], config.input_size, progress=False)
             history.append({"step": step, "images_seen": seen, "epochs_seen": seen / len(tr), "train_loss": loss.item(),
                             "val_accuracy": evaluate.accuracy_from_proba(y[va], pv),
                             "val_macro_auc": evaluate.macro_auc(y[va], pv), "wall_seconds": trained})
-            next_eval += every
+            next_eval = trained + (eval_every_s or math.inf)
             pd.DataFrame(history).to_csv(path / "history.csv", index=False)
             save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "history": history, "trained": trained, "seen": seen, "step": step,
@@ -493,8 +535,8 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         _write_predictions(path, s, table, rows, predict(model, pixels[rows], config.input_size, progress=progress,
                                                          desc=f"predict {s}"))
     (path / "last.pt").unlink(missing_ok=True)
-    return {"arch": "resnet50", "weights_origin": origin, "epochs": seen / len(tr), "images_seen": seen,
-            "train_wall_seconds": trained}
+    return {"arch": "resnet50", "weights_origin": origin, "epochs": seen / len(tr), "images_seen": seen, "steps": step,
+            "train_wall_seconds": trained, "safety_stop_fired": budget_stop}
 
 
 # --------------------------------------------------------------------------- test-time augmentation

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import explain
+from cxr import audit, explain
 from cxr.models import efficientnet_lite0
 from conftest import synthetic_xray
 
@@ -25,7 +25,7 @@ def test_energy_share_and_regions():
 def test_twin_agreement_counts():
     orig = np.array([2, 2, 3, 3, 1])
     twin = np.array([2, 1, 3, 1, 1])
-    r = explain.twin_agreement(orig, twin)
+    r = audit.twin_agreement(orig, twin)
     assert r["n"] == 5 and r["agreement"] == pytest.approx(3 / 5)
     assert r["to_lung_opacity"] == pytest.approx(2 / 5)  # an original already called Lung Opacity does not count
 
@@ -54,8 +54,8 @@ def test_map_similarity_and_chain_probe():
     assert np.allclose(explain.map_similarity(a, a), 1.0)
     assert abs(np.nanmean(explain.map_similarity(a, rng.random((3, 56, 56))))) < 0.2
     orig = rng.normal(0, 1, (100, 8))
-    assert explain.chain_probe_auc(orig, orig + np.r_[3, np.zeros(7)]) > 0.95  # a visible trace
-    assert explain.chain_probe_auc(orig, rng.normal(0, 1, (100, 8))) < 0.7  # no trace
+    assert audit.chain_probe_auc(orig, orig + np.r_[3, np.zeros(7)]) > 0.95  # a visible trace
+    assert audit.chain_probe_auc(orig, rng.normal(0, 1, (100, 8))) < 0.7  # no trace
 
 
 def test_cam_maps_and_randomisation():

@@ -95,3 +95,25 @@ def test_inference_speed_reports_median():
 
     s = train.inference_speed(efficientnet_lite0(pretrained=False), 64, batch=4, repeats=3)
     assert s["images_per_second"] == pytest.approx(float(np.median(s["runs"])))
+
+
+def test_paired_views_and_the_selection_rule_are_recorded(tiny):
+    run = train.fit("finetune", tiny, progress=False)
+    assert run.summary["consistency"] == tiny.consistency > 0  # paired views with the consistency loss
+    assert {"val_twin_agreement", "val_sensitivity_Lung_Opacity"} <= set(run.history.columns)
+    # the kept epoch is the one the report's rule ranks highest on validation
+    from cxr import targets
+
+    h = run.history
+    keys = [(*targets.selection_key(r.val_twin_agreement, {c: r[f"val_sensitivity_{c}"] for c in train.CLASSES},
+                                    r.val_balanced_accuracy), -r.val_loss) for _, r in h.iterrows()]
+    assert run.summary["best_epoch"] == int(h.epoch[max(range(len(keys)), key=keys.__getitem__)])
+    # the consistency weight is part of the recipe, so part of the run's key
+    off = train.fit("finetune", tiny.replace(consistency=0.0), progress=False)
+    assert off.path != run.path and off.summary["consistency"] == 0.0
+
+
+def test_resnet50_trains_its_recipe_steps(tiny):
+    run = train.fit("resnet50", tiny.replace(resnet_steps=3, resnet_batch_size=4, resnet_val_subset=8), progress=False)
+    assert run.summary["steps"] == 3 and run.summary["images_seen"] == 12 and not run.summary["safety_stop_fired"]
+    assert run.history.step.iloc[-1] == 3

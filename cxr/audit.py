@@ -1,0 +1,339 @@
+"""The shortcut audit of a trained run, as one record (`reports/explain.json`, `cxr audit`).
+
+Does the model read the lungs, or the processing and the hospital? The audit measures:
+
+* twin agreement: the audit twins (a main-set radiograph passed through another processing
+  chain) should get their original's prediction; judged on twins of validation and test
+  originals, never trained on, and reported against `targets.TWIN_AGREEMENT`;
+* how visible the chain is (a probe on frozen ImageNet features);
+* where Grad-CAM's energy falls (lung field, border frame, corners), whether the maps depend on
+  the trained weights (randomisation check) and whether they are faithful (ROAD);
+* accuracy with the lung field hidden, and with everything else hidden;
+* against a "before" run (the same recipe without harmonisation), what the mitigation costs.
+
+`compare` puts several runs side by side on validation and test (twins, lowest sensitivity,
+external accuracy) and marks the one `targets.choose` picks from their validation numbers.
+`chapter 05` shows what these functions compute; it computes nothing of its own.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import targets
+from .config import Config, get_config
+from .data import CLASSES
+
+
+# --------------------------------------------------------------------------- twins
+def twin_agreement(pred_orig: np.ndarray, pred_twin: np.ndarray) -> dict:
+    """How often a twin gets its original's prediction, and how often it drifts to Lung Opacity."""
+    lo = CLASSES.index("Lung_Opacity")
+    n = len(pred_orig)
+    return {"n": int(n), "agreement": float(np.mean(pred_orig == pred_twin)) if n else float("nan"),
+            "to_lung_opacity": float(np.mean((pred_twin == lo) & (pred_orig != lo))) if n else float("nan")}
+
+
+@dataclass
+class Twins:
+    """The audit twins with their originals' pixels; `split` is the original's split."""
+
+    twins: pd.DataFrame
+    originals: pd.DataFrame
+    twin_px: np.ndarray
+    orig_px: np.ndarray
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.twins.twin_split.to_numpy()
+
+    def only(self, *splits: str) -> "Twins":
+        keep = np.isin(self.split, splits)
+        return Twins(self.twins[keep].reset_index(drop=True), self.originals[keep].reset_index(drop=True),
+                     self.twin_px[keep], self.orig_px[keep])
+
+    def __len__(self) -> int:
+        return len(self.twins)
+
+
+def load_twins(config: Config | None = None, root: str | Path | None = None) -> Twins:
+    """Every audit twin of the dataset whose original is in the main set, with both images preprocessed."""
+    from .data import find_dataset, load_audit, main_subset, scan
+    from .preprocess import load_pixels
+
+    config = config or get_config()
+    root = Path(root) if root else find_dataset()
+    twins = load_audit(config, root)
+    main = main_subset(scan(root, config, progress=False))[0].set_index("file")
+    twins = twins[twins.twin_file.isin(main.index)].reset_index(drop=True)
+    originals = main.loc[twins.twin_file].reset_index()
+    return Twins(twins, originals, np.asarray(load_pixels(root, twins, config, progress=False)),
+                 np.asarray(load_pixels(root, originals, config, progress=False)))
+
+
+def twin_check(predict, twins: Twins, splits=("val", "test")) -> dict:
+    """Twin agreement of `predict` (images -> class probabilities) on the twins of originals in `splits`."""
+    t = twins.only(*splits)
+    if not len(t):
+        return twin_agreement(np.zeros(0, int), np.zeros(0, int))
+    return twin_agreement(np.asarray(predict(t.orig_px)).argmax(1), np.asarray(predict(t.twin_px)).argmax(1))
+
+
+def predictor(model, size: int):
+    """images -> probabilities for a loaded cxr model."""
+    from . import trained
+
+    return lambda px: trained.predict(model, px, size, progress=False)
+
+
+def chain_probe_auc(features_orig: np.ndarray, features_twin: np.ndarray, seed: int = 0, folds: int = 5) -> float:
+    """Cross-validated ROC-AUC of a logistic regression telling twins from their originals.
+
+    Both images of a pair always fall in the same fold, so the probe cannot match pairs.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    n = len(features_orig)
+    fold = np.random.default_rng(seed).integers(0, folds, n)
+    X = np.concatenate([features_orig, features_twin])
+    y = np.r_[np.zeros(n), np.ones(n)]
+    f = np.r_[fold, fold]
+    score = np.zeros(2 * n)
+    for k in range(folds):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        clf.fit(X[f != k], y[f != k])
+        score[f == k] = clf.predict_proba(X[f == k])[:, 1]
+    return float(roc_auc_score(y, score))
+
+
+# --------------------------------------------------------------------------- one run, the whole audit
+@dataclass
+class Audit:
+    """The record, and what the chapter draws from (maps, regions, per-image tables)."""
+
+    record: dict
+    details: dict = field(default_factory=dict)
+
+
+def _run_numbers(run, model, size: int, twins: Twins) -> dict:
+    from . import evaluate
+
+    y, p = run.proba("test")
+    s = evaluate.summary(y, p, n_boot=200, seed=0)
+    held = twin_check(predictor(model, size), twins)
+    train_twins = twin_check(predictor(model, size), twins, splits=("train",))
+    return {"run": run.path.name, "test_accuracy": s["accuracy"], "test_macro_auc": s["macro_auc"],
+            "sensitivity": {c: s["per_class"][c]["sensitivity"] for c in CLASSES},
+            "twin_agreement": held["agreement"], "twin_to_lung_opacity": held["to_lung_opacity"], "twins": held["n"],
+            "twin_agreement_train_twins": train_twins["agreement"]}
+
+
+def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int | None = None,
+                   progress: bool = False) -> Audit:
+    """The shortcut audit of `run` (a finished finetune run), against `before` (a run of the same
+    recipe without harmonisation) when given."""
+    from tqdm.auto import tqdm
+
+    from . import evaluate, explain, features, trained
+    from .data import load_table
+    from .preprocess import load_pixels
+    from .runtime import show_progress
+
+    config = config or get_config()
+    root, table = load_table(config)
+    pixels = load_pixels(root, table, config, progress=False)
+    model, meta = trained.load_model(run.checkpoint)
+    size = meta["input_size"]
+    bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))
+    test = table.index[table.split == "test"].to_numpy()
+    n_maps = min(len(test), n_maps or (400 if not config.smoke else 24))
+    sample = np.sort(np.random.default_rng(config.seed).choice(test, n_maps, replace=False))
+    y_all = table.label.map(CLASSES.index).to_numpy()
+    pred_s = trained.predict(model, pixels[sample], size, progress=False).argmax(1)
+
+    # the lung field: per image where plausible, else the prior from training images
+    train_rows = table.index[table.split == "train"].to_numpy()
+    prior = explain.lung_prior(pixels[train_rows], n=2000 if not config.smoke else len(train_rows), seed=config.seed)
+    regions = [explain.lung_region(np.asarray(pixels[i]), prior) for i in sample]
+    lungs_s = np.stack([r for r, _ in regions])
+    bar.update()
+
+    gradcam = explain.cam_maps(model, pixels[sample], size, method="GradCAM")
+    energy = explain.energy_table(gradcam, lungs_s, table.label.iloc[sample])
+    by_class = energy.groupby("label")[["lung", "border", "corners"]].mean()
+    by_class.loc["all"] = energy[["lung", "border", "corners"]].mean()
+    area = {"lung": float(lungs_s.mean()), "border": float(explain.border_region(size).mean()),
+            "corners": float(explain.corner_region(size).mean())}
+    by_class.loc["share of image area"] = [area["lung"], area["border"], area["corners"]]
+    bar.update()
+
+    randomised = explain.randomise_last_stages(model, from_block=11, seed=config.seed)
+    random_maps = explain.cam_maps(randomised, pixels[sample], size, targets=list(pred_s), method="GradCAM")
+    similarity = explain.map_similarity(gradcam, random_maps)
+    bar.update()
+
+    n_road = min(len(sample), 60 if not config.smoke else 6)
+    road = explain.road_scores(model, pixels[sample[:n_road]], size, gradcam[:n_road], list(pred_s[:n_road]))
+    random_cam = np.random.default_rng(config.seed).random(gradcam[:n_road].shape).astype(np.float32)
+    road_random = explain.road_scores(model, pixels[sample[:n_road]], size, random_cam, list(pred_s[:n_road]))
+    bar.update()
+
+    test_px = np.asarray(pixels[test])
+    test_lungs = np.stack([explain.lung_region(g, prior)[0] for g in test_px])
+    y_test = y_all[test]
+    occlusion = {}
+    for name, px in (("as is", test_px), ("lungs hidden", explain.occlude(test_px, test_lungs, keep=False)),
+                     ("lungs only", explain.occlude(test_px, test_lungs, keep=True))):
+        p = trained.predict(model, px, size, progress=False)
+        occlusion[name] = {"accuracy": evaluate.accuracy_from_proba(y_test, p),
+                           **{f"{c} sensitivity": float(np.mean(p.argmax(1)[y_test == k] == k)) if np.any(y_test == k)
+                              else math.nan for k, c in enumerate(CLASSES)}}
+    bar.update()
+
+    twins = load_twins(config, root)
+    probe = math.nan
+    if len(twins) >= 10:
+        f_orig = features.embed(twins.orig_px, config, size=size, progress=False)
+        f_twin = features.embed(twins.twin_px, config, size=size, progress=False)
+        probe = chain_probe_auc(f_orig, f_twin, seed=config.seed)
+    bar.update()
+
+    after = _run_numbers(run, model, size, twins)
+    before_numbers = None
+    if before is not None:
+        b_model, b_meta = trained.load_model(before.checkpoint)
+        before_numbers = _run_numbers(before, b_model, b_meta["input_size"], twins)
+    bar.update()
+    bar.close()
+
+    record = {
+        "profile": config.profile, "run": run.path.name,
+        "twin_agreement": after["twin_agreement"], "twin_to_lung_opacity": after["twin_to_lung_opacity"],
+        "twins_evaluated": after["twins"], "twins_evaluated_from": "originals in the val and test splits",
+        "twin_agreement_train_twins": after["twin_agreement_train_twins"],
+        "train_twins_used_in_training": int(run.summary.get("train_twins", 0)),
+        "probe_auc": probe,
+        "cam_energy_in_lung": {c: float(by_class.loc[c, "lung"]) for c in CLASSES if c in by_class.index},
+        "cam_energy_in_border": {c: float(by_class.loc[c, "border"]) for c in CLASSES if c in by_class.index},
+        "lung_area_fraction": area["lung"], "border_area_fraction": area["border"],
+        "randomisation_similarity": float(np.nanmean(similarity)) if np.isfinite(similarity).any() else math.nan,
+        "randomisation_similarity_metric": "mean Spearman rank correlation, trained vs last-stages-randomised Grad-CAM",
+        "road_combined": {"gradcam": float(road.mean()), "random_map": float(road_random.mean()), "images": int(n_road)},
+        "occlusion": {"lungs_hidden_accuracy": occlusion["lungs hidden"]["accuracy"],
+                      "lungs_only_accuracy": occlusion["lungs only"]["accuracy"],
+                      "as_is_accuracy": occlusion["as is"]["accuracy"]},
+        "after_mitigation": {k: after[k] for k in ("test_accuracy", "test_macro_auc", "sensitivity")},
+        "before_mitigation": ({k: before_numbers[k] for k in ("run", "twin_agreement", "twin_to_lung_opacity",
+                                                              "test_accuracy", "test_macro_auc", "sensitivity")}
+                              if before_numbers else None),
+        "targets": {"twin_agreement": targets.TWIN_AGREEMENT, "sensitivity_floors": targets.SENSITIVITY_FLOORS},
+        "verdicts": targets.verdicts(after["twin_agreement"], after["sensitivity"]),
+        "n_map_images": int(n_maps),
+        "command": "cxr audit --out reports/explain.json",
+    }
+    details = {"sample": sample, "pred": pred_s, "lungs": lungs_s, "lung_sources": [s for _, s in regions],
+               "prior": prior, "gradcam": gradcam, "random_maps": random_maps, "similarity": similarity,
+               "energy": energy, "energy_by_class": by_class, "road": road, "road_random": road_random,
+               "occlusion": pd.DataFrame(occlusion).T, "test_lungs": test_lungs[:6], "twins": twins,
+               "runs": pd.DataFrame({"after: final model": _flat(after),
+                                     **({"before: no harmonisation": _flat(before_numbers)} if before_numbers else {})})}
+    return Audit(record, details)
+
+
+def _flat(numbers: dict) -> dict:
+    out = {k: v for k, v in numbers.items() if k not in ("sensitivity", "run")}
+    return out | {f"{c} sensitivity": v for c, v in numbers["sensitivity"].items()}
+
+
+def write(record: dict, path: str | Path) -> Path:
+    """Write a record as JSON (through a temporary file, so a reader never sees half of it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=_json_default))
+    tmp.replace(path)
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------- several runs: choosing one
+def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str | None = None) -> dict:
+    """One run's numbers for the comparison: validation (what the rule may use) and test and
+    external (reported, never used to choose)."""
+    from . import evaluate, trained
+
+    model, meta = trained.load_model(run.checkpoint)
+    predict = predictor(model, meta["input_size"])
+    row = {"run": run.path.name, "name": name or run.path.name, "config": {
+        k: run.config.get(k) for k in ("harmonise", "consistency", "epochs", "views", "lr", "seed")}}
+    for split in ("val", "test"):
+        y, p = run.proba(split)
+        sens = {c: float(np.mean(p.argmax(1)[y == k] == k)) if np.any(y == k) else math.nan
+                for k, c in enumerate(CLASSES)}
+        tw = twin_check(predict, twins, splits=(split,))
+        row[split] = {"accuracy": evaluate.accuracy_from_proba(y, p), "balanced_accuracy": evaluate.balanced_accuracy(y, p),
+                      "sensitivity": sens, "lowest_sensitivity": float(np.nanmin(list(sens.values()))),
+                      "twin_agreement": tw["agreement"], "twins": tw["n"]}
+    if external_dir is not None and Path(external_dir).is_dir():
+        from .assess import evaluate_folder
+
+        ext = evaluate_folder(external_dir, run.checkpoint, progress=False, n_boot=200)
+        row["external"] = {"accuracy": ext["accuracy"], "n": ext["n"]}
+    return row
+
+
+def choose_row(rows: list[dict]) -> int:
+    """The rule, on validation numbers only (`targets.choose`)."""
+    return targets.choose([{"twin_agreement": r["val"]["twin_agreement"], "sensitivity": r["val"]["sensitivity"],
+                            "balanced_accuracy": r["val"]["balanced_accuracy"]} for r in rows])
+
+
+def compare(runs: dict, config: Config | None = None, external_dir: str | Path | None = None) -> dict:
+    """Every run side by side, and the one the rule chooses from their validation numbers."""
+    config = config or get_config()
+    twins = load_twins(config)
+    rows = [run_row(r, twins, external_dir, name) for name, r in runs.items()]
+    chosen = choose_row(rows) if rows else None
+    return {"profile": config.profile, "rule": "targets.choose on validation numbers and twins of validation originals",
+            "targets": {"twin_agreement": targets.TWIN_AGREEMENT, "sensitivity_floors": targets.SENSITIVITY_FLOORS},
+            "runs": rows, "chosen": rows[chosen]["run"] if rows else None}
+
+
+def comparison_table(record: dict) -> pd.DataFrame:
+    """The comparison record as a table a reader can scan (percentages)."""
+    out = []
+    for r in record["runs"]:
+        out.append({"run": r["name"], "chosen": "yes" if r["run"] == record["chosen"] else "",
+                    "val twin agreement %": 100 * r["val"]["twin_agreement"],
+                    "val lowest sensitivity %": 100 * r["val"]["lowest_sensitivity"],
+                    "test twin agreement %": 100 * r["test"]["twin_agreement"],
+                    "test lowest sensitivity %": 100 * r["test"]["lowest_sensitivity"],
+                    "test accuracy %": 100 * r["test"]["accuracy"],
+                    "external accuracy %": 100 * r["external"]["accuracy"] if "external" in r else math.nan})
+    return pd.DataFrame(out).set_index("run")
+
+
+def sweep(config: Config | None = None, runs: dict | None = None, external_dir: str | Path | None = None) -> dict:
+    """The comparison the chapter shows: `<reports>/mitigation.json` (every run tried, written by
+    `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists, else a comparison
+    of `runs` made now."""
+    config = config or get_config()
+    path = config.reports_dir / "mitigation.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return compare(runs or {}, config, external_dir=external_dir)
