@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points, summary,
-                       temper)
+from .evaluate import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
+                       patient_level, summary, temper)
 from .models import CLASSES
 from .runtime import show_progress
 
@@ -91,9 +91,13 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     manifest = _manifest(data_dir)
     if manifest is not None:
         files = files.merge(manifest, on="file", how="left")
+        patients = None
+        if "patient_id" in files:  # ids are unique within a collection only
+            patients = (files.get("collection", pd.Series("", index=files.index)).fillna("").astype(str) + ":" +
+                        files.patient_id.fillna("").astype(str)).where(files.patient_id.fillna("") != "", "").to_numpy()
+            result["patient_level"] = patient_level(y, proba.argmax(1), patients, seed=seed)
         if "collection" in files:
-            result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba,
-                                               files.get("patient_id"))
+            result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba, patients)
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +199,12 @@ def format_summary(r: dict) -> str:
                          f"specificity {pct(m['specificity']['value'], m['specificity']['ci'])} ({m['tn']}/{m['tn'] + m['fp']})")
         if r.get("operating_points_warning"):
             lines.append(f"  warning: {r['operating_points_warning']}")
+    if r.get("patient_level"):
+        pl = r["patient_level"]
+        lines += ["", f"patient-level intervals ({pl['patients']} patients, {pl['method']}): accuracy "
+                      f"{pct(pl['accuracy'], pl['accuracy_ci'])}; sensitivity " +
+                  ", ".join(f"{c} {pct(m['sensitivity'], m['sensitivity_ci']).strip()} ({m['patients']} patients)"
+                            for c, m in pl["per_class"].items())]
     for g, m in r.get("by_collection", {}).items():
         who = f", {m['patients']} patients" if m.get("patients") else ""
         lines.append(f"collection {g}: {m['n']} images{who}, accuracy {pct(m['accuracy']['value'], m['accuracy']['ci'])}; "

@@ -85,6 +85,48 @@ def bootstrap_ci(stat, y: np.ndarray, *arrays: np.ndarray, n_boot: int = 1000, s
     return (float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a)))
 
 
+def clustered_proportion(hits: np.ndarray, clusters: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A proportion whose images come in clusters (patients), with a Wilson interval on the
+    effective sample size n / deff. The design effect deff is the cluster-bootstrap variance over
+    the binomial one (at least 1); where either is zero (all hits or none) it takes its largest
+    value, images per patient, so an interval never shrinks to a point."""
+    hits, clusters = np.asarray(hits, dtype=float), np.asarray(clusters)
+    n = len(hits)
+    if n == 0:
+        return {"value": math.nan, "n": 0, "patients": 0, "ci": [math.nan, math.nan], "design_effect": math.nan}
+    p, patients = float(hits.mean()), len(np.unique(clusters))
+    ids, inverse = np.unique(clusters, return_inverse=True)
+    k_c, n_c = np.bincount(inverse, weights=hits), np.bincount(inverse).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(ids), (n_boot, len(ids)))
+    boot = k_c[draws].sum(1) / n_c[draws].sum(1)
+    v_c, v_b = float(boot.var()), p * (1 - p) / n
+    deff = max(1.0, v_c / v_b) if v_c > 0 and v_b > 0 else n / patients
+    n_eff = n / deff
+    return {"value": p, "n": int(n), "patients": int(patients), "ci": list(wilson(p * n_eff, n_eff)),
+            "design_effect": float(deff)}
+
+
+def patient_level(y: np.ndarray, pred: np.ndarray, patients: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Accuracy and per-class sensitivity with patient-level intervals (`clustered_proportion`).
+    Images without a patient id count as patients of their own."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    pid = np.array([p if isinstance(p, str) and p else f"image-{i}" for i, p in enumerate(np.asarray(patients, dtype=object))])
+    acc = clustered_proportion(y == pred, pid, n_boot=n_boot, seed=seed)
+    out = {"patients": acc["patients"], "images": int(len(y)),
+           "method": f"Wilson interval on the effective sample size (design effect from a {n_boot}-draw "
+                     "cluster bootstrap over patients)",
+           "accuracy": acc["value"], "accuracy_ci": acc["ci"], "design_effect": acc["design_effect"], "per_class": {}}
+    for c, name in enumerate(CLASSES):
+        m = y == c
+        if not m.any():
+            continue
+        s = clustered_proportion(pred[m] == c, pid[m], n_boot=n_boot, seed=seed)
+        out["per_class"][name] = {"n": s["n"], "patients": s["patients"], "sensitivity": s["value"],
+                                  "sensitivity_ci": s["ci"], "design_effect": s["design_effect"]}
+    return out
+
+
 def accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean(np.asarray(y) == np.asarray(pred)))
 
@@ -244,6 +286,8 @@ def by_group(groups: np.ndarray, y: np.ndarray, proba: np.ndarray, patients=None
         if patients is not None:
             pid = pd.Series(np.asarray(patients)[m]).replace("", np.nan)
             row["patients"] = int(pid.nunique()) if pid.notna().any() else None
+            if row["patients"]:
+                row["patient_level"] = patient_level(y[m], pred[m], np.asarray(patients)[m], n_boot=1000)
         out[str(g)] = row
     return out
 

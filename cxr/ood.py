@@ -8,7 +8,7 @@ on the validation split: about 1% of in-distribution images are flagged. A flagg
 gets its probabilities; the flag says they describe something the model was not trained on.
 
 What it cannot do: radiographs from other hospitals look like chest radiographs to the model and
-are rarely flagged, even where its answers on them are wrong (chapter 07 measures both).
+are rarely flagged, even where its answers on them are wrong (chapter 08 measures both).
 """
 from __future__ import annotations
 

@@ -22,8 +22,6 @@ import numpy as np
 from .config import Config, get_config, repo_root
 
 EXTERNAL_ENV = "CXR_EXTERNAL_DIR"
-# What the report aims for, where the summary quotes a target
-TARGETS = {"twin_agreement": 0.97}
 
 
 def external_dir() -> Path | None:
@@ -89,25 +87,11 @@ def external_record(config: Config | None = None, remake: bool = False) -> dict 
 def twin_audit(config: Config | None = None) -> dict:
     """Twin agreement of the final model on the audit twins whose originals are in the validation or
     test split (never trained on): the share of twins that get their original's prediction."""
-    from . import trained
-    from .data import find_dataset, load_audit, main_subset, scan
-    from .explain import twin_agreement
-    from .preprocess import load_pixels
+    from . import audit, trained
 
     config = config or get_config()
-    run = final_run(config)
-    root = find_dataset()
-    twins = load_audit(config, root)
-    twins = twins[twins.twin_split.isin(["val", "test"])].reset_index(drop=True)
-    if twins.empty:
-        return {"n": 0, "agreement": math.nan, "to_lung_opacity": math.nan}
-    main = main_subset(scan(root, config, progress=False))[0].set_index("file")
-    originals = main.loc[twins.twin_file].reset_index()
-    model, meta = trained.load_model(run.checkpoint)
-    size = meta["input_size"]
-    po = trained.predict(model, np.asarray(load_pixels(root, originals, config, progress=False)), size, progress=False)
-    pt = trained.predict(model, np.asarray(load_pixels(root, twins, config, progress=False)), size, progress=False)
-    return twin_agreement(po.argmax(1), pt.argmax(1))
+    model, meta = trained.load_model(final_run(config).checkpoint)
+    return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
 
 
 def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
@@ -156,7 +140,10 @@ def executive_summary(config: Config | None = None) -> dict:
     if ext is not None:
         normal = CLASSES.index("Normal")
         row = ext["confusion"][normal]
-        record["external"] = {"images": ext["n"], "accuracy": ext["accuracy"], "accuracy_ci": ext["accuracy_ci"],
+        pl = ext.get("patient_level") or {}
+        record["external"] = {"images": ext["n"], "accuracy": ext["accuracy"],
+                              "accuracy_ci": pl.get("accuracy_ci", ext["accuracy_ci"]),
+                              "interval": "patients" if pl else "images", "patients": pl.get("patients"),
                               "normals": int(sum(row)), "normals_called_covid": int(row[CLASSES.index("COVID")]),
                               "called_covid": int(sum(r[CLASSES.index("COVID")] for r in ext["confusion"]))}
     path = config.reports_dir / "summary.json"
@@ -199,9 +186,67 @@ def summary_text(record: dict) -> dict[str, str]:
     ext = record.get("external")
     if ext:
         t["external_accuracy"] = _pct(ext["accuracy"], ext["accuracy_ci"])
-        t["external_images"] = f"{ext['images']:,}"
+        t["external_images"] = f"{ext['images']:,}" + (f" from {ext['patients']} patients" if ext.get("patients") else "")
         t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
         t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
+    return t
+
+
+def external_tables(external: dict, evaluation: dict) -> dict:
+    """The external-validation chapter's tables: per class beside the database test split (with
+    image- and patient-level intervals), per collection, and the confusion matrix."""
+    import pandas as pd
+
+    from .data import CLASSES
+
+    def pct(v, ci=None):
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        return f"{100 * v:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci is not None else "")
+
+    pl = external.get("patient_level") or {"per_class": {}}
+    rows = []
+    for c in CLASSES:
+        e, d, p = external["per_class"][c], evaluation["per_class"][c], pl["per_class"].get(c, {})
+        rows.append({"class": c, "database test: sensitivity %": pct(d["sensitivity"], d["sensitivity_ci"]),
+                     "external: images (patients)": f"{e['n']} ({p.get('patients', 'n/a')})",
+                     "external: sensitivity %, image CI": pct(e["sensitivity"], e["sensitivity_ci"]),
+                     "external: sensitivity %, patient CI": pct(p.get("sensitivity"), p.get("sensitivity_ci")),
+                     "external: specificity %": pct(e["specificity"], e["specificity_ci"])})
+    collections = []
+    for g, m in external.get("by_collection", {}).items():
+        gp = m.get("patient_level") or {}
+        collections.append({"collection": g, "images": m["n"], "patients": m.get("patients") or "n/a",
+                            "accuracy %, patient CI": pct(m["accuracy"]["value"], gp.get("accuracy_ci", m["accuracy"]["ci"])),
+                            **{f"called {c}": m["predicted"][c] for c in CLASSES}})
+    cm = pd.DataFrame(external["confusion"], index=[f"true {c}" for c in CLASSES],
+                      columns=[f"called {c}" for c in CLASSES])
+    return {"per_class": pd.DataFrame(rows).set_index("class"),
+            "by_collection": pd.DataFrame(collections).set_index("collection") if collections else pd.DataFrame(),
+            "confusion": cm}
+
+
+def external_text(external: dict, evaluation: dict) -> dict[str, str]:
+    """The external-validation chapter's numbers as its sentences quote them (glued)."""
+    from .data import CLASSES
+
+    pl = external.get("patient_level") or {}
+    cm = np.asarray(external["confusion"])
+    covid, normal, vp = (CLASSES.index(c) for c in ("COVID", "Normal", "Viral Pneumonia"))
+    t = {"ext_images": f"{external['n']:,}", "ext_patients": f"{pl.get('patients', 'n/a')}",
+         "ext_accuracy": _pct(external["accuracy"], pl.get("accuracy_ci", external["accuracy_ci"])),
+         "ext_accuracy_images_ci": _pct(external["accuracy"], external["accuracy_ci"]),
+         "db_accuracy": _pct(evaluation["accuracy"], evaluation["accuracy_ci"]),
+         "ext_called_covid": f"{int(cm[:, covid].sum())} of {int(cm.sum())}",
+         "ext_normals_covid": f"{int(cm[normal, covid])} of {int(cm[normal].sum())}",
+         "ext_vp_covid": f"{int(cm[vp, covid])} of {int(cm[vp].sum())}",
+         "ext_vp_vp": f"{int(cm[vp, vp])} of {int(cm[vp].sum())}",
+         "ext_covid_sensitivity": _pct(external["per_class"]["COVID"]["sensitivity"],
+                                       (pl.get("per_class", {}).get("COVID") or {}).get("sensitivity_ci")),
+         "ext_normal_sensitivity": _pct(external["per_class"]["Normal"]["sensitivity"],
+                                        (pl.get("per_class", {}).get("Normal") or {}).get("sensitivity_ci"))}
+    for g, m in external.get("by_collection", {}).items():
+        t[f"ext_acc_{g}"] = _pct(m["accuracy"]["value"], (m.get("patient_level") or {}).get("accuracy_ci"))
     return t
 
 

@@ -214,7 +214,7 @@ return {out: out, state: root.dataset.state, error: root.querySelector('#cxr-roi
 def test_static_calculator_matches_python(browser, server: str):
     from cxr import business
 
-    browser.get(f"{server}/notebooks/06_business.html")
+    browser.get(f"{server}/notebooks/07_business.html")
     data = json.loads(browser.execute_script("return document.getElementById('cxr-roi-json').textContent"))
     # the performance in the page is the one the evaluation records of this build measured
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
@@ -294,14 +294,14 @@ return r ? {net: r.dataset.net, inputs: r.dataset.inputs, data: r.dataset.data, 
 
 @pytest.mark.browser
 def test_roi_widget_in_jupyterlab(browser, lab: str):
-    """Open chapter 06 in JupyterLab, Run All, move a slider: the net value changes and equals
+    """Open chapter 07 in JupyterLab, Run All, move a slider: the net value changes and equals
     cxr.business for the new inputs."""
     from selenium.webdriver.common.keys import Keys
 
     from cxr import business, report
     from cxr.config import get_config
 
-    browser.get(f"{lab}/lab/tree/notebooks/06_business.ipynb?reset")
+    browser.get(f"{lab}/lab/tree/notebooks/07_business.ipynb?reset")
     _wait(browser, "return window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell') !== null", 120,
           "JupyterLab to open the notebook")
     _wait(browser, """const w = window.jupyterapp.shell.currentWidget;

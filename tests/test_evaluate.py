@@ -231,3 +231,26 @@ def test_at_threshold_counts_and_intervals():
     assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (2, 1, 1, 1)
     assert r["sensitivity"]["value"] == pytest.approx(2 / 3) and r["sensitivity"]["ci"][0] < 2 / 3 < r["sensitivity"]["ci"][1]
     assert evaluate.threshold_for_sensitivity(np.array([1, 1, 1, 1]), np.array([0.4, 0.3, 0.2, 0.1]), 0.75) == 0.2
+
+
+def test_patient_level_intervals_widen_when_images_of_one_patient_agree():
+    """Ten patients with ten images each, every patient all right or all wrong: 100 images but only
+    ten independent pieces of evidence, so the patient-level interval is much wider than Wilson's."""
+    from cxr import evaluate
+
+    y = np.repeat(np.arange(10) % 2 * 2, 10)  # COVID and Normal patients
+    right = np.repeat(np.arange(10) < 5, 10)
+    pred = np.where(right, y, 3)
+    patients = np.repeat([f"p{k}" for k in range(10)], 10)
+    pl = evaluate.patient_level(y, pred, patients, n_boot=500)
+    lo, hi = pl["accuracy_ci"]
+    w_lo, w_hi = evaluate.wilson(50, 100)
+    assert pl["patients"] == 10 and pl["accuracy"] == 0.5
+    assert hi - lo > 2 * (w_hi - w_lo)
+    assert pl["per_class"]["COVID"]["patients"] == 5
+    # without ids every image is its own patient, and the interval is close to the image-level one
+    alone = evaluate.patient_level(y, pred, np.array([""] * 100, dtype=object), n_boot=500)
+    assert alone["patients"] == 100 and alone["accuracy_ci"][1] - alone["accuracy_ci"][0] < 1.5 * (w_hi - w_lo)
+    # all right within a class: the interval does not collapse to a point
+    perfect = evaluate.clustered_proportion(np.ones(20), np.repeat(["a", "b", "c", "d"], 5))
+    assert perfect["value"] == 1 and perfect["ci"][0] < 0.75 and perfect["design_effect"] == 5
