@@ -1,5 +1,5 @@
-"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr audit`, `cxr roi`, `cxr predict`,
-`cxr export`."""
+"""The `cxr` command line: `cxr data ...`, `cxr train`, `cxr evaluate`, `cxr audit`, `cxr adapt`, `cxr roi`,
+`cxr predict`, `cxr export`."""
 from __future__ import annotations
 
 import argparse
@@ -169,6 +169,25 @@ def _audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _adapt(args: argparse.Namespace) -> int:
+    from . import adapt
+    from .config import get_config
+    from .trained import default_checkpoint
+
+    checkpoint = Path(args.model) if args.model else default_checkpoint()
+    out = Path(args.out) if args.out else Path(f"cxr-adapted-{Path(args.data).resolve().name}.pt")
+    r = adapt.adapt(checkpoint, args.data, out, method=args.method, config=get_config(args.profile), progress=True)
+    print(f"adapted {checkpoint.name} ({r['method']}) on {', '.join(f'{n} {c}' for c, n in r['films'].items())} "
+          f"local films; {len(r['skipped'])} skipped")
+    for s in r["skipped"][:20]:
+        print(f"  skipped {s['file']}: {s['reason']}")
+    sens = ", ".join(f"{c} {100 * v:.1f}%" for c, v in r["database_test_sensitivity"].items())
+    print(f"database test split after adaptation: accuracy {100 * r['database_test_accuracy']:.1f}%; sensitivity {sens}")
+    print(f"wrote {out}. Check it on local films it was not adapted on before use "
+          f"(cxr evaluate --data HELD_OUT_FOLDER --checkpoint {out}).")
+    return 0
+
+
 def _default_record(which: str) -> Path:
     from .config import get_config
 
@@ -220,6 +239,14 @@ def main(argv: list[str] | None = None) -> int:
                         "the rule chooses from validation numbers")
     p.add_argument("--out", help="JSON record to write, e.g. reports/explain.json or reports/mitigation.json")
     p.set_defaults(func=_audit)
+
+    p = sub.add_parser("adapt", help="adapt the model to a site from the site's own labelled films")
+    p.add_argument("--data", required=True, help="the site's films in the database layout (<class>/images/*.jpg)")
+    p.add_argument("--model", help="checkpoint to adapt (default: as cxr evaluate)")
+    p.add_argument("--method", choices=("head", "prior"), default="head",
+                   help="head: refit the last layer (default); prior: the class biases only")
+    p.add_argument("--out", help="adapted model to write (default: ./cxr-adapted-<folder>.pt)")
+    p.set_defaults(func=_adapt)
 
     p = sub.add_parser("roi", help="what the model could be worth at a site (the business chapter's calculator)")
     p.add_argument("--preset", default="default", help="a use case (see --list; default: default)")

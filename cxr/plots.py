@@ -174,3 +174,25 @@ def pareto(record: dict, floor: float | None = None, target: float | None = None
     ax.set_xlabel("lowest per-class sensitivity (open: validation, filled: test)")
     ax.set_ylabel("twin agreement")
     return fig
+
+
+def learning_curve(summary: pd.DataFrame) -> plt.Figure:
+    """Site adaptation (`cxr.adapt.curve_summary`): the site's false-COVID rate with its interval
+    per number of local films and method (left); database accuracy, COVID-19 sensitivity and
+    external accuracy (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    base = summary[summary.method == "none"]
+    for method, g in summary[summary.method != "none"].groupby("method", sort=False):
+        g = pd.concat([base, g]).sort_values("local films")
+        x = g["local films"].to_numpy()
+        line, = axes[0].plot(x, g["site false-COVID %"], "o-", label=method)
+        axes[0].fill_between(x, g["site CI low %"], g["site CI high %"], color=line.get_color(), alpha=0.15)
+        axes[1].plot(x, g["database accuracy %"], "o-", color=line.get_color(), label=f"{method}: database accuracy")
+        axes[1].plot(x, g["COVID sensitivity %"], "s--", color=line.get_color(), label=f"{method}: database COVID-19 sensitivity")
+        if g["external accuracy %"].notna().any():
+            axes[1].plot(x, g["external accuracy %"], "^:", color=line.get_color(), label=f"{method}: external accuracy")
+    axes[0].set(xlabel="local normal films adapted on", ylabel="% of held-out site normals called COVID-19", ylim=(0, 100))
+    axes[0].legend(title="method")
+    axes[1].set(xlabel="local normal films adapted on", ylabel="%", ylim=(0, 100))
+    axes[1].legend(fontsize=7, loc="lower left")
+    return fig

@@ -32,6 +32,15 @@ def external_dir() -> Path | None:
     return p if p.is_dir() else None
 
 
+def site_dir() -> Path | None:
+    """One outside hospital's normal films for site adaptation: $CXR_SITE_DIR, else
+    ../shared/cxr-site-normal; None if absent."""
+    if os.environ.get("CXR_SITE_DIR"):
+        return Path(os.environ["CXR_SITE_DIR"])
+    p = repo_root().parent / "shared" / "cxr-site-normal"
+    return p if p.is_dir() else None
+
+
 def final_run(config: Config | None = None):
     """The profile's final model (trained now if no identical finished run exists)."""
     from . import train

@@ -206,6 +206,16 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     assert set(ext["by_collection"]) == {"a", "b"}
     assert sum(g["n"] for g in ext["by_collection"].values()) == 12
     assert ext["by_collection"]["a"]["patients"] == 3  # several images per patient are counted once
+    # patient ids repeat across collections: patients are told apart by collection too
+    assert ext["patient_level"]["patients"] == 6 and ext["patient_level"]["images"] == 12
+    assert "patient-level intervals (6 patients" in assess.format_summary(ext)
+    from cxr import report
+
+    tables = report.external_tables(ext, record)
+    assert list(tables["per_class"].index) == list(evaluate.CLASSES) and len(tables["by_collection"]) == 2
+    assert tables["confusion"].to_numpy().sum() == 12
+    text = report.external_text(ext, record)
+    assert text["ext_images"] == "12" and text["ext_patients"] == "6" and "ext_acc_a" in text
     with pytest.raises(ValueError, match="no operating points"):
         assess.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
     with pytest.raises(FileNotFoundError, match="cxr evaluate"):
