@@ -149,7 +149,10 @@ def _audit(args: argparse.Namespace) -> int:
 
     config = get_config(args.profile)
     if args.compare:
-        runs = {Path(r).name: train.load_run(r) for r in args.compare}
+        names = args.names or [Path(r).name for r in args.compare]
+        if len(names) != len(args.compare):
+            raise ValueError(f"--names gives {len(names)} names for {len(args.compare)} runs.")
+        runs = {n: train.load_run(r) for n, r in zip(names, args.compare)}
         record = audit.compare(runs, config, external_dir=external_dir())
         print(audit.comparison_table(record).round(1).to_string())
         print(f"\nchosen by the rule (validation numbers only): {record['chosen']}")
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", nargs="+", metavar="RUN",
                    help="instead: compare these run folders on validation, test and external, and mark the one "
                         "the rule chooses from validation numbers")
+    p.add_argument("--names", nargs="+", help="with --compare: a name per run, in the same order")
     p.add_argument("--out", help="JSON record to write, e.g. reports/explain.json or reports/mitigation.json")
     p.set_defaults(func=_audit)
 

@@ -155,6 +155,20 @@ def executive_summary(config: Config | None = None) -> dict:
                               "interval": "patients" if pl else "images", "patients": pl.get("patients"),
                               "normals": int(sum(row)), "normals_called_covid": int(row[CLASSES.index("COVID")]),
                               "called_covid": int(sum(r[CLASSES.index("COVID")] for r in ext["confusion"]))}
+    curve = adaptation_record(config)
+    if curve is not None:
+        from . import adapt
+
+        t = adapt.curve_summary(curve)
+        none, head = t[t.method == "none"].iloc[0], t[(t.method == "head") & (t["local films"] == 25)]
+        if len(head):
+            head = head.iloc[0]
+            record["adaptation"] = {"site": curve["site"], "films": 25,
+                                    "false_covid_before": none["site false-COVID %"] / 100,
+                                    "false_covid_after": head["site false-COVID %"] / 100,
+                                    "false_covid_after_ci": [head["site CI low %"] / 100, head["site CI high %"] / 100],
+                                    "database_accuracy_after": head["database accuracy %"] / 100,
+                                    "database_covid_sensitivity_after": head["COVID sensitivity %"] / 100}
     path = config.reports_dir / "summary.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1))
@@ -188,6 +202,11 @@ def summary_text(record: dict) -> dict[str, str]:
             t[f"roi_{name}"] = (f"{money(r['median'])} a year (90% interval {money(r['interval90'][0])} to "
                                 f"{money(r['interval90'][1])})")
             t[f"roi_{name}_p"] = f"{100 * r['p_positive']:.0f}%"
+    ad = record.get("adaptation")
+    t["adapt_before"] = _pct(ad["false_covid_before"]) if ad else "not measured (no site folder: set CXR_SITE_DIR)"
+    t["adapt_after"] = _pct(ad["false_covid_after"], ad["false_covid_after_ci"]) if ad else "not measured"
+    t["adapt_db_accuracy"] = _pct(ad["database_accuracy_after"]) if ad else "not measured"
+    t["adapt_db_covid"] = _pct(ad["database_covid_sensitivity_after"]) if ad else "not measured"
     missing = "not measured (no external set found: set CXR_EXTERNAL_DIR)"
     for key in ("roi_database", "roi_database_p", "roi_external", "roi_external_p", "external_accuracy",
                 "external_images", "external_normals_covid", "external_called_covid"):
@@ -199,6 +218,33 @@ def summary_text(record: dict) -> dict[str, str]:
         t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
         t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
     return t
+
+
+def adaptation_record(config: Config | None = None, remake: bool = False) -> dict | None:
+    """The site-adaptation learning curve of the shipped model on the site folder (`site_dir`),
+    in `<reports>/adaptation.json`; reused while the shipped model is the same file. None when no
+    site folder is at hand."""
+    import hashlib
+
+    from . import adapt
+
+    config = config or get_config()
+    site = site_dir()
+    if site is None:
+        return None
+    model = shipped_model(config)
+    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    path = config.reports_dir / "adaptation.json"
+    if not remake and path.exists():
+        record = json.loads(path.read_text())
+        if record.get("checkpoint_sha256") == digest:
+            return record
+    record = adapt.learning_curve(model, site, sizes=(0, 25, 50, 100, 150), draws=3, external_dir=external_dir(),
+                                  config=config, seed=config.seed)
+    record["checkpoint_sha256"] = digest
+    record["command"] = "cxr.report.adaptation_record (chapter 06); one site: cxr adapt --data FOLDER"
+    adapt.write(record, path)
+    return record
 
 
 def external_tables(external: dict, evaluation: dict) -> dict:

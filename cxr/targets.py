@@ -51,3 +51,15 @@ def verdicts(twin_agreement: float, sensitivity: dict[str, float]) -> dict[str, 
     out = {"twin_agreement": twin_agreement >= TWIN_AGREEMENT}
     out |= {f"{c} sensitivity": sensitivity[c] >= SENSITIVITY_FLOORS[c] for c in CLASSES}
     return out
+
+
+COVID_SENSITIVITY = 0.95  # the training issue's COVID-19 target, above its floor
+
+
+def training_check(summary: dict) -> list[tuple[str, float, float]]:
+    """(metric, measured, target) for the headline targets, from `evaluate.summary` of the test split:
+    accuracy, macro ROC-AUC, COVID-19 sensitivity and every class's sensitivity floor."""
+    rows = [("accuracy", summary["accuracy"], ACCURACY), ("macro ROC-AUC", summary["macro_auc"], MACRO_AUC),
+            ("COVID sensitivity", summary["per_class"]["COVID"]["sensitivity"], COVID_SENSITIVITY)]
+    return rows + [(f"{c} sensitivity", summary["per_class"][c]["sensitivity"], SENSITIVITY_FLOORS[c])
+                   for c in CLASSES if c != "COVID"]

@@ -136,7 +136,7 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
     path = Path(config.runs_dir) / f"{approach}-{config.profile}-{key}"
     if (path / "done.json").exists() and reuse and not retrain:
         if progress:
-            print(f"reusing finished run {path} (same config, split and code)")
+            print(f"reusing finished run {path.name} (same config, split and code)")
         return load_run(path)
     if retrain and path.exists():
         shutil.rmtree(path)

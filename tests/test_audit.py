@@ -137,3 +137,27 @@ def test_symmetric_kl_is_zero_for_equal_answers_and_symmetric():
     d = symmetric_kl(a, b)
     assert d.shape == (2,) and d[0] > 0.5 and d[1].abs() < 1e-7
     assert torch.allclose(d, symmetric_kl(b, a))
+
+
+def test_cxr_audit_compare_writes_a_record_and_names_the_chosen_run(home, tmp_path, monkeypatch, capsys):
+    import json
+
+    from conftest import write_dataset
+    from cxr import cli, train
+    from cxr.config import get_config
+
+    ds = write_dataset(tmp_path / "tiny", per_class=10)
+    monkeypatch.setenv("CXR_DATA_DIR", str(ds))
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
+    cfg = get_config("full", epochs=1, patience=5, views=1, input_size=64, image_size=64, batch_size=8)
+    a = train.fit("finetune", cfg, progress=False)
+    b = train.fit("finetune", cfg.replace(harmonise=False), progress=False)
+    out = tmp_path / "mitigation.json"
+    assert cli.main(["audit", "--compare", str(a.path), str(b.path), "--names", "after", "before",
+                     "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert [r["name"] for r in record["runs"]] == ["after", "before"]
+    assert record["chosen"] in {a.path.name, b.path.name} and record["command"].startswith("cxr audit --compare")
+    assert "chosen by the rule" in capsys.readouterr().out
+    assert cli.main(["audit", "--compare", str(a.path), "--names", "x", "y"]) == 2  # names must match the runs

@@ -173,7 +173,7 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
     pasted = [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page)]
     shown = report.summary_text(record)
     for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
-                "roi_external", "external_accuracy", "external_normals_covid"):
+                "roi_external", "external_accuracy", "external_normals_covid", "adapt_before", "adapt_after"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the summary page ({pasted})"
     # the record is the evaluation of the same run, and agrees with its per-image predictions
     assert record["run"] == Path(evaluation["checkpoint"]).parent.name
