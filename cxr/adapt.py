@@ -230,6 +230,7 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
         raise ValueError(f"{site_dir} has {len(pool)} normal films; the curve needs more than {max(sizes)}.")
     db = database_features(checkpoint, config)
     ext = local_films(external_dir, model, meta) if external_dir and Path(external_dir).is_dir() else None
+    twins = _twin_features(model, meta, config)
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     w0, b0 = _head(state)
     rng = np.random.default_rng(seed)
@@ -249,6 +250,8 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
                 row["database_accuracy"] = evaluate.accuracy_from_proba(db["test"][1], p_test)
                 row |= {f"database_sensitivity_{c}": float(np.mean(p_test.argmax(1)[db["test"][1] == k] == k))
                         for k, c in enumerate(CLASSES)}
+                if twins is not None:  # does the refitted layer still ignore the processing chain?
+                    row["twin_agreement"] = float(np.mean(proba(w, b, twins[0]).argmax(1) == proba(w, b, twins[1]).argmax(1)))
                 if ext is not None:
                     p_ext = proba(w, b, ext.features)
                     row["external_accuracy"] = float(np.mean(p_ext.argmax(1) == ext.y))
@@ -258,6 +261,19 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
     return {"checkpoint": Path(checkpoint).name, "site": Path(site_dir).name, "site_films": int(len(site.y)),
             "sizes": list(sizes), "draws": draws, "methods": list(methods), "seed": seed,
             "external": Path(external_dir).name if ext is not None else None, "rows": table.to_dict("records")}
+
+
+def _twin_features(model, meta: dict, config: Config):
+    """Pooled features of the audit twins of validation and test originals and of their originals
+    (None without twins)."""
+    from .audit import load_twins
+    from .ood import pooled_features
+
+    twins = load_twins(config.replace(**{k: v for k, v in _pixels_config(meta).to_dict().items()
+                                          if k in ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma")})).only("val", "test")
+    if not len(twins):
+        return None
+    return (pooled_features(model, twins.orig_px, meta["input_size"]), pooled_features(model, twins.twin_px, meta["input_size"]))
 
 
 def curve_summary(curve: dict) -> pd.DataFrame:
@@ -275,7 +291,8 @@ def curve_summary(curve: dict) -> pd.DataFrame:
                     "site false-COVID %": 100 * k / m if m else math.nan, "site CI low %": 100 * lo, "site CI high %": 100 * hi,
                     "database accuracy %": 100 * g.database_accuracy.mean(),
                     **{f"{c} sensitivity %": 100 * sens[f"database_sensitivity_{c}"] for c in CLASSES},
-                    "external accuracy %": 100 * g.external_accuracy.mean() if "external_accuracy" in g else math.nan})
+                    "external accuracy %": 100 * g.external_accuracy.mean() if "external_accuracy" in g else math.nan,
+                    "twin agreement %": 100 * g.twin_agreement.mean() if "twin_agreement" in g else math.nan})
     order = {m: i for i, m in enumerate(("none",) + METHODS)}
     return pd.DataFrame(out).sort_values(["method", "local films"], key=lambda c: c.map(order) if c.name == "method" else c,
                                          kind="stable").reset_index(drop=True)
@@ -291,10 +308,11 @@ def curve_text(summary: pd.DataFrame) -> dict[str, str]:
         t[f"db_{tag}"] = f"{r['database accuracy %']:.1f}%"
         t[f"covid_{tag}"] = f"{r['COVID sensitivity %']:.1f}%"
         t[f"ext_{tag}"] = f"{r['external accuracy %']:.1f}%" if r["external accuracy %"] == r["external accuracy %"] else "not measured"
+        t[f"twins_{tag}"] = f"{r['twin agreement %']:.1f}%" if r["twin agreement %"] == r["twin agreement %"] else "not measured"
     draws = summary.loc[summary.method != "none", "draws"]
     t["site_draws"] = f"{int(draws.max())}" if len(draws) else "0"
     for method in ("none",) + tuple(f"{m}_{n}" for m in METHODS for n in (25, 50, 100, 150)):
-        for k in ("site", "db", "covid", "ext"):
+        for k in ("site", "db", "covid", "ext", "twins"):
             t.setdefault(f"{k}_{method}", "not measured")
     return t
 

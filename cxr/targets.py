@@ -30,14 +30,17 @@ def shortfall(twin_agreement: float | None, sensitivity: dict[str, float]) -> fl
 
 
 def selection_key(twin_agreement: float, sensitivity: dict[str, float], balanced_accuracy: float) -> tuple:
-    """Larger is better. Models that meet every target beat those that do not; among those that
-    do, higher balanced accuracy wins; among those that do not, the smaller shortfall wins
-    (then balanced accuracy)."""
-    return (-round(shortfall(twin_agreement, sensitivity), 4), round(balanced_accuracy, 4))
+    """Larger is better. A model that meets every target (the twin target and every floor) beats
+    one that does not; then one that meets every sensitivity floor beats one that does not; then
+    higher balanced accuracy wins. (A run that cannot reach the twin target, such as the "before"
+    model trained without harmonisation, is thus chosen as its recipe would choose it: floors,
+    then balanced accuracy.)"""
+    floors = all(sensitivity[c] >= SENSITIVITY_FLOORS[c] for c in CLASSES)
+    return (shortfall(twin_agreement, sensitivity) == 0, floors, round(balanced_accuracy, 4))
 
 
 def choose(candidates: list[dict]) -> int:
-    """Index of the candidate to ship. Each candidate holds validation numbers only:
+    """Index of the candidate to ship (`selection_key`, ties to the first). Each candidate holds validation numbers only:
     ``twin_agreement`` (audit twins of validation originals), ``sensitivity`` (per class) and
     ``balanced_accuracy``."""
     if not candidates:

@@ -88,7 +88,8 @@ def test_shortfall_and_the_choice_use_every_target():
         {"twin_agreement": 0.99, "sensitivity": low_lo, "balanced_accuracy": 0.99},  # misses a floor
     ]
     assert targets.choose(candidates) == 2
-    assert targets.choose(candidates[:1] + candidates[3:]) == 0  # none meets all: the smaller shortfall
+    assert targets.choose(candidates[:1] + candidates[3:]) == 0  # none meets all: the one that meets the floors
+    assert targets.choose([candidates[3], {**candidates[3], "balanced_accuracy": 0.999}]) == 1  # then accuracy
     with pytest.raises(ValueError):
         targets.choose([])
 
