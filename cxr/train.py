@@ -239,9 +239,13 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
                      config.harmonise, config.seed, chain],
                     ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
     path = Path(config.cache_dir) / f"activations-{key}.npy"
+    # The frozen model is built whether or not the cache exists: building it draws the random
+    # initial state of its layers from torch's global generator (the pretrained weights replace it
+    # after), and the training that follows must see the same random stream either way, so that a
+    # run gives the same model on a fresh machine and on one whose caches are warm.
+    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
     if path.exists():
         return np.load(path, mmap_mode="r")
-    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
     with torch.inference_mode():

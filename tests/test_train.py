@@ -117,3 +117,12 @@ def test_resnet50_trains_its_recipe_steps(tiny):
     run = train.fit("resnet50", tiny.replace(resnet_steps=3, resnet_batch_size=4, resnet_val_subset=8), progress=False)
     assert run.summary["steps"] == 3 and run.summary["images_seen"] == 12 and not run.summary["safety_stop_fired"]
     assert run.history.step.iloc[-1] == 3
+
+
+def test_a_run_gives_the_same_model_with_cold_and_warm_caches(tiny):
+    """The frozen-layer caches change where the time goes, never the model."""
+    cold = train.fit("finetune", tiny, progress=False)
+    w_cold = torch.load(cold.checkpoint, weights_only=True)["model"]
+    warm = train.fit("finetune", tiny, progress=False, retrain=True)  # the caches are on disk now
+    w_warm = torch.load(warm.checkpoint, weights_only=True)["model"]
+    assert all(torch.equal(w_cold[k], w_warm[k]) for k in w_cold)
