@@ -9,7 +9,8 @@ pooled features to the four classes. Two methods, from the simplest up:
 
 Both keep the database in the fit (its training split, every class weighted equally) with the
 local films as a group of equal weight, so what the model knew is kept while the site's films
-stop being called something else. The adapted model is a checkpoint like the shipped one, with
+stop being called something else; for the same reason a folder of one class (a site's normals)
+is enough. The adapted model is a checkpoint like the shipped one, with
 its temperature refitted and its operating points re-chosen on the database's validation split,
 and a model card that says what it was adapted on. `learning_curve` measures what a number of
 local films buys: on held-out films of the site, on the database's test split and on the external
