@@ -319,7 +319,7 @@ def curve_text(summary: pd.DataFrame) -> dict[str, str]:
 
 
 def write(record: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-    return path
+    """The learning curve as JSON, written atomically (`cxr.audit.write`)."""
+    from .audit import write as write_json
+
+    return write_json(record, path)
