@@ -299,13 +299,33 @@ def curve_summary(curve: dict) -> pd.DataFrame:
                                          kind="stable").reset_index(drop=True)
 
 
+def curve_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """`curve_summary` as the page shows it: one interval column for the site, the database's
+    accuracy and COVID-19 sensitivity, external accuracy and twin agreement (narrow enough for the page)."""
+    from .book import interval
+
+    def cell(v):
+        return "n/a" if v != v else f"{v:.1f}"
+
+    return pd.DataFrame({
+        "method": summary["method"], "local films": summary["local films"], "draws": summary["draws"],
+        "site false-COVID %": [interval(r["site false-COVID %"], (r["site CI low %"], r["site CI high %"]), 1)
+                               for _, r in summary.iterrows()],
+        "database accuracy %": summary["database accuracy %"].map(cell),
+        "database COVID-19 sensitivity %": summary["COVID sensitivity %"].map(cell),
+        "external accuracy %": summary["external accuracy %"].map(cell),
+        "twin agreement %": summary["twin agreement %"].map(cell)}).set_index(["method", "local films"])
+
+
 def curve_text(summary: pd.DataFrame) -> dict[str, str]:
     """The numbers the chapter's sentences quote (glued), from `curve_summary`; "not measured" where
     a method or size is missing."""
+    from .book import interval
+
     t = {}
     for _, r in summary.iterrows():
         tag = f"{r['method']}_{int(r['local films'])}" if r["method"] != "none" else "none"
-        t[f"site_{tag}"] = f"{r['site false-COVID %']:.1f}% [{r['site CI low %']:.1f}, {r['site CI high %']:.1f}]"
+        t[f"site_{tag}"] = interval(r["site false-COVID %"], (r["site CI low %"], r["site CI high %"]), 1, unit="%")
         t[f"db_{tag}"] = f"{r['database accuracy %']:.1f}%"
         t[f"covid_{tag}"] = f"{r['COVID sensitivity %']:.1f}%"
         t[f"ext_{tag}"] = f"{r['external accuracy %']:.1f}%" if r["external accuracy %"] == r["external accuracy %"] else "not measured"

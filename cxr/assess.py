@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import display_path
 from .evaluate import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
                        patient_level, summary, temper)
 from .models import CLASSES
@@ -68,7 +69,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     y = files.label.map(CLASSES.index).to_numpy()
     s = summary(y, proba, n_boot=n_boot, seed=seed)
     result = {
-        "data": str(data_dir), "split": split, "checkpoint": str(checkpoint), "temperature": temperature,
+        "data": display_path(data_dir), "split": split, "checkpoint": display_path(checkpoint), "temperature": temperature,
         **{k: s[k] for k in ("n", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
         "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
         "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},
@@ -81,9 +82,9 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
         result["operating_points_chosen_on"] = "the validation split of the same folder"
     elif points is not None:
         result["operating_points_chosen_on"] = f"the validation split of {points['data']} (from {points['source']})"
-        if points["checkpoint"] != str(checkpoint):
+        if points["checkpoint"] not in (str(checkpoint), display_path(checkpoint)):
             result["operating_points_warning"] = (f"the thresholds were chosen for {points['checkpoint']}, "
-                                                  f"not for this model ({checkpoint})")
+                                                  f"not for this model ({display_path(checkpoint)})")
         points = points["operating_points"]
     if points is not None:
         measured = measure_operating_points(points, y, proba, label="measured")

@@ -25,6 +25,20 @@ def repo_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
+def display_path(path: str | Path) -> str:
+    """A path as records and pages show it: relative to the project folder when it lies inside it
+    or beside it (`runs/...`, `../shared/...`), else its last part; never this machine's absolute path."""
+    root = repo_root()
+    for p in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        for base, prefix in ((root, Path()), (root.parent, Path(".."))):
+            for b in (Path(os.path.abspath(base)), Path(os.path.realpath(base))):
+                try:
+                    return str(prefix / p.relative_to(b))
+                except ValueError:
+                    continue
+    return Path(path).name
+
+
 @dataclass(frozen=True)
 class Config:
     profile: str = "full"

@@ -217,6 +217,19 @@ def paired_difference(stat, y: np.ndarray, proba_a: np.ndarray, proba_b: np.ndar
     return float(diff), ci
 
 
+def difference_verdict(name: str, diff: float, ci: tuple[float, float], scale: float = 100,
+                       unit: str = "points") -> str:
+    """The verdict on a paired difference against a baseline: better or worse only when the whole
+    95% interval lies on one side of zero, else 'no difference we can detect'."""
+    lo, hi = ci
+    shown = f"{scale * diff:+.2f} {unit}, interval [{scale * lo:+.2f}, {scale * hi:+.2f}]"
+    if lo > 0:
+        return f"{name}: better than the baseline ({shown})"
+    if hi < 0:
+        return f"{name}: worse than the baseline ({shown})"
+    return f"{name}: no difference we can detect ({shown} spans 0)"
+
+
 # --------------------------------------------------------------------------- calibration
 def ece(y: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error of the top-label confidence, `bins` equal-width bins on [0, 1]."""

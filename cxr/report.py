@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .book import interval, pct
 from .config import Config, get_config, repo_root
 
 EXTERNAL_ENV = "CXR_EXTERNAL_DIR"
@@ -175,22 +176,17 @@ def executive_summary(config: Config | None = None) -> dict:
     return record
 
 
-def _pct(v: float, ci=None, digits: int = 1) -> str:
-    s = f"{100 * v:.{digits}f}%"
-    return s + (f" [{100 * ci[0]:.{digits}f}, {100 * ci[1]:.{digits}f}]" if ci is not None else "")
-
-
 def summary_text(record: dict) -> dict[str, str]:
     """The executive summary's numbers as the page shows them (the page glues exactly these)."""
     from .business import money
 
     t = {
-        "accuracy": _pct(record["accuracy"], record["accuracy_ci"]),
-        "macro_auc": f"{record['macro_auc']:.3f} [{record['macro_auc_ci'][0]:.3f}, {record['macro_auc_ci'][1]:.3f}]",
-        "covid_sensitivity": _pct(record["covid_sensitivity"], record["covid_sensitivity_ci"]),
+        "accuracy": pct(record["accuracy"], record["accuracy_ci"]),
+        "macro_auc": interval(record["macro_auc"], record["macro_auc_ci"], 1, 3),
+        "covid_sensitivity": pct(record["covid_sensitivity"], record["covid_sensitivity_ci"]),
         "covid_counts": "{} of {}".format(*record["covid_sensitivity_counts"]),
         "test_images": f"{record['test_images']:,}",
-        "twin_agreement": _pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
+        "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
         "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
@@ -203,17 +199,17 @@ def summary_text(record: dict) -> dict[str, str]:
                                 f"{money(r['interval90'][1])})")
             t[f"roi_{name}_p"] = f"{100 * r['p_positive']:.0f}%"
     ad = record.get("adaptation")
-    t["adapt_before"] = _pct(ad["false_covid_before"]) if ad else "not measured (no site folder: set CXR_SITE_DIR)"
-    t["adapt_after"] = _pct(ad["false_covid_after"], ad["false_covid_after_ci"]) if ad else "not measured"
-    t["adapt_db_accuracy"] = _pct(ad["database_accuracy_after"]) if ad else "not measured"
-    t["adapt_db_covid"] = _pct(ad["database_covid_sensitivity_after"]) if ad else "not measured"
+    t["adapt_before"] = pct(ad["false_covid_before"]) if ad else "not measured (no site folder: set CXR_SITE_DIR)"
+    t["adapt_after"] = pct(ad["false_covid_after"], ad["false_covid_after_ci"]) if ad else "not measured"
+    t["adapt_db_accuracy"] = pct(ad["database_accuracy_after"]) if ad else "not measured"
+    t["adapt_db_covid"] = pct(ad["database_covid_sensitivity_after"]) if ad else "not measured"
     missing = "not measured (no external set found: set CXR_EXTERNAL_DIR)"
     for key in ("roi_database", "roi_database_p", "roi_external", "roi_external_p", "external_accuracy",
                 "external_images", "external_normals_covid", "external_called_covid"):
         t.setdefault(key, missing)
     ext = record.get("external")
     if ext:
-        t["external_accuracy"] = _pct(ext["accuracy"], ext["accuracy_ci"])
+        t["external_accuracy"] = pct(ext["accuracy"], ext["accuracy_ci"])
         t["external_images"] = f"{ext['images']:,}" + (f" from {ext['patients']} patients" if ext.get("patients") else "")
         t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
         t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
@@ -254,11 +250,7 @@ def external_tables(external: dict, evaluation: dict) -> dict:
 
     from .data import CLASSES
 
-    def pct(v, ci=None):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "n/a"
-        return f"{100 * v:.1f}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci is not None else "")
-
+    pct = interval  # percentages without the sign: the column names say %
     pl = external.get("patient_level") or {"per_class": {}}
     rows = []
     for c in CLASSES:
@@ -289,19 +281,19 @@ def external_text(external: dict, evaluation: dict) -> dict[str, str]:
     cm = np.asarray(external["confusion"])
     covid, normal, vp = (CLASSES.index(c) for c in ("COVID", "Normal", "Viral Pneumonia"))
     t = {"ext_images": f"{external['n']:,}", "ext_patients": f"{pl.get('patients', 'n/a')}",
-         "ext_accuracy": _pct(external["accuracy"], pl.get("accuracy_ci", external["accuracy_ci"])),
-         "ext_accuracy_images_ci": _pct(external["accuracy"], external["accuracy_ci"]),
-         "db_accuracy": _pct(evaluation["accuracy"], evaluation["accuracy_ci"]),
+         "ext_accuracy": pct(external["accuracy"], pl.get("accuracy_ci", external["accuracy_ci"])),
+         "ext_accuracy_images_ci": pct(external["accuracy"], external["accuracy_ci"]),
+         "db_accuracy": pct(evaluation["accuracy"], evaluation["accuracy_ci"]),
          "ext_called_covid": f"{int(cm[:, covid].sum())} of {int(cm.sum())}",
          "ext_normals_covid": f"{int(cm[normal, covid])} of {int(cm[normal].sum())}",
          "ext_vp_covid": f"{int(cm[vp, covid])} of {int(cm[vp].sum())}",
          "ext_vp_vp": f"{int(cm[vp, vp])} of {int(cm[vp].sum())}",
-         "ext_covid_sensitivity": _pct(external["per_class"]["COVID"]["sensitivity"],
+         "ext_covid_sensitivity": pct(external["per_class"]["COVID"]["sensitivity"],
                                        (pl.get("per_class", {}).get("COVID") or {}).get("sensitivity_ci")),
-         "ext_normal_sensitivity": _pct(external["per_class"]["Normal"]["sensitivity"],
+         "ext_normal_sensitivity": pct(external["per_class"]["Normal"]["sensitivity"],
                                         (pl.get("per_class", {}).get("Normal") or {}).get("sensitivity_ci"))}
     for g, m in external.get("by_collection", {}).items():
-        t[f"ext_acc_{g}"] = _pct(m["accuracy"]["value"], (m.get("patient_level") or {}).get("accuracy_ci"))
+        t[f"ext_acc_{g}"] = pct(m["accuracy"]["value"], (m.get("patient_level") or {}).get("accuracy_ci"))
     return t
 
 

@@ -107,5 +107,10 @@ def test_learning_curve_rows(tiny_model, tmp_path):
     rows = curve["rows"]
     assert all(r["normals"] == 12 - r["films"] for r in rows)  # tested only on films not adapted on
     assert len(rows) == 1 + 2 * 2 * 2
+    shown = adapt.curve_table(t)  # the page's table: the same rows, the site's rate with its interval
+    assert len(shown) == len(t) and shown.index.names == ["method", "local films"]
+    first = t.iloc[0]
+    assert shown.iloc[0]["site false-COVID %"].startswith(f"{first['site false-COVID %']:.1f} [")
+    assert adapt.curve_text(t)["site_none"].startswith(f"{first['site false-COVID %']:.1f}% [")
     with pytest.raises(ValueError, match="normal films"):
         adapt.learning_curve(run.checkpoint, site, sizes=(0, 12), config=cfg)

@@ -10,6 +10,7 @@ import functools
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,9 +131,93 @@ def test_page_renders_offline(page: str, browser, server: str):
 
     if page.startswith("notebooks/"):
         sizes = browser.execute_script(
-            "return Array.from(document.querySelectorAll('.cell_output img')).map(i => i.naturalWidth)")
+            "return Array.from(document.querySelectorAll('article .cell_output img, article figure img'))"
+            ".map(i => i.naturalWidth)")
         assert sizes, f"{page} shows no figures"
         assert all(w > 0 for w in sizes), f"{page} has figures that did not load: {sizes}"
+
+
+# --------------------------------------------------------------------------- the page as a reader meets it
+# Each check runs in the page at the book's normal width (1280 px), on what the reader sees:
+# collapsed (hidden) cells have no size and are not counted.
+_OVERFLOW = """
+const col = document.querySelector('article.bd-article') || document.querySelector('main');
+const edge = col.getBoundingClientRect().right;
+const bad = [];
+for (const el of col.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0) continue;
+  const ox = getComputedStyle(el).overflowX;
+  const scrolls = (ox === 'auto' || ox === 'scroll') && el.scrollWidth > el.clientWidth + 1;
+  if (r.right > edge + 1 || scrolls)
+    bad.push(`${el.tagName.toLowerCase()}.${el.className}: ${Math.round(r.right - edge)} px past the column` +
+             `${scrolls ? ', scrolls sideways' : ''}: ${(el.innerText || el.getAttribute('src') || '').slice(0, 60)}`);
+}
+return bad;
+"""
+_IMAGES = """
+return Array.from(document.querySelectorAll('article img'))
+  .filter(i => i.getBoundingClientRect().width > 0).map(i => i.getAttribute('src'));
+"""
+STRAY_REPR = re.compile(r"Text\(\d|<Figure size|<Axes[: ]|AxesSubplot|<matplotlib\.|Line2D\(|<module '|object at 0x")
+MACHINE_PATH = re.compile(r"(?<![\w.])(/(?:work|tmp|home|root|Users|opt|usr|var|mnt)/[\w.-]+|[A-Z]:\\[\w])")
+
+
+def screenshot(browser, folder: Path, page: str) -> Path:
+    """A full-length screenshot of the page at 1280 px, beside the build (not committed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    height = browser.execute_script("return Math.min(document.documentElement.scrollHeight, 30000)")
+    browser.set_window_size(1280, max(900, height))
+    path = folder / (Path(page).stem + ".png")
+    browser.save_screenshot(str(path))
+    browser.set_window_size(1280, 900)
+    return path
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_reads_as_a_report(page: str, browser, server: str, site: Path):
+    browser.set_window_size(1280, 900)
+    browser.get(f"{server}/{page}")
+    browser.execute_async_script("const done = arguments[0]; window.setTimeout(done, 300);")
+    shot = screenshot(browser, site.parent.parent / "screenshots", page)
+    overflow = browser.execute_script(_OVERFLOW)
+    assert not overflow, f"{page}: wider than the content column at 1280 px ({shot}):\n" + "\n".join(overflow[:10])
+    text = browser.execute_script("return (document.querySelector('article') || document.body).innerText")
+    assert not STRAY_REPR.findall(text), f"{page} shows stray reprs: {sorted(set(STRAY_REPR.findall(text)))}"
+    assert not MACHINE_PATH.findall(text), f"{page} shows machine paths: {sorted(set(MACHINE_PATH.findall(text)))}"
+    images = browser.execute_script(_IMAGES)
+    repeated = sorted({src[:80] for src in images if images.count(src) > 1})
+    assert not repeated, f"{page} shows the same image twice: {repeated}"
+
+
+def test_page_checks_catch_what_they_look_for():
+    """The patterns of the page checks find what they are for, and leave ordinary text alone."""
+    assert STRAY_REPR.search("Text(0.5, 1.0, 'top-left corner')") and STRAY_REPR.search("<Figure size 640x480 with 1 Axes>")
+    assert STRAY_REPR.search("<Axes: title={'center': 'x'}>")
+    assert not STRAY_REPR.search("Text and figures (chapter 04)")
+    assert MACHINE_PATH.search("reusing finished run /work/main/runs/finetune-smoke-1") and MACHINE_PATH.search("C:\\data")
+    assert not MACHINE_PATH.search("runs/finetune-full-fe3cc0a3d866 and ../shared/cxr-radiography, and/or 1/2")
+
+
+def test_chapters_glue_the_numbers_of_their_records(site: Path):
+    """Sentences in chapter 06 quote the records the build wrote, through the package's text functions."""
+    import html
+
+    from cxr import adapt, report
+
+    evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
+    external = json.loads((_smoke_reports() / "external.json").read_text())
+    page = (site / "notebooks" / "06_external.html").read_text()
+    pasted = [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page)]
+    shown = report.external_text(external, evaluation)
+    for key in ("ext_accuracy", "db_accuracy", "ext_called_covid", "ext_normals_covid"):
+        assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the page"
+    curve = json.loads((_smoke_reports() / "adaptation.json").read_text())
+    curve_text = adapt.curve_text(adapt.curve_summary(curve))
+    for key in ("site_none", "site_head_25"):
+        assert curve_text[key] in pasted, f"{key}: {curve_text[key]!r} not on the page"
+
 
 
 def test_cell_timeout_can_be_set_for_one_build(monkeypatch):

@@ -264,3 +264,12 @@ def test_patient_level_intervals_widen_when_images_of_one_patient_agree():
     # all right within a class: the interval does not collapse to a point
     perfect = evaluate.clustered_proportion(np.ones(20), np.repeat(["a", "b", "c", "d"], 5))
     assert perfect["value"] == 1 and perfect["ci"][0] < 0.75 and perfect["design_effect"] == 5
+
+
+def test_difference_verdict_needs_the_whole_interval_on_one_side():
+    from cxr.evaluate import difference_verdict
+
+    assert "better" in difference_verdict("x", 0.02, (0.001, 0.04))
+    assert "worse" in difference_verdict("x", -0.02, (-0.04, -0.001))
+    spans = difference_verdict("x", 0.02, (-0.001, 0.04))
+    assert "no difference" in spans and "+2.00 points" in spans

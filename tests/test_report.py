@@ -22,8 +22,8 @@ def summary_record(external: bool = True) -> dict:
 
 def test_summary_text():
     t = report.summary_text(summary_record())
-    assert t["accuracy"] == "97.9% [97.2, 98.4]"
-    assert t["macro_auc"] == "0.997 [0.994, 0.999]"
+    assert t["accuracy"] == "97.9% [97.2,\u00a098.4]"
+    assert t["macro_auc"] == "0.997 [0.994,\u00a00.999]"
     assert t["covid_counts"] == "480 of 488" and t["test_images"] == "2,197"
     assert t["inference_ms"] == "10.5 ms"
     assert t["roi_database"] == "-$105K a year (90% interval -$190K to -$56K)" and t["roi_database_p"] == "0%"
@@ -53,3 +53,28 @@ def test_metric_differences_in_points():
     shipped = {"accuracy": 0.899, "per_class": {"COVID": {"sensitivity": 0.81, "specificity": 0.95}}}
     d = report.metric_differences(full, shipped)
     assert abs(d["accuracy"] + 0.1) < 1e-9 and abs(d["COVID sensitivity"] - 1.0) < 1e-9 and d["COVID specificity"] == 0
+
+
+def test_intervals_stay_on_one_line_and_say_when_missing():
+    from cxr import book
+
+    assert book.pct(0.979, [0.972, 0.984]) == "97.9% [97.2,\u00a098.4]"
+    assert book.interval(0.99671, [0.9936, 0.9987], 1, 4) == "0.9967 [0.9936,\u00a00.9987]"
+    assert book.pct(0.5) == "50.0%" and book.pct(0.05, digits=0) == "5%"
+    assert book.interval(float("nan")) == "n/a" and book.interval(None) == "n/a"
+    assert book.interval(0.5, [float("nan"), float("nan")]) == "50.0"  # no interval rather than "[nan, nan]"
+
+
+def test_records_and_pages_show_project_paths_not_machine_paths(tmp_path, monkeypatch):
+    from cxr.config import display_path
+
+    root = tmp_path / "checkout"
+    (root / "runs" / "r").mkdir(parents=True)
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    monkeypatch.setenv("CXR_HOME", str(root))
+    assert display_path(root / "runs" / "r" / "checkpoint.pt") == "runs/r/checkpoint.pt"
+    assert display_path(tmp_path / "shared" / "data") == "../shared/data"
+    assert display_path("/somewhere/else/folder") == "folder"
+    # a data folder reached through a link beside the checkout (as CI links ../shared)
+    (root.parent / "link").symlink_to(tmp_path / "shared")
+    assert display_path(root.parent / "link" / "data") == "../link/data"

@@ -1,0 +1,50 @@
+"""How the chapters show results as a report: numbers glued into sentences, numbered figures,
+and intervals that stay on one line. The chapters call these; nothing here computes a result.
+
+A sentence in a chapter quotes a number as {glue:text}`name`; the cell that computed it calls
+`glue(name, text)`. A figure is glued with `figure(name, fig)` and placed by a
+```{glue:figure} name``` block with its caption and label, so it is numbered and can be cited
+from another chapter; the cell that draws it carries the `remove-output` tag, so the page shows
+it once (JupyterLab shows it in the cell, as usual).
+"""
+from __future__ import annotations
+
+import math
+
+NBSP = "\u00a0"  # keeps "[97.2, 98.4]" on one line in the page
+
+
+def interval(v: float | None, ci=None, scale: float = 100, digits: int = 1, unit: str = "") -> str:
+    """'97.9 [97.2, 98.4]' (scale 100, 1 digit); 'n/a' for a missing value; the bracket never breaks."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    s = f"{scale * v:.{digits}f}{unit}"
+    if ci is not None and ci[0] is not None and not any(isinstance(c, float) and math.isnan(c) for c in ci):
+        s += f" [{scale * ci[0]:.{digits}f},{NBSP}{scale * ci[1]:.{digits}f}]"
+    return s
+
+
+def pct(v: float | None, ci=None, digits: int = 1) -> str:
+    """'97.9% [97.2, 98.4]': a share as a percentage, with its interval when given."""
+    return interval(v, ci, 100, digits, "%")
+
+
+def glue(name: str, value) -> None:
+    """Make `value` (a number already formatted as text, or any object) quotable in the page."""
+    from myst_nb import glue as _glue
+
+    _glue(name, value, display=False)
+
+
+def glue_all(texts: dict) -> None:
+    for name, value in texts.items():
+        glue(name, value)
+
+
+def figure(name: str, fig) -> None:
+    """Glue a figure for a numbered ```{glue:figure}``` block; shown once, not again at the cell's end."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue as _glue
+
+    _glue(name, fig, display=True)
+    plt.close(fig)
