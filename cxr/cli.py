@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
+
+from .runtime import DEVICE_ENV, DEVICES, device
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -203,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "smoke"), default=None,
                         help="configuration profile (default: $CXR_PROFILE, else full)")
     sub = parser.add_subparsers(dest="command", required=True)
+    # every command that runs a model takes --device
+    on = argparse.ArgumentParser(add_help=False)
+    on.add_argument("--device", choices=DEVICES, default=None,
+                    help=f"where models run: auto (CUDA when there is a GPU, else the CPU), cpu or cuda "
+                         f"(default: ${DEVICE_ENV}, else auto)")
 
     p = sub.add_parser("data", help="find, scan, split or import the dataset")
     p.add_argument("action", choices=("where", "scan", "split", "import"))
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="split: overwrite an existing split file")
     p.set_defaults(func=_data)
 
-    p = sub.add_parser("train", help="train a model on the split of the current profile")
+    p = sub.add_parser("train", parents=[on], help="train a model on the split of the current profile")
     p.add_argument("--approach", choices=("finetune", "linear", "resnet50"), default="finetune")
     p.add_argument("--epochs", type=int)
     p.add_argument("--views", type=int, help="augmented views per training image (finetune)")
@@ -222,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--command-line", help=argparse.SUPPRESS)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a model on any labelled folder in the Kaggle layout")
+    p = sub.add_parser("evaluate", parents=[on], help="evaluate a model on any labelled folder in the Kaggle layout")
     p.add_argument("--data", required=True, help="folder with <class>/images/*.png|jpg")
     p.add_argument("--checkpoint", help="checkpoint.pt (default: the final model of the latest full run)")
     p.add_argument("--out", help="JSON file to write (a .txt summary and .csv predictions go beside it)")
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         "chosen on its validation split), e.g. reports/evaluation.json")
     p.set_defaults(func=_evaluate)
 
-    p = sub.add_parser("audit", help="the shortcut audit of a run (twins, maps, occlusion), or several runs compared")
+    p = sub.add_parser("audit", parents=[on], help="the shortcut audit of a run (twins, maps, occlusion), or several runs compared")
     p.add_argument("--run", help="run folder (default: the profile's final model)")
     p.add_argument("--before", help="run folder of the same recipe without harmonisation (default: trained if missing)")
     p.add_argument("--no-before", action="store_true", help="audit without the before/after comparison")
@@ -244,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="JSON record to write, e.g. reports/explain.json or reports/mitigation.json")
     p.set_defaults(func=_audit)
 
-    p = sub.add_parser("adapt", help="adapt the model to a site from the site's own labelled films")
+    p = sub.add_parser("adapt", parents=[on], help="adapt the model to a site from the site's own labelled films")
     p.add_argument("--data", required=True, help="the site's films in the database layout (<class>/images/*.jpg)")
     p.add_argument("--model", help="checkpoint to adapt (default: as cxr evaluate)")
     p.add_argument("--method", choices=("head", "prior"), default="head",
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the presets and stop")
     p.set_defaults(func=_roi)
 
-    p = sub.add_parser("predict", help="the model on image files or folders (PNG, JPEG, TIFF, DICOM)")
+    p = sub.add_parser("predict", parents=[on], help="the model on image files or folders (PNG, JPEG, TIFF, DICOM)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked)")
     p.add_argument("--model", help="checkpoint (default: the latest full run, else the shipped model)")
     p.add_argument("--threshold", default="argmax",
@@ -279,10 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_export)
 
     args = parser.parse_args(argv)
+    # progress and cache messages (cxr.train's log) on stderr, without touching a caller's logging
+    if not logging.getLogger("cxr").handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.getLogger("cxr").addHandler(handler)
+        logging.getLogger("cxr").setLevel(logging.INFO)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if getattr(args, "device", None):
+        os.environ[DEVICE_ENV] = args.device  # the notebooks and every function read it through runtime.device()
     if args.command == "data" and args.action == "import" and not args.path:
         parser.error("cxr data import needs PATH: the Kaggle zip or its unpacked folder")
     try:
+        if hasattr(args, "device"):
+            log = logging.getLogger("cxr")
+            log.info("models run on %s", device())  # fails here, clearly, for cuda without a GPU
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"cxr: error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ from scipy.stats import spearmanr
 from .features import to_tensor
 from .models import CLASSES, EfficientNetLite0
 from .preprocess import clahe
+from .runtime import model_device, to_numpy
 
 METHODS = ("GradCAM", "GradCAM++", "EigenCAM")
 
@@ -138,7 +139,7 @@ def cam_maps(model: torch.nn.Module, pixels: np.ndarray, size: int, targets: lis
     out = []
     with cls(model=net, target_layers=layers) as cam:
         for i in range(0, len(pixels), batch):
-            x = to_tensor(pixels[i:i + batch], size).contiguous()
+            x = to_tensor(pixels[i:i + batch], size, model_device(net)).contiguous()
             t = None if targets is None else [ClassifierOutputTarget(int(c)) for c in targets[i:i + batch]]
             out.append(cam(input_tensor=x, targets=t))
     s = pixels.shape[-1]
@@ -186,7 +187,7 @@ def road_scores(model: torch.nn.Module, pixels: np.ndarray, size: int, cams: np.
         cams = np.stack([cv2.resize(c, (size, size), interpolation=cv2.INTER_AREA) for c in cams])
     out = []
     for i in range(0, len(pixels), batch):
-        x = to_tensor(pixels[i:i + batch], size).contiguous()
+        x = to_tensor(pixels[i:i + batch], size, model_device(net)).contiguous()
         t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets[i:i + batch]]
         with torch.no_grad():
             out.append(np.asarray(metric(x, cams[i:i + batch], t, net)).ravel())
@@ -247,7 +248,7 @@ def viewer(models: dict, pixels: np.ndarray, table: pd.DataFrame, size: int):
         net = models[model]
         g = np.asarray(pixels[i])
         with torch.no_grad():
-            p = net(to_tensor(g[None], size)).softmax(1)[0].numpy()
+            p = to_numpy(net(to_tensor(g[None], size, model_device(net))).softmax(1))[0]
         t = int(p.argmax()) if target == "predicted" else CLASSES.index(target)
         cam = cam_maps(net, g[None], size, targets=[t], method=method)[0]
         fig, axes = plt.subplots(1, 2, figsize=(8, 4))

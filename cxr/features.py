@@ -10,14 +10,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .runtime import show_progress
+from .runtime import autocast, device, show_progress, to_numpy
 from .config import Config, cache_key, get_config
 from .data import _ensure
 
 
-def to_tensor(batch: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (B, S, S) images -> float (B, 1, size, size) in [0, 1], channels-last."""
-    x = torch.from_numpy(np.array(batch, dtype=np.float32)).div_(255).unsqueeze(1)
+def to_tensor(batch: np.ndarray, size: int, device: torch.device | None = None) -> torch.Tensor:
+    """uint8 (B, S, S) images -> float (B, 1, size, size) in [0, 1], channels-last, on `device`
+    (the CPU when None)."""
+    x = torch.from_numpy(np.array(batch, dtype=np.float32))
+    if device is not None and device.type != "cpu":
+        x = x.to(device, non_blocking=True)
+    x = x.div_(255).unsqueeze(1)
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="area" if x.shape[-1] > size else "bilinear",
                           **({} if x.shape[-1] > size else {"align_corners": False}))
@@ -47,10 +51,12 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
     if path.exists():
         return np.load(path)
     torch.manual_seed(config.seed)
-    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
+    dev = device()
+    model = efficientnet_lite0(pretrained=True).eval().to(dev, memory_format=torch.channels_last)
     out = np.zeros((len(pixels), 1280), np.float32)
     for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not show_progress(progress)):
-        out[i:i + batch] = model.features(to_tensor(pixels[i:i + batch], size)).mean((2, 3)).numpy()
+        with autocast(dev):
+            out[i:i + batch] = to_numpy(model.features(to_tensor(pixels[i:i + batch], size, dev)).mean((2, 3)))
     save_atomic(path, out)
     return out
 

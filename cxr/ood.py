@@ -16,15 +16,18 @@ import numpy as np
 import torch
 
 from .features import to_tensor
+from .runtime import autocast, model_device, to_numpy
 
 
 @torch.inference_mode()
 def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64) -> np.ndarray:
     """The final model's pooled last feature map (N, 1280) for preprocessed uint8 images."""
     model.eval()
+    dev = model_device(model)
     out = []
     for i in range(0, len(pixels), batch):
-        out.append(model.features(to_tensor(pixels[i:i + batch], size)).mean((2, 3)).numpy())
+        with autocast(dev):
+            out.append(to_numpy(model.features(to_tensor(pixels[i:i + batch], size, dev)).mean((2, 3))))
     return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
 
 
@@ -33,11 +36,14 @@ def proba_and_features(model: torch.nn.Module, pixels: np.ndarray, size: int, ba
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (before temperature scaling) and pooled features in one forward pass."""
     model.eval()
+    dev = model_device(model)
     probs, feats = [], []
     for i in range(0, len(pixels), batch):
-        fmap = model.features(to_tensor(pixels[i:i + batch], size))
-        probs.append(model.head(fmap).softmax(1).numpy())
-        feats.append(fmap.mean((2, 3)).numpy())
+        with autocast(dev):
+            fmap = model.features(to_tensor(pixels[i:i + batch], size, dev))
+            logits = model.head(fmap)
+        probs.append(to_numpy(logits.float().softmax(1)))
+        feats.append(to_numpy(fmap.float().mean((2, 3))))
     return np.concatenate(probs), np.concatenate(feats)
 
 

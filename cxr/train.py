@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import shutil
 import time
@@ -31,9 +32,9 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .runtime import show_progress
+from .runtime import autocast, device, model_device, show_progress, to_numpy
 from . import augment, evaluate, targets
-from .config import Config, cache_key, get_config
+from .config import Config, cache_key, display_path, get_config
 from .data import CLASSES, _ensure, load_audit, load_table
 from .features import embed, save_atomic, to_tensor
 from .models import efficientnet_lite0, resnet50
@@ -41,6 +42,8 @@ from .preprocess import load_pixels
 from .trained import CHECKPOINT_FORMAT, build_model, load_model, predict, save_checkpoint, save_state  # noqa: F401
 
 APPROACHES = ("linear", "finetune", "resnet50")
+# Progress and cache messages go to the log (the CLI shows it on stderr), not into the book's pages.
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- linear head
@@ -135,8 +138,7 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
     key = run_key(config, approach, table)
     path = Path(config.runs_dir) / f"{approach}-{config.profile}-{key}"
     if (path / "done.json").exists() and reuse and not retrain:
-        if progress:
-            print(f"reusing finished run {path.name} (same config, split and code)")
+        log.info("reusing finished run %s (same config, split and code)", path.name)
         return load_run(path)
     if retrain and path.exists():
         shutil.rmtree(path)
@@ -235,21 +237,24 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     from .features import pixels_key
 
     cut = config.train_from_block
+    # view 0 without the other chain is the images themselves: no draw, so no seed or harmonisation
+    # in its key, and runs that differ only there (the seeds, chapter 05's "before" model) share it
+    drawn = [config.harmonise, config.seed, chain] if view > 0 or chain else []
     key = cache_key([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut, config.input_size,
-                     config.harmonise, config.seed, chain],
-                    ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
+                     *drawn], ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
     path = Path(config.cache_dir) / f"activations-{key}.npy"
     # The frozen model is built whether or not the cache exists: building it draws the random
     # initial state of its layers from torch's global generator (the pretrained weights replace it
     # after), and the training that follows must see the same random stream either way, so that a
     # run gives the same model on a fresh machine and on one whose caches are warm.
-    model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
+    dev = device()
+    model = efficientnet_lite0(pretrained=True).eval().to(dev, memory_format=torch.channels_last)
     if path.exists():
         return np.load(path, mmap_mode="r")
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
     with torch.inference_mode():
-        probe = model.features(to_tensor(pixels[rows[:1]], config.input_size), 0, cut)
+        probe = model.features(to_tensor(pixels[rows[:1]], config.input_size, dev), 0, cut)
         tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(rows),) + tuple(probe.shape[1:]))
         try:
@@ -259,7 +264,8 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
                     imgs = augment.augment_batch(imgs, transform)
                 if chained is not None:
                     imgs = augment.augment_batch(imgs, chained)
-                out[i:i + batch] = model.features(to_tensor(imgs, config.input_size), 0, cut).numpy()
+                with autocast(dev):
+                    out[i:i + batch] = to_numpy(model.features(to_tensor(imgs, config.input_size, dev), 0, cut))
             out.flush()
             del out
             tmp.replace(path)
@@ -285,10 +291,14 @@ def _set_train_mode(model, cut: int) -> None:
 @torch.inference_mode()
 def _top_proba(model, acts: np.ndarray, cut: int, batch: int = 256) -> np.ndarray:
     model.eval()
+    dev = model_device(model)
     out = []
     for i in range(0, len(acts), batch):
-        x = torch.from_numpy(np.asarray(acts[i:i + batch], dtype=np.float32)).contiguous(memory_format=torch.channels_last)
-        out.append(model.head(model.features(x, cut)).softmax(1).numpy())
+        x = torch.from_numpy(np.asarray(acts[i:i + batch], dtype=np.float32)).to(dev).contiguous(
+            memory_format=torch.channels_last)
+        with autocast(dev):
+            logits = model.head(model.features(x, cut))
+        out.append(to_numpy(logits.float().softmax(1)))
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)), np.float32)
 
 
@@ -345,7 +355,8 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     cache_seconds = time.perf_counter() - start - resumed
     n_train = len(y_train)
 
-    model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
+    dev = device()
+    model = efficientnet_lite0(pretrained=True).to(dev, memory_format=torch.channels_last)
     params = _trainable(model, cut)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     # paired: each step takes batch_size / 2 radiographs, each as its view and its other-chain view
@@ -355,7 +366,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     warm = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    sample_weight = torch.from_numpy(_group_weights(group))
+    sample_weight = torch.from_numpy(_group_weights(group)).to(dev)
     history, best, bad_epochs, first_epoch, eval_seconds = [], None, 0, 0, 0.0
     if resumed:
         state = torch.load(path / "last.pt", map_location="cpu", weights_only=True)
@@ -363,8 +374,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         history, best, bad_epochs, first_epoch = state["history"], state["best"], state["bad_epochs"], state["epoch"] + 1
-        if progress:
-            print(f"resuming {path.name} after epoch {first_epoch}")
+        log.info("resuming %s after epoch %d", path.name, first_epoch)
     yv = y[va]
     budget_stop = False
     for epoch in range(first_epoch, config.epochs):
@@ -379,10 +389,11 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
             x = np.asarray(acts[idx], dtype=np.float32)
             if paired:
                 x = np.concatenate([x, np.asarray(chain_views[epoch % len(views)][idx], dtype=np.float32)])
-            x = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-            target = torch.from_numpy(y_train[idx])
+            x = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            target = torch.from_numpy(y_train[idx]).to(dev)
             w = sample_weight[idx]
-            logits = model.head(model.features(x, cut))
+            with autocast(dev):
+                logits = model.head(model.features(x, cut)).float()
             k = 2 if paired else 1
             per_image = F.cross_entropy(logits, target.repeat(k), reduction="none", label_smoothing=0.05)
             loss = (per_image * w.repeat(k)).sum() / (k * w.sum())
@@ -419,23 +430,21 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
             save_checkpoint(path / "checkpoint.pt", model, "efficientnet_lite0", config, epoch=epoch + 1)
         else:
             bad_epochs += 1
-        if progress:
-            print(f"epoch {epoch + 1:2d}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
-                  f"val acc {row['val_accuracy']:.4f}  balanced {row['val_balanced_accuracy']:.4f}  "
-                  f"AUC {row['val_macro_auc']:.4f}  twins {twin_agreement:.3f}  "
-                  f"{row['wall_seconds'] / 60:.1f} min{'  *' if improved else ''}")
+        log.info(f"epoch {epoch + 1:2d}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+                 f"val acc {row['val_accuracy']:.4f}  balanced {row['val_balanced_accuracy']:.4f}  "
+                 f"AUC {row['val_macro_auc']:.4f}  twins {twin_agreement:.3f}  "
+                 f"{row['wall_seconds'] / 60:.1f} min{'  *' if improved else ''}")
         save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                       "scheduler": sched.state_dict(), "history": history, "best": best,
                                       "bad_epochs": bad_epochs, "epoch": epoch,
                                       "elapsed": time.perf_counter() - start - eval_seconds})
         pd.DataFrame(history).to_csv(path / "history.csv", index=False)
         if bad_epochs >= config.patience:
-            if progress:
-                print(f"early stop: no validation improvement for {config.patience} epochs")
+            log.info("early stop: no validation improvement for %d epochs", config.patience)
             break
         if time.perf_counter() - start - eval_seconds > config.wall_budget_s and epoch + 1 < config.epochs:
             budget_stop = True  # the safety stop fired: the run says so in done.json
-            print(f"stopping early: the wall-time safety stop of {config.wall_budget_s / 60:.0f} min fired after "
+            log.warning(f"stopping early: the wall-time safety stop of {config.wall_budget_s / 60:.0f} min fired after "
                   f"epoch {epoch + 1} of {config.epochs}")
             break
     train_seconds = time.perf_counter() - start - eval_seconds
@@ -466,9 +475,9 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
 
     torch.manual_seed(config.seed)
     model, origin = resnet50(pretrained=True)
-    model = model.to(memory_format=torch.channels_last)
-    if progress:
-        print(f"ResNet50: {origin}")
+    dev = device()
+    model = model.to(dev, memory_format=torch.channels_last)
+    log.info("ResNet50: %s", origin)
     tr = np.flatnonzero((table.split == "train").to_numpy())
     va_all = np.flatnonzero((table.split == "val").to_numpy())
     # a fixed, stratified validation subset for the checks during training
@@ -478,7 +487,7 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
                                  for g in (va_all[y[va_all] == c] for c in range(len(CLASSES))) if len(g)]))
     lr, batch, steps = config.resnet_lr, config.resnet_batch_size, config.resnet_steps
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
-    weights = _class_weights(y[tr])
+    weights = _class_weights(y[tr]).to(dev)
     transform = augment.train_augment(harmonise=False, seed=config.seed)
     budget = config.wall_budget_s
     every_steps = max(1, steps // 4)
@@ -497,7 +506,7 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
     while step < steps:
         if trained >= budget:
             budget_stop = True  # the safety stop fired: the run says so in done.json
-            print(f"stopping early: the wall-time safety stop of {budget / 60:.0f} min fired after {step} of {steps} steps")
+            log.warning(f"stopping early: the wall-time safety stop of {budget / 60:.0f} min fired after {step} of {steps} steps")
             break
         if pos >= len(order):
             epoch, pos = epoch + 1, 0
@@ -508,8 +517,10 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         model.train()
         for g in opt.param_groups:
             g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
-        x = to_tensor(augment.augment_batch(pixels[tr[idx]], transform), config.input_size)
-        loss = F.cross_entropy(model(x), torch.from_numpy(y[tr[idx]]), weight=weights, label_smoothing=0.05)
+        x = to_tensor(augment.augment_batch(pixels[tr[idx]], transform), config.input_size, dev)
+        with autocast(dev):
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, torch.from_numpy(y[tr[idx]]).to(dev), weight=weights, label_smoothing=0.05)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -528,10 +539,9 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
             save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "history": history, "trained": trained, "seen": seen, "step": step,
                                           "epoch": epoch})
-            if progress:
-                h = history[-1]
-                print(f"{trained / 60:5.1f} min, {seen:,} images: val acc {h['val_accuracy']:.4f}, "
-                      f"val AUC {h['val_macro_auc']:.4f}")
+            h = history[-1]
+            log.info(f"{trained / 60:5.1f} min, {seen:,} images: val acc {h['val_accuracy']:.4f}, "
+                     f"val AUC {h['val_macro_auc']:.4f}")
     bar.close()
     save_checkpoint(path / "checkpoint.pt", model, "resnet50", config, weights_origin=origin)
     for s in ("val", "test"):
@@ -580,12 +590,15 @@ def inference_speed(model: torch.nn.Module, size: int, batch: int = 64, repeats:
     if threads:
         torch.set_num_threads(threads)
     model.eval()
-    x = torch.rand(batch, 1, size, size).contiguous(memory_format=torch.channels_last)
-    model(x)
+    dev = model_device(model)
+    x = torch.rand(batch, 1, size, size).to(dev).contiguous(memory_format=torch.channels_last)
+    with autocast(dev):
+        model(x)
     rates = []
     for _ in range(repeats):
         t = time.perf_counter()
-        model(x)
+        with autocast(dev):
+            model(x).float().cpu()  # the result on the host, as a caller gets it
         rates.append(batch / (time.perf_counter() - t))
     return {"images_per_second": float(np.median(rates)), "runs": rates, "batch": batch, "size": size,
             "threads": torch.get_num_threads()}
@@ -613,7 +626,7 @@ def training_report(run: Run, command: str) -> dict:
         "inference_images_per_second": speed["images_per_second"],
         "inference": speed,
         "input_size": meta["input_size"],
-        "config": run.config,
+        "config": {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in run.config.items()},
         "command": command,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -20,7 +20,7 @@ from .config import Config, get_config
 from .data import CLASSES
 from .features import to_tensor
 from .models import efficientnet_lite0, resnet50
-from .runtime import show_progress
+from .runtime import autocast, device, model_device, show_progress, to_numpy
 
 CHECKPOINT_FORMAT = "cxr-checkpoint-1"
 
@@ -47,8 +47,9 @@ def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
     raise ValueError(f"unknown architecture {arch!r}")
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """A model from a cxr checkpoint, in eval mode, and the checkpoint's metadata.
+def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, on device `on` (default: `runtime.device()`,
+    i.e. --device / $CXR_DEVICE / auto), and the checkpoint's metadata.
 
     Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
     file that is not a cxr checkpoint.
@@ -74,7 +75,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
     except RuntimeError as e:
         raise ValueError(f"{path}: weights do not fit architecture {state['arch']!r}: {e}") from e
     meta = {k: v for k, v in state.items() if k != "model"}
-    return model.eval().to(memory_format=torch.channels_last), meta
+    return model.eval().to(device(on), memory_format=torch.channels_last), meta
 
 
 @torch.inference_mode()
@@ -84,9 +85,12 @@ def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 
     from tqdm.auto import tqdm
 
     model.eval()
+    dev = model_device(model)
     out = np.zeros((len(pixels), len(CLASSES)), np.float32)
     for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
-        out[i:i + batch] = model(to_tensor(pixels[i:i + batch], size)).softmax(1).numpy()
+        with autocast(dev):
+            logits = model(to_tensor(pixels[i:i + batch], size, dev))
+        out[i:i + batch] = to_numpy(logits.float().softmax(1))
     return out
 
 

@@ -66,3 +66,25 @@ def test_resnet50_grey_stem_matches_normalised_rgb(tmp_path):
 def test_missing_resnet_weights_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         models.resnet50(weights_path=tmp_path / "nope.pth")
+
+
+@pytest.mark.parametrize("k,stride,size", [(3, 1, 14), (5, 1, 15), (3, 2, 16), (3, 2, 15), (5, 2, 28), (1, 1, 7)])
+def test_same_padding_matches_tensorflow_same(k, stride, size):
+    """SAME padding, symmetric (done by the convolution) or not (padded first), equals an explicit
+    TensorFlow-style pad followed by a plain convolution."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from cxr.models import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(4, 6, k, stride=stride, bias=True)
+    x = torch.randn(2, 4, size, size)
+    total = max((math.ceil(size / stride) - 1) * stride + k - size, 0)
+    lo, hi = total // 2, total - total // 2
+    expected = F.conv2d(F.pad(x, (lo, hi, lo, hi)), conv.weight, conv.bias, stride)
+    out = conv(x)
+    assert out.shape[-1] == math.ceil(size / stride)
+    assert torch.allclose(out, expected, atol=1e-5)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import evaluate, train, trained
+from cxr import evaluate, runtime, train, trained
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -69,7 +69,8 @@ def test_linear_head_checkpoint_is_an_ordinary_model(tiny):
     test = table[table.split == "test"]
     p = trained.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
     _, saved = run.proba("test")
-    assert np.allclose(p, saved, atol=1e-3)  # the folded-in scaler and head reproduce sklearn's output
+    # the folded-in scaler and head reproduce sklearn's output (to bfloat16's precision on a GPU)
+    assert np.allclose(p, saved, atol=1e-3 if runtime.model_device(model).type == "cpu" else 1e-2)
 
 
 def test_load_model_rejects_wrong_files(tmp_path):
@@ -126,3 +127,19 @@ def test_a_run_gives_the_same_model_with_cold_and_warm_caches(tiny):
     warm = train.fit("finetune", tiny, progress=False, retrain=True)  # the caches are on disk now
     w_warm = torch.load(warm.checkpoint, weights_only=True)["model"]
     assert all(torch.equal(w_cold[k], w_warm[k]) for k in w_cold)
+
+
+def test_the_plain_view_cache_is_shared_by_runs_that_differ_only_in_their_draws(tiny):
+    from cxr.data import load_table
+    from cxr.preprocess import load_pixels
+
+    root, table = load_table(tiny)
+    pixels = load_pixels(root, table, tiny, progress=False)
+    rows = np.flatnonzero((table.split == "train").to_numpy())
+    plain = train.frozen_activations(pixels, rows, tiny, 0, progress=False)
+    for other in (tiny.replace(seed=1), tiny.replace(harmonise=False)):
+        again = train.frozen_activations(pixels, rows, other, 0, progress=False)
+        assert again.filename == plain.filename  # one file, computed once
+        drawn = train.frozen_activations(pixels, rows, other, 1, progress=False)
+        assert drawn.filename != train.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
+    assert train.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename

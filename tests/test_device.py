@@ -1,0 +1,94 @@
+"""Where models run: --device auto|cpu|cuda and $CXR_DEVICE. The CPU path everywhere; the CUDA
+tests run only where PyTorch sees a GPU and are skipped elsewhere."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxr import cli, runtime, train, trained
+from cxr.config import get_config
+from conftest import write_dataset
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+
+
+def test_auto_is_cuda_only_where_there_is_a_gpu(monkeypatch):
+    monkeypatch.delenv("CXR_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.device().type == "cpu" and runtime.device("auto").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runtime.device().type == "cuda" and runtime.device("cpu").type == "cpu"
+
+
+def test_the_environment_chooses_when_no_argument_does(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("CXR_DEVICE", "cpu")
+    assert runtime.device().type == "cpu"
+    assert runtime.device("cuda").type == "cuda"  # an explicit choice wins over the environment
+    monkeypatch.setenv("CXR_DEVICE", " CUDA ")
+    assert runtime.device().type == "cuda"
+
+
+def test_bad_or_impossible_devices_say_what_to_do(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA GPU.*--device auto or cpu"):
+        runtime.device("cuda")
+    with pytest.raises(ValueError, match="not one of auto, cpu, cuda"):
+        runtime.device("tpu")
+    monkeypatch.setenv("CXR_DEVICE", "gpu")
+    with pytest.raises(ValueError, match="CXR_DEVICE"):
+        runtime.device()
+
+
+def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CXR_DEVICE", "auto")  # restored after the test: `cxr --device` sets it for the process
+    for command in (["train"], ["evaluate", "--data", "x"], ["audit"], ["adapt", "--data", "x"], ["predict", "x"]):
+        assert cli.main(command + ["--device", "cuda"]) == 2, command
+        assert "no CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "x", "--device", "tpu"])
+
+
+def test_models_load_and_predict_on_the_cpu_when_asked(monkeypatch):
+    monkeypatch.setenv("CXR_DEVICE", "cpu")
+    model, meta = trained.load_model(trained.SHIPPED)
+    assert runtime.model_device(model).type == "cpu"
+    pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
+    p = trained.predict(model, pixels, meta["input_size"], progress=False)
+    assert p.shape == (3, 4) and p.dtype == np.float32 and np.allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_autocast_leaves_the_cpu_untouched():
+    x = torch.randn(4, 8)
+    with runtime.autocast(torch.device("cpu")):
+        y = x @ x.T
+    assert y.dtype == torch.float32 and torch.equal(y, x @ x.T)
+
+
+@cuda
+def test_cuda_predictions_match_the_cpu(monkeypatch):
+    pixels = np.random.default_rng(0).integers(0, 255, (16, 224, 224), dtype=np.uint8)
+    cpu_model, meta = trained.load_model(trained.SHIPPED, on="cpu")
+    gpu_model, _ = trained.load_model(trained.SHIPPED, on="cuda")
+    assert runtime.model_device(gpu_model).type == "cuda"
+    p_cpu = trained.predict(cpu_model, pixels, meta["input_size"], progress=False)
+    p_gpu = trained.predict(gpu_model, pixels, meta["input_size"], progress=False)
+    assert np.abs(p_cpu - p_gpu).max() < 0.05  # bfloat16 on the GPU
+    assert (p_cpu.argmax(1) == p_gpu.argmax(1)).mean() >= 0.9
+
+
+@cuda
+def test_cuda_training_runs_and_reloads_on_the_cpu(home: Path, tmp_path: Path, monkeypatch):
+    ds = write_dataset(tmp_path / "tiny", per_class=10)
+    monkeypatch.setenv("CXR_DATA_DIR", str(ds))
+    monkeypatch.setenv("CXR_DEVICE", "cuda")
+    cfg = get_config("full", epochs=2, patience=5, views=2, input_size=64, image_size=64, batch_size=8,
+                     cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    run = train.fit("finetune", cfg, progress=False)
+    assert len(run.history) == 2 and np.isfinite(run.history.val_loss).all()
+    model, _ = trained.load_model(run.checkpoint, on="cpu")
+    assert runtime.model_device(model).type == "cpu"
