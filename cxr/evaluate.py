@@ -180,20 +180,22 @@ def _f1_stat(c: int):
 
 def per_class_table(s: dict, pct: bool = True) -> pd.DataFrame:
     """The per-class part of a summary as a table with counts and intervals, for display."""
+    from .book import interval
+
     rows = []
     k = 100 if pct else 1
     for name, m in s["per_class"].items():
         def fmt(key, num=None, den=None):
-            v, (lo, hi) = m[key], m[key + "_ci"]
+            v = m[key]
             counts = f" ({num}/{den})" if num is not None else ""
-            return f"{k * v:.1f} [{k * lo:.1f}, {k * hi:.1f}]{counts}" if not math.isnan(v) else "n/a"
+            return interval(v, m[key + "_ci"], k) + counts if not math.isnan(v) else "n/a"
         rows.append({
             "class": name, "n": m["n"],
             "sensitivity": fmt("sensitivity", m["tp"], m["tp"] + m["fn"]),
             "specificity": fmt("specificity", m["tn"], m["tn"] + m["fp"]),
             "PPV": fmt("ppv", m["tp"], m["tp"] + m["fp"]),
             "NPV": fmt("npv", m["tn"], m["tn"] + m["fn"]),
-            "ROC-AUC": f"{m['auc']:.3f} [{m['auc_ci'][0]:.3f}, {m['auc_ci'][1]:.3f}]",
+            "ROC-AUC": interval(m["auc"], m["auc_ci"], 1, 3),
         })
     return pd.DataFrame(rows).set_index("class")
 

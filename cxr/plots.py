@@ -180,7 +180,7 @@ def learning_curve(summary: pd.DataFrame) -> plt.Figure:
     """Site adaptation (`cxr.adapt.curve_summary`): the site's false-COVID rate with its interval
     per number of local films and method (left); database accuracy, COVID-19 sensitivity and
     external accuracy (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     base = summary[summary.method == "none"]
     for method, g in summary[summary.method != "none"].groupby("method", sort=False):
         g = pd.concat([base, g]).sort_values("local films")
@@ -194,5 +194,5 @@ def learning_curve(summary: pd.DataFrame) -> plt.Figure:
     axes[0].set(xlabel="local normal films adapted on", ylabel="% of held-out site normals called COVID-19", ylim=(0, 100))
     axes[0].legend(title="method")
     axes[1].set(xlabel="local normal films adapted on", ylabel="%", ylim=(0, 100))
-    axes[1].legend(fontsize=7, loc="lower left")
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below the panel, off the lines
     return fig

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import Config, get_config
+from .config import Config, display_path, get_config
 from .data import CLASSES
 from .features import to_tensor
 from .models import efficientnet_lite0, resnet50
@@ -141,6 +141,8 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state["precision"] = "float16"
     state["source_run"] = Path(checkpoint).parent.name
+    # the shipped file names no folder of the machine that exported it
+    state["config"] = {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in state["config"].items()}
     if evaluation is not None:
         state["operating_points"] = {k: {kk: op[kk] for kk in ("task", "target_sensitivity", "threshold")}
                                      for k, op in evaluation.get("operating_points", {}).items()}

@@ -273,3 +273,16 @@ def test_difference_verdict_needs_the_whole_interval_on_one_side():
     assert "worse" in difference_verdict("x", -0.02, (-0.04, -0.001))
     spans = difference_verdict("x", 0.02, (-0.001, 0.04))
     assert "no difference" in spans and "+2.00 points" in spans
+
+
+def test_per_class_table_keeps_each_interval_on_one_line():
+    import numpy as np
+
+    from cxr.evaluate import per_class_table, summary
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    p = rng.dirichlet(np.ones(4), 40) + np.eye(4)[y]
+    t = per_class_table(summary(y, p / p.sum(1, keepdims=True), n_boot=50))
+    cell = t.loc["COVID", "sensitivity"]
+    assert cell.endswith("/10)") and ",\u00a0" in cell and cell.count(" [") == 1
