@@ -12,8 +12,8 @@ is the sum of the three RGB kernels computes exactly what the RGB network comput
 """
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from pathlib import Path
 
 import torch
@@ -179,11 +179,13 @@ def resnet50(num_classes: int = len(CLASSES), weights_path: str | Path | None = 
         path = Path(weights_path) if weights_path else _cached_resnet50()
         if path is not None and path.exists():
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            origin = f"ImageNet weights from {path}"
+            origin = f"ImageNet weights ({path.name})"
         elif weights_path:
             raise FileNotFoundError(f"ResNet50 weights not found at {weights_path}")
         else:
-            warnings.warn("ResNet50: no ImageNet weights in torchvision's cache; starting from random weights.")
+            # said in the returned note (the run records it, chapter 03 states it) and in the log
+            logging.getLogger(__name__).warning("ResNet50: no ImageNet weights in torchvision's cache; "
+                                                "starting from random weights.")
     net.conv1 = gray_stem_normalised(net.conv1, IMAGENET_MEAN, IMAGENET_STD)
     net.fc = nn.Linear(net.fc.in_features, num_classes)
     return net, origin
