@@ -72,6 +72,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "device_speed.json"))
     args = ap.parse_args()
 
+    import numpy as np
+    import pandas as pd
     import torch
 
     from cxr import runtime, train, trained
@@ -109,16 +111,13 @@ def main() -> int:
         done = json.loads(runs[0].read_text())
         record["run"] = {k: done.get(k) for k in ("epochs", "best_epoch", "activation_cache_seconds",
                                                   "train_wall_seconds", "train_images", "safety_stop_fired")}
-        history = json.loads(json.dumps(
-            __import__("pandas").read_csv(runs[0].parent / "history.csv")[["epoch", "wall_seconds"]].to_dict("records")))
-        record["run"]["epoch_wall_seconds"] = history
+        history = pd.read_csv(runs[0].parent / "history.csv")
+        record["run"]["epoch_wall_seconds"] = history[["epoch", "wall_seconds"]].to_dict("records")
         model, meta = trained.load_model(runs[0].parent / "checkpoint.pt", on=dev.type)
     else:
         model, meta = trained.load_model(trained.SHIPPED, on=dev.type)
     size = meta["input_size"]
     record["inference"] = {f"batch_{b}": train.inference_speed(model, size, batch=b, repeats=15) for b in (64, 256)}
-    import numpy as np
-
     pixels = np.random.default_rng(0).integers(0, 255, (2048, 224, 224), dtype=np.uint8)
     trained.predict(model, pixels[:64], size, progress=False)
     t = time.perf_counter()

@@ -289,11 +289,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     # progress and cache messages (cxr.train's log) on stderr, without touching a caller's logging
-    if not logging.getLogger("cxr").handlers:
+    log = logging.getLogger("cxr")
+    if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.getLogger("cxr").addHandler(handler)
-        logging.getLogger("cxr").setLevel(logging.INFO)
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "device", None):
         os.environ[DEVICE_ENV] = args.device  # the notebooks and every function read it through runtime.device()
@@ -301,7 +302,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("cxr data import needs PATH: the Kaggle zip or its unpacked folder")
     try:
         if hasattr(args, "device"):
-            log = logging.getLogger("cxr")
             log.info("models run on %s", device())  # fails here, clearly, for cuda without a GPU
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:

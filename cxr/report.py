@@ -250,21 +250,20 @@ def external_tables(external: dict, evaluation: dict) -> dict:
 
     from .data import CLASSES
 
-    pct = interval  # percentages without the sign: the column names say %
     pl = external.get("patient_level") or {"per_class": {}}
     rows = []
     for c in CLASSES:
         e, d, p = external["per_class"][c], evaluation["per_class"][c], pl["per_class"].get(c, {})
-        rows.append({"class": c, "database test: sensitivity %": pct(d["sensitivity"], d["sensitivity_ci"]),
+        rows.append({"class": c, "database test: sensitivity %": interval(d["sensitivity"], d["sensitivity_ci"]),
                      "external: images (patients)": f"{e['n']} ({p.get('patients', 'n/a')})",
-                     "external: sensitivity %, image CI": pct(e["sensitivity"], e["sensitivity_ci"]),
-                     "external: sensitivity %, patient CI": pct(p.get("sensitivity"), p.get("sensitivity_ci")),
-                     "external: specificity %": pct(e["specificity"], e["specificity_ci"])})
+                     "external: sensitivity %, image CI": interval(e["sensitivity"], e["sensitivity_ci"]),
+                     "external: sensitivity %, patient CI": interval(p.get("sensitivity"), p.get("sensitivity_ci")),
+                     "external: specificity %": interval(e["specificity"], e["specificity_ci"])})
     collections = []
     for g, m in external.get("by_collection", {}).items():
         gp = m.get("patient_level") or {}
         collections.append({"collection": g, "images": m["n"], "patients": m.get("patients") or "n/a",
-                            "accuracy %, patient CI": pct(m["accuracy"]["value"], gp.get("accuracy_ci", m["accuracy"]["ci"])),
+                            "accuracy %, patient CI": interval(m["accuracy"]["value"], gp.get("accuracy_ci", m["accuracy"]["ci"])),
                             **{f"called {c}": m["predicted"][c] for c in CLASSES}})
     cm = pd.DataFrame(external["confusion"], index=[f"true {c}" for c in CLASSES],
                       columns=[f"called {c}" for c in CLASSES])
