@@ -202,14 +202,11 @@ def test_page_checks_catch_what_they_look_for():
 
 def test_chapters_glue_the_numbers_of_their_records(site: Path):
     """Sentences in chapter 06 quote the records the build wrote, through the package's text functions."""
-    import html
-
     from cxr import adapt, report
 
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
     external = json.loads((_smoke_reports() / "external.json").read_text())
-    page = (site / "notebooks" / "06_external.html").read_text()
-    pasted = [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page)]
+    pasted = pasted_texts(site / "notebooks" / "06_external.html")
     shown = report.external_text(external, evaluation)
     for key in ("ext_accuracy", "db_accuracy", "ext_called_covid", "ext_normals_covid"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the page"
@@ -237,6 +234,13 @@ def test_cell_timeout_can_be_set_for_one_build(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the executive summary
+def pasted_texts(page: Path) -> list[str]:
+    """The numbers a built page quotes through {glue:text}, as the reader sees them."""
+    import html
+
+    return [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page.read_text())]
+
+
 def _smoke_reports() -> Path:
     from cxr.config import get_config
 
@@ -244,9 +248,6 @@ def _smoke_reports() -> Path:
 
 
 def test_summary_page_shows_the_records_of_its_run(site: Path):
-    import html
-    import re
-
     import pandas as pd
 
     from cxr import report
@@ -254,8 +255,7 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
 
     record = json.loads((_smoke_reports() / "summary.json").read_text())
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
-    page = (site / "notebooks" / "00_summary.html").read_text()
-    pasted = [html.unescape(t) for t in re.findall(r'<span class="pasted-text">(.*?)</span>', page)]
+    pasted = pasted_texts(site / "notebooks" / "00_summary.html")
     shown = report.summary_text(record)
     for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
                 "roi_external", "external_accuracy", "external_normals_covid", "adapt_before", "adapt_after"):
