@@ -330,10 +330,13 @@ def comparison_table(record: dict) -> pd.DataFrame:
 
 def sweep(config: Config | None = None, runs: dict | None = None, external_dir: str | Path | None = None) -> dict:
     """The comparison the chapter shows: `<reports>/mitigation.json` (every run tried, written by
-    `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists, else a comparison
-    of `runs` made now."""
+    `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists and names every run
+    of `runs`, else a comparison of `runs` made now."""
     config = config or get_config()
     path = config.reports_dir / "mitigation.json"
     if path.exists():
-        return json.loads(path.read_text())
+        record = json.loads(path.read_text())
+        # a record made before these runs existed (another recipe, another build) does not describe them
+        if all(Path(r.path).name in {row["run"] for row in record["runs"]} for r in (runs or {}).values()):
+            return record
     return compare(runs or {}, config, external_dir=external_dir)

@@ -421,6 +421,18 @@ def smoke_sample(split: pd.DataFrame, config: Config) -> pd.DataFrame:
     return pd.concat(parts).drop(columns="_k").sort_values(["split", "label", "file"])
 
 
+def stratified_sample(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """About `n` rows of `rows`, each label in its own proportion (all rows when there are no more
+    than `n`). The draw hashes file names with the seed, so it depends on neither row order nor
+    the machine."""
+    if len(rows) <= n:
+        return rows
+    key = rows.file.map(lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
+    ordered = rows.assign(_k=key).sort_values("_k")
+    parts = [g.head(max(1, round(n * len(g) / len(rows)))) for _, g in ordered.groupby("label")]
+    return pd.concat(parts).drop(columns="_k").sort_values(["label", "file"])
+
+
 # --------------------------------------------------------------------------- import
 def import_kaggle(src: str | Path, dest: str | Path | None = None, progress: bool = True) -> Path:
     """Lay out the Kaggle download (zip or folder) as data/COVID-19_Radiography_Dataset.

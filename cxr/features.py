@@ -42,7 +42,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
     """Global-average-pooled ImageNet EfficientNet-Lite0 features (N, 1280), cached on disk."""
     from tqdm.auto import tqdm
 
-    from .models import efficientnet_lite0
+    from .models import efficientnet_lite0, folded
 
     config = config or get_config()
     size = size or config.input_size
@@ -52,7 +52,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
         return np.load(path)
     torch.manual_seed(config.seed)
     dev = device()
-    model = efficientnet_lite0(pretrained=True).eval().to(dev, memory_format=torch.channels_last)
+    model = folded(efficientnet_lite0(pretrained=True)).to(dev)
     out = np.zeros((len(pixels), 1280), np.float32)
     for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not show_progress(progress)):
         with autocast(dev):

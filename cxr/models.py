@@ -70,8 +70,10 @@ class MBConv(nn.Module):
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        # in place: a batch-norm output is not needed again, and the clamp is then one pass less
+        # over memory (the result and its gradient are the same as out of place)
+        y = F.relu6(self._bn0(self._expand_conv(x)), inplace=True) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
@@ -97,7 +99,7 @@ class EfficientNetLite0(nn.Module):
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - LITE_MEAN) / LITE_STD
-        return F.relu6(self._bn0(self._conv_stem(x)))
+        return F.relu6(self._bn0(self._conv_stem(x)), inplace=True)
 
     def features(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """Run blocks[start:stop]; start=0 includes the stem, stop=None includes the head conv."""
@@ -106,7 +108,7 @@ class EfficientNetLite0(nn.Module):
         for block in self._blocks[start:stop]:
             x = block(x)
         if stop is None:
-            x = F.relu6(self._bn1(self._conv_head(x)))
+            x = F.relu6(self._bn1(self._conv_head(x)), inplace=True)
         return x
 
     def head(self, fmap: torch.Tensor) -> torch.Tensor:
@@ -114,6 +116,34 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def folded(model: nn.Module) -> nn.Module:
+    """An inference copy of an EfficientNet-Lite0 with every batch norm folded into the convolution
+    before it (w' = w * g / sqrt(v + eps), b' = b - m * g / sqrt(v + eps)): the same function, up to
+    float rounding (about 1e-4 on activations of order 10), about a fifth faster on a CPU. For
+    frozen layers and prediction only: the copy has no batch norm left to train. Any other model
+    is returned as it is."""
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    if not isinstance(model, EfficientNetLite0):
+        return model
+    was_training = model.training
+    model.eval()  # folding uses the running statistics
+    out = copy.deepcopy(model)
+    model.train(was_training)
+    pairs = [(out, "_conv_stem", "_bn0"), (out, "_conv_head", "_bn1")]
+    for b in out._blocks:
+        pairs += [(b, "_expand_conv", "_bn0")] if b.expand else []
+        pairs += [(b, "_depthwise_conv", "_bn1"), (b, "_project_conv", "_bn2")]
+    for owner, conv, bn in pairs:
+        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, bn)))
+        setattr(owner, bn, nn.Identity())
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out.eval().to(memory_format=torch.channels_last)
 
 
 def gray_stem(weight: torch.Tensor) -> torch.Tensor:

@@ -37,7 +37,7 @@ from . import augment, evaluate, targets
 from .config import Config, cache_key, display_path, get_config
 from .data import CLASSES, _ensure, load_audit, load_table
 from .features import embed, save_atomic, to_tensor
-from .models import efficientnet_lite0, resnet50
+from .models import efficientnet_lite0, folded, resnet50
 from .preprocess import load_pixels
 from .trained import CHECKPOINT_FORMAT, build_model, load_model, predict, save_checkpoint, save_state  # noqa: F401
 
@@ -248,11 +248,12 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     # after), and the training that follows must see the same random stream either way, so that a
     # run gives the same model on a fresh machine and on one whose caches are warm.
     dev = device()
-    model = efficientnet_lite0(pretrained=True).eval().to(dev, memory_format=torch.channels_last)
+    model = efficientnet_lite0(pretrained=True).eval()
     if path.exists():
         return np.load(path, mmap_mode="r")
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
+    model = folded(model).to(dev)  # inference only: batch norms folded into the convolutions
     with torch.inference_mode():
         probe = model.features(to_tensor(pixels[rows[:1]], config.input_size, dev), 0, cut)
         tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
@@ -589,7 +590,7 @@ def inference_speed(model: torch.nn.Module, size: int, batch: int = 64, repeats:
     """Median images/s of batched inference at `size` px over `repeats` timed batches (after one warm-up)."""
     if threads:
         torch.set_num_threads(threads)
-    model.eval()
+    model = folded(model.eval())  # as `trained.predict` runs a batch
     dev = model_device(model)
     x = torch.rand(batch, 1, size, size).to(dev).contiguous(memory_format=torch.channels_last)
     with autocast(dev):

@@ -170,3 +170,18 @@ def test_committed_split_invariants():
     assert not split.file.str.startswith("audit/").any(), "the audit subset must stay out of the split"
     shares = pd.crosstab(split.label, split.split, normalize="index")
     assert np.allclose(shares["val"], 0.15, atol=0.01) and np.allclose(shares["test"], 0.15, atol=0.01)
+
+
+def test_stratified_sample_keeps_class_shares_and_does_not_depend_on_row_order():
+    import pandas as pd
+
+    from cxr.data import stratified_sample
+
+    rows = pd.DataFrame({"file": [f"f{i}.png" for i in range(1000)],
+                         "label": ["Normal"] * 600 + ["COVID"] * 300 + ["Viral Pneumonia"] * 100})
+    s = stratified_sample(rows, 100, seed=0)
+    assert s.label.value_counts().to_dict() == {"Normal": 60, "COVID": 30, "Viral Pneumonia": 10}
+    shuffled = stratified_sample(rows.sample(frac=1.0, random_state=1), 100, seed=0)
+    assert list(s.file) == list(shuffled.file)
+    assert set(stratified_sample(rows, 100, seed=1).file) != set(s.file)
+    assert len(stratified_sample(rows, 5000)) == 1000  # fewer rows than asked: all of them

@@ -88,3 +88,38 @@ def test_same_padding_matches_tensorflow_same(k, stride, size):
     out = conv(x)
     assert out.shape[-1] == math.ceil(size / stride)
     assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_folded_copy_computes_the_same_function_and_leaves_the_model_alone(cat):
+    grey = cat.mean(1, keepdim=True)
+    m = models.efficientnet_lite0(num_classes=1000, in_channels=1).train()  # ImageNet batch-norm statistics
+    f = models.folded(m)
+    assert m.training and any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the original is untouched
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
+    assert not any(p.requires_grad for p in f.parameters())
+    with torch.no_grad():
+        want = m.eval()(grey)
+        got = f(grey)
+        part = (m.features(grey, 0, 8), f.features(grey, 0, 8))
+    for a, b in ((got, want), part):  # float rounding only: errors far below the values' range
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+    assert torch.equal(got.argmax(1), want.argmax(1))
+    resnet, _ = models.resnet50(pretrained=False)
+    assert models.folded(resnet) is resnet  # only EfficientNet-Lite0 is folded
+
+
+def test_in_place_activations_give_the_same_gradients_as_out_of_place(monkeypatch):
+    """ReLU6 runs in place on batch-norm outputs; a training step must not change because of it."""
+    x = torch.rand(4, 1, 64, 64)
+
+    def grads():
+        torch.manual_seed(0)
+        m = models.efficientnet_lite0(pretrained=False).train()
+        m(x).logsumexp(1).sum().backward()
+        return [p.grad.clone() for p in m.parameters()]
+
+    in_place = grads()
+    relu6 = F.relu6
+    monkeypatch.setattr(models.F, "relu6", lambda t, inplace=False: relu6(t))
+    out_of_place = grads()
+    assert all(torch.equal(a, b) for a, b in zip(in_place, out_of_place))
