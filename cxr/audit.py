@@ -337,6 +337,6 @@ def sweep(config: Config | None = None, runs: dict | None = None, external_dir: 
     if path.exists():
         record = json.loads(path.read_text())
         # a record made before these runs existed (another recipe, another build) does not describe them
-        if all(Path(r.path).name in {row["run"] for row in record["runs"]} for r in (runs or {}).values()):
+        if {Path(r.path).name for r in (runs or {}).values()} <= {row["run"] for row in record["runs"]}:
             return record
     return compare(runs or {}, config, external_dir=external_dir)

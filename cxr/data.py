@@ -414,23 +414,25 @@ def load_split(root: Path | None = None, config: Config | None = None, create: b
     return split.reset_index(drop=True)
 
 
+def _hash_ordered(rows: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """`rows` in the order of a hash of each file name with the seed: a draw that depends on
+    neither row order nor the machine."""
+    key = rows.file.map(lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
+    return rows.assign(_k=key).sort_values("_k").drop(columns="_k")
+
+
 def smoke_sample(split: pd.DataFrame, config: Config) -> pd.DataFrame:
-    key = split.file.map(lambda f: hashlib.sha256(f"{config.seed}:{f}".encode()).hexdigest())
-    ordered = split.assign(_k=key).sort_values("_k")
-    parts = [g.head(config.smoke_per_class[s]) for (s, _), g in ordered.groupby(["split", "label"])]
-    return pd.concat(parts).drop(columns="_k").sort_values(["split", "label", "file"])
+    parts = [g.head(config.smoke_per_class[s]) for (s, _), g in _hash_ordered(split, config.seed).groupby(["split", "label"])]
+    return pd.concat(parts).sort_values(["split", "label", "file"])
 
 
 def stratified_sample(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
     """About `n` rows of `rows`, each label in its own proportion (all rows when there are no more
-    than `n`). The draw hashes file names with the seed, so it depends on neither row order nor
-    the machine."""
+    than `n`), drawn as `smoke_sample` draws: in hash order (`_hash_ordered`)."""
     if len(rows) <= n:
         return rows
-    key = rows.file.map(lambda f: hashlib.sha256(f"{seed}:{f}".encode()).hexdigest())
-    ordered = rows.assign(_k=key).sort_values("_k")
-    parts = [g.head(max(1, round(n * len(g) / len(rows)))) for _, g in ordered.groupby("label")]
-    return pd.concat(parts).drop(columns="_k").sort_values(["label", "file"])
+    parts = [g.head(max(1, round(n * len(g) / len(rows)))) for _, g in _hash_ordered(rows, seed).groupby("label")]
+    return pd.concat(parts).sort_values(["label", "file"])
 
 
 # --------------------------------------------------------------------------- import

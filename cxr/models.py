@@ -122,8 +122,8 @@ def folded(model: nn.Module) -> nn.Module:
     """An inference copy of an EfficientNet-Lite0 with every batch norm folded into the convolution
     before it (w' = w * g / sqrt(v + eps), b' = b - m * g / sqrt(v + eps)): the same function, up to
     float rounding (about 1e-4 on activations of order 10), about a fifth faster on a CPU. For
-    frozen layers and prediction only: the copy has no batch norm left to train. Any other model
-    is returned as it is."""
+    prediction and feature extraction only: the copy has no batch norm left to train. Any other
+    model is returned as it is."""
     import copy
 
     from torch.nn.utils.fusion import fuse_conv_bn_eval
@@ -144,6 +144,13 @@ def folded(model: nn.Module) -> nn.Module:
     for p in out.parameters():
         p.requires_grad_(False)
     return out.eval().to(memory_format=torch.channels_last)
+
+
+def for_inference(model: nn.Module, n_images: int, batch: int) -> nn.Module:
+    """`model` in eval mode to run `n_images` in batches of `batch`: the `folded` copy when there is
+    more than one batch (the copy costs milliseconds, each batch then runs about a fifth faster)."""
+    model.eval()
+    return folded(model) if n_images > batch else model
 
 
 def gray_stem(weight: torch.Tensor) -> torch.Tensor:

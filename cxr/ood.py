@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from .features import to_tensor
-from .models import folded
+from .models import for_inference
 from .runtime import autocast, model_device, to_numpy
 
 
 @torch.inference_mode()
 def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64) -> np.ndarray:
     """The final model's pooled last feature map (N, 1280) for preprocessed uint8 images."""
-    model = folded(model.eval()) if len(pixels) > batch else model.eval()  # folding pays for a few batches
+    model = for_inference(model, len(pixels), batch)
     dev = model_device(model)
     out = []
     for i in range(0, len(pixels), batch):
@@ -36,7 +36,7 @@ def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch
 def proba_and_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (before temperature scaling) and pooled features in one forward pass."""
-    model = folded(model.eval()) if len(pixels) > batch else model.eval()  # folding pays for a few batches
+    model = for_inference(model, len(pixels), batch)
     dev = model_device(model)
     probs, feats = [], []
     for i in range(0, len(pixels), batch):
