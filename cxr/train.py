@@ -241,7 +241,8 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     # in its key, and runs that differ only there (the seeds, chapter 05's "before" model) share it
     drawn = [config.harmonise, config.seed, chain] if view > 0 or chain else []
     key = cache_key([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut, config.input_size,
-                     *drawn], ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
+                     *drawn, *(["folded"] if config.fold_frozen else [])],
+                    ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
     path = Path(config.cache_dir) / f"activations-{key}.npy"
     # The frozen model is built whether or not the cache exists: building it draws the random
     # initial state of its layers from torch's global generator (the pretrained weights replace it
@@ -253,8 +254,10 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
         return np.load(path, mmap_mode="r")
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
-    # not models.folded: it would change float16 cache entries in their last bit (about 1% of them),
-    # and with them the trained model; the shipped model is what this exact code trains
+    # folded only when the config says so: it changes float16 cache entries in their last bit (about
+    # 1% of them), and with them the trained model; the shipped model is trained without it
+    if config.fold_frozen:
+        model = folded(model)
     with torch.inference_mode():
         probe = model.features(to_tensor(pixels[rows[:1]], config.input_size, dev), 0, cut)
         tmp = path.with_name(path.name + f".tmp-{time.time_ns()}.npy")
@@ -322,6 +325,31 @@ def _val_twins(config: Config, root, table: pd.DataFrame, va: np.ndarray, progre
     return acts, twins.twin_file.map(pos).to_numpy()
 
 
+def paired_views(config: Config) -> bool:
+    """Whether the recipe trains on paired views (a view and its other-chain view, with the consistency loss)."""
+    return config.harmonise and config.consistency > 0
+
+
+def finetune_steps(config: Config, n_train: int) -> tuple[int, int]:
+    """(radiographs per step, steps per epoch) of the finetune recipe for `n_train` training rows.
+    Paired (harmonise with a consistency weight): each step takes batch_size / 2 radiographs, each
+    as its view and its other-chain view, so a step always passes `batch_size` activations."""
+    per_step = config.batch_size // 2 if paired_views(config) else config.batch_size
+    return per_step, math.ceil(n_train / per_step)
+
+
+def finetune_work(config: Config, n_train: int, n_val: int, n_val_twins: int = 0) -> dict:
+    """What a finetune run computes, in units a profile can price (benchmarks/train_profile.py):
+    images through the frozen layers for its cache (every view of every training row, once more
+    through another chain when paired, then validation and its twins), and training steps of
+    `batch_size` activations through the trainable blocks."""
+    paired = paired_views(config)
+    per_step, steps_per_epoch = finetune_steps(config, n_train)
+    return {"frozen_images": config.views * n_train * (2 if paired else 1) + n_val + n_val_twins,
+            "steps": steps_per_epoch * config.epochs, "activations_per_step": per_step * (2 if paired else 1),
+            "validated_per_epoch": n_val + n_val_twins, "paired": paired}
+
+
 def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     from tqdm.auto import tqdm
 
@@ -348,7 +376,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
             group = np.concatenate([group, len(CLASSES) + y_twins])
     views = [np.concatenate([frozen_activations(px, rows, config, v, progress) for px, rows in sources])
              for v in range(config.views)]
-    paired = config.harmonise and config.consistency > 0
+    paired = paired_views(config)
     chain_views = ([np.concatenate([frozen_activations(px, rows, config, v, progress, chain=True) for px, rows in sources])
                     for v in range(config.views)] if paired else None)
     val_acts = frozen_activations(pixels, va, config, 0, progress)
@@ -361,9 +389,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
     model = efficientnet_lite0(pretrained=True).to(dev, memory_format=torch.channels_last)
     params = _trainable(model, cut)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    # paired: each step takes batch_size / 2 radiographs, each as its view and its other-chain view
-    per_step = config.batch_size // 2 if paired else config.batch_size
-    steps_per_epoch = math.ceil(n_train / per_step)
+    per_step, steps_per_epoch = finetune_steps(config, n_train)
     total = steps_per_epoch * config.epochs
     warm = max(1, steps_per_epoch // 2)
     sched = torch.optim.lr_scheduler.LambdaLR(

@@ -114,6 +114,27 @@ def test_paired_views_and_the_selection_rule_are_recorded(tiny):
     assert off.path != run.path and off.summary["consistency"] == 0.0
 
 
+def test_finetune_work_counts_what_a_run_computes(tiny, monkeypatch):
+    """benchmarks/train_profile.py prices a run by these counts, so they must be the run's own."""
+    steps = {"n": 0}
+    real = torch.optim.AdamW.step
+
+    def counted(self, *args, **kwargs):
+        steps["n"] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    run = train.fit("finetune", tiny, progress=False)  # cold caches: every frozen pass is this run's
+    s = run.summary
+    work = train.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
+    assert steps["n"] == work["steps"] > 0
+    cached = sum(np.load(p, mmap_mode="r").shape[0] for p in Path(tiny.cache_dir).glob("activations-*.npy"))
+    assert cached == work["frozen_images"]
+    assert work["activations_per_step"] == tiny.batch_size  # paired: half the radiographs, each twice
+    unpaired = train.finetune_work(tiny.replace(consistency=0.0), 10, 0)
+    assert unpaired["activations_per_step"] == tiny.batch_size and unpaired["frozen_images"] == tiny.views * 10
+
+
 def test_resnet50_trains_its_recipe_steps(tiny):
     run = train.fit("resnet50", tiny.replace(resnet_steps=3, resnet_batch_size=4, resnet_val_subset=8), progress=False)
     assert run.summary["steps"] == 3 and run.summary["images_seen"] == 12 and not run.summary["safety_stop_fired"]
@@ -143,3 +164,18 @@ def test_the_plain_view_cache_is_shared_by_runs_that_differ_only_in_their_draws(
         drawn = train.frozen_activations(pixels, rows, other, 1, progress=False)
         assert drawn.filename != train.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
     assert train.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
+
+
+def test_a_folded_frozen_cache_is_a_cache_of_its_own_close_to_the_plain_one(tiny):
+    from cxr.data import load_table
+    from cxr.preprocess import load_pixels
+
+    root, table = load_table(tiny)
+    pixels = load_pixels(root, table, tiny, progress=False)
+    rows = np.flatnonzero((table.split == "train").to_numpy())
+    plain = train.frozen_activations(pixels, rows, tiny, 0, progress=False)
+    fold = train.frozen_activations(pixels, rows, tiny.replace(fold_frozen=True), 0, progress=False)
+    assert Path(plain.filename) != Path(fold.filename)  # never mixed up with the shipped recipe's cache
+    np.testing.assert_allclose(np.asarray(fold, np.float32), np.asarray(plain, np.float32), rtol=0.02, atol=0.02)
+    # and part of the run's key: a run with it is another run
+    assert train.run_key(tiny, "finetune", table) != train.run_key(tiny.replace(fold_frozen=True), "finetune", table)
