@@ -13,7 +13,7 @@ then multiplies them by what a run computes (`cxr.train.finetune_work`: images t
 frozen layers, training steps) for the floor of the recipe: the time `cxr train` cannot go
 below on this machine without a different recipe. Writes reports/train_profile.json.
 
-    .venv/bin/python benchmarks/train_profile.py        # about 3 min on 2 cores
+    .venv/bin/python benchmarks/train_profile.py        # under a minute on 2 cores
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def main() -> None:
     work = train.finetune_work(cfg, len(tr) + n_twins_train, len(va), n_val_twins)
 
     images = np.asarray(pixels[tr[:batch]])
-    labels = torch.from_numpy(table.label.iloc[tr[:batch]].map(CLASSES.index).to_numpy())
+    labels = torch.from_numpy(np.array(table.label.iloc[tr[:batch]].map(CLASSES.index), dtype=np.int64))
     model = efficientnet_lite0(pretrained=True).eval().to(memory_format=torch.channels_last)
     fold = folded(model)
     r = args.repeats

@@ -64,10 +64,6 @@ class Config:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     train_from_block: int = 8  # EfficientNet-Lite0 blocks before this stay frozen (their outputs are cached)
-    # compute that cache with batch norms folded into the convolutions (models.folded): about 40%
-    # faster, but about 1% of its float16 entries change in the last bit, so the trained model is
-    # not the shipped one (reports/train_profile.json, reports/recipe_trials.json)
-    fold_frozen: bool = False
     views: int = 2  # views per training image in the frozen-layer cache (the image, an augmented copy)
     harmonise: bool = True  # simulated chains for every class, and real audit twins of training images
     # weight of the consistency loss between each training view and the same view through another
