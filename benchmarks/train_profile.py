@@ -50,15 +50,17 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(runs)
 
 
-def step_seconds(acts: torch.Tensor, labels: torch.Tensor, cut: int, repeats: int, bf16: bool = False) -> float:
-    """One training step of the recipe's shape from `cut`: the first half of the batch and its
-    other-chain half, cross-entropy on both and the consistency term, backward, AdamW."""
+def step_seconds(acts: torch.Tensor, base: int, labels: torch.Tensor, cut: int, repeats: int,
+                 bf16: bool = False) -> float:
+    """One training step of the recipe's shape from `cut` (`acts`: the input of block `base` <= cut):
+    the first half of the batch and its other-chain half, cross-entropy on both and the consistency
+    term, backward, AdamW."""
     torch.manual_seed(0)
     model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(train._trainable(model, cut), lr=1e-4)
     with torch.inference_mode():
         model.eval()
-        x = model.features(acts, 8, cut) if cut > 8 else acts
+        x = model.features(acts, base, cut)
     x = x.clone().contiguous(memory_format=torch.channels_last)
     half = len(x) // 2
 
@@ -118,6 +120,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = get_config("full")
     cut, size, batch = cfg.train_from_block, cfg.input_size, cfg.batch_size
+    cuts = sorted({cut, *(int(c) for c in args.cuts.split(","))})  # the recipe's own cut always
+    base = cuts[0]
     root, table = load_table(cfg)
     pixels = load_pixels(root, table, cfg, progress=False)
     tr = np.flatnonzero((table.split == "train").to_numpy())
@@ -125,7 +129,7 @@ def main() -> None:
     twins = load_audit(cfg, root) if cfg.harmonise else None
     n_twins_train = int((twins.twin_split == "train").sum()) if twins is not None else 0
     n_val_twins = int(twins.twin_file.isin(va).sum()) if twins is not None else 0
-    work = train.finetune_work(cfg, len(tr) + n_twins_train, len(va), n_val_twins)
+    work = train.finetune_work(cfg, len(tr) + n_twins_train, len(va), n_val_twins)  # twins train too
 
     images = np.asarray(pixels[tr[:batch]])
     labels = torch.from_numpy(np.array(table.label.iloc[tr[:batch]].map(CLASSES.index), dtype=np.int64))
@@ -138,20 +142,17 @@ def main() -> None:
                   "folded_s": timed(lambda: fold.features(x, 0, cut), r),
                   "augment_s": timed(lambda: augment.augment_batch(images, augment.train_augment(True, seed=1)), r),
                   "other_chain_s": timed(lambda: augment.augment_batch(images, augment.hospital_chain(seed=1)), r)}
-        acts = model.features(x, 0, 8).contiguous(memory_format=torch.channels_last)
-        eval_s = timed(lambda: model.head(model.features(acts, 8)), r)
-    steps = {c: step_seconds(acts, labels, c, r) for c in sorted(int(c) for c in args.cuts.split(","))}
-    bf16_step = step_seconds(acts, labels, cut, r, bf16=True)
-    convs = conv_seconds(acts, 8, r)
+        acts = model.features(x, 0, base).contiguous(memory_format=torch.channels_last)
+        at_cut = model.features(acts, base, cut).contiguous(memory_format=torch.channels_last)
+        eval_s = timed(lambda: model.head(model.features(at_cut, cut)), r)
+    steps = {c: step_seconds(acts, base, labels, c, r) for c in cuts}
+    bf16_step = step_seconds(acts, base, labels, cut, r, bf16=True)
+    convs = conv_seconds(at_cut, cut, r)
 
     per_image = lambda s: s / batch  # noqa: E731
-    # a run's cache: every image through the frozen layers; the augmented views (views - 1 of every
-    # `views`) through the training augmentation, and the paired half through the other chain too
-    paired, n_rows = work["paired"], len(tr) + n_twins_train
-    aug_images = (cfg.views - 1) * n_rows * (2 if paired else 1)
-    chain_images = cfg.views * n_rows if paired else 0
-    cache_s = (work["frozen_images"] * per_image(frozen["plain_s"]) + aug_images * per_image(frozen["augment_s"])
-               + chain_images * per_image(frozen["other_chain_s"]))
+    cache_s = (work["frozen_images"] * per_image(frozen["plain_s"])
+               + work["augmented_images"] * per_image(frozen["augment_s"])
+               + work["chained_images"] * per_image(frozen["other_chain_s"]))
     steps_s = work["steps"] * steps[cut]
     validate_s = cfg.epochs * work["validated_per_epoch"] * per_image(eval_s)
     floor = {"frozen_cache_min": cache_s / 60, "training_steps_min": steps_s / 60, "validation_min": validate_s / 60}
@@ -168,7 +169,7 @@ def main() -> None:
         "seconds_per_batch": {"batch": batch, "frozen_layers": frozen, "validation_forward_from_cut": eval_s,
                               "training_step_from_cut": steps, "training_step_bf16_autocast": bf16_step,
                               "convolutions_of_trainable_blocks": convs},
-        "depthwise_share_of_step": (depthwise.get("forward_backward_s", 0.0) / steps[8]) if 8 in steps else None,
+        "depthwise_share_of_step": depthwise.get("forward_backward_s", 0.0) / steps[cut],
         "floor": {k: round(v, 2) for k, v in floor.items()},
         "training_steps_alone_min": {c: round(work["steps"] * s / 60, 2) for c, s in steps.items()},
         "target_min": TARGET_MIN,

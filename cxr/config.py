@@ -58,7 +58,7 @@ class Config:
     input_size: int = 224
     batch_size: int = 64
     # with paired views each epoch passes every training image twice. Two epochs would train in
-    # 16 min on two cores instead of about 28, but lost COVID-19 sensitivity (reports/recipe_trials.json)
+    # 16 min on two cores instead of about 25, but lost COVID-19 sensitivity (reports/recipe_trials.json)
     epochs: int = 4
     patience: int = 3
     lr: float = 1e-3

@@ -247,10 +247,11 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     # initial state of its layers from torch's global generator (the pretrained weights replace it
     # after), and the training that follows must see the same random stream either way, so that a
     # run gives the same model on a fresh machine and on one whose caches are warm.
-    dev = device()
-    model = efficientnet_lite0(pretrained=True).eval().to(dev, memory_format=torch.channels_last)
+    model = efficientnet_lite0(pretrained=True)
     if path.exists():
         return np.load(path, mmap_mode="r")
+    dev = device()
+    model = model.eval().to(dev, memory_format=torch.channels_last)
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
     # not models.folded: it would change float16 cache entries in their last bit (about 1% of them),
@@ -339,12 +340,16 @@ def finetune_steps(config: Config, n_train: int) -> tuple[int, int]:
 def finetune_work(config: Config, n_train: int, n_val: int, n_val_twins: int = 0) -> dict:
     """What a finetune run computes, in units a profile can price (benchmarks/train_profile.py):
     images through the frozen layers for its cache (every view of every training row, once more
-    through another chain when paired, then validation and its twins), and training steps of
-    `batch_size` activations through the trainable blocks."""
+    through another chain when paired, then validation and its twins); of those, the images drawn
+    through the training augmentation (views after the first) and through another chain (the
+    paired copies); and training steps of `batch_size` activations through the trainable blocks."""
     paired = paired_views(config)
+    copies = 2 if paired else 1
     per_step, steps_per_epoch = finetune_steps(config, n_train)
-    return {"frozen_images": config.views * n_train * (2 if paired else 1) + n_val + n_val_twins,
-            "steps": steps_per_epoch * config.epochs, "activations_per_step": per_step * (2 if paired else 1),
+    return {"frozen_images": config.views * n_train * copies + n_val + n_val_twins,
+            "augmented_images": (config.views - 1) * n_train * copies,
+            "chained_images": config.views * n_train if paired else 0,
+            "steps": steps_per_epoch * config.epochs, "activations_per_step": per_step * copies,
             "validated_per_epoch": n_val + n_val_twins, "paired": paired}
 
 

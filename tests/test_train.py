@@ -124,12 +124,21 @@ def test_finetune_work_counts_what_a_run_computes(tiny, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counted)
+    drawn = {"n": 0}
+    real_draw = train.augment.augment_batch
+
+    def counted_draw(images, transform):
+        drawn["n"] += len(images)
+        return real_draw(images, transform)
+
+    monkeypatch.setattr(train.augment, "augment_batch", counted_draw)
     run = train.fit("finetune", tiny, progress=False)  # cold caches: every frozen pass is this run's
     s = run.summary
     work = train.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
     assert steps["n"] == work["steps"] > 0
     cached = sum(np.load(p, mmap_mode="r").shape[0] for p in Path(tiny.cache_dir).glob("activations-*.npy"))
     assert cached == work["frozen_images"]
+    assert drawn["n"] == work["augmented_images"] + work["chained_images"] > 0
     assert work["activations_per_step"] == tiny.batch_size  # paired: half the radiographs, each twice
     unpaired = train.finetune_work(tiny.replace(consistency=0.0), 10, 0)
     assert unpaired["activations_per_step"] == tiny.batch_size and unpaired["frozen_images"] == tiny.views * 10
@@ -164,4 +173,3 @@ def test_the_plain_view_cache_is_shared_by_runs_that_differ_only_in_their_draws(
         drawn = train.frozen_activations(pixels, rows, other, 1, progress=False)
         assert drawn.filename != train.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
     assert train.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
-
