@@ -6,7 +6,7 @@ measure test accuracy, per-class test sensitivity, twin agreement on the audit t
 validation and test originals, and accuracy on the external radiographs. Writes the per-seed
 numbers with their mean and spread (sample standard deviation, min, max) to reports/seeds.json.
 
-    .venv/bin/python benchmarks/seeds.py                 # seeds 0 1 2, about 25 min per new run on 2 cores
+    .venv/bin/python benchmarks/seeds.py                 # seeds 0 1 2, about 20 min per new run on 2 cores
     .venv/bin/python benchmarks/seeds.py --seeds 0 1     # fewer
 """
 from __future__ import annotations

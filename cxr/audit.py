@@ -181,9 +181,9 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     bar.update()
 
     n_road = min(len(sample), 60 if not config.smoke else 6)
-    road = explain.road_scores(model, pixels[sample[:n_road]], size, gradcam[:n_road], list(pred_s[:n_road]))
+    road = explain.road_scores(model, pixels[sample[:n_road]], size, gradcam[:n_road], list(pred_s[:n_road]), seed=config.seed)
     random_cam = np.random.default_rng(config.seed).random(gradcam[:n_road].shape).astype(np.float32)
-    road_random = explain.road_scores(model, pixels[sample[:n_road]], size, random_cam, list(pred_s[:n_road]))
+    road_random = explain.road_scores(model, pixels[sample[:n_road]], size, random_cam, list(pred_s[:n_road]), seed=config.seed)
     bar.update()
 
     test_px = np.asarray(pixels[test])

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
-from sklearn.metrics import average_precision_score, roc_auc_score
+from scipy.stats import norm, rankdata
 
 from .models import CLASSES
 
@@ -50,14 +49,34 @@ def proportion(k: int, n: int) -> dict:
 
 
 def safe_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC-AUC, or nan when only one class is present."""
-    y = np.asarray(y)
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else math.nan
+    """ROC-AUC, or nan when only one class is present.
+
+    The Mann-Whitney form (ties share their mean rank): the area sklearn's `roc_auc_score` gives,
+    about 15 times faster, which the bootstrap intervals (thousands of AUCs each) need."""
+    y = np.asarray(y, bool)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if not (n_pos and n_neg):
+        return math.nan
+    ranks = rankdata(np.asarray(score, np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def safe_ap(y: np.ndarray, score: np.ndarray) -> float:
-    y = np.asarray(y)
-    return float(average_precision_score(y, score)) if y.sum() > 0 else math.nan
+    """Average precision (sklearn's `average_precision_score`: precision at each distinct score,
+    weighted by the recall it adds), or nan without positives."""
+    y = np.asarray(y, bool)
+    n_pos = int(y.sum())
+    if not n_pos:
+        return math.nan
+    score = np.asarray(score, np.float64)
+    order = np.argsort(-score, kind="mergesort")
+    s, hits = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last case of each distinct score
+    tp = np.cumsum(hits)[last]
+    precision = tp / (last + 1)
+    recall_step = np.diff(np.r_[0, tp]) / n_pos
+    return float(np.sum(recall_step * precision))
 
 
 def macro_auc(y: np.ndarray, proba: np.ndarray) -> float:

@@ -62,6 +62,26 @@ def test_macro_auc_matches_sklearn_ovr():
     assert lo < evaluate.macro_auc(y, proba) < hi
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_fast_auc_and_average_precision_match_sklearn(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 400))
+    y = rng.random(n) < rng.uniform(0.05, 0.95)
+    score = np.round(rng.random(n), int(rng.integers(1, 4)))  # coarse scores: many ties
+    if seed == 0:
+        score[:] = 0.5  # every case tied
+    if 0 < y.sum() < n:
+        assert evaluate.safe_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    else:
+        assert math.isnan(evaluate.safe_auc(y, score))
+    if y.sum():
+        assert evaluate.safe_ap(y, score) == pytest.approx(average_precision_score(y, score), abs=1e-12)
+    assert math.isnan(evaluate.safe_ap(np.zeros(5, bool), np.arange(5.0)))
+    assert math.isnan(evaluate.safe_auc(np.ones(5, bool), np.arange(5.0)))
+
+
 def test_all_predictions_one_class():
     y = np.array([0, 1, 2, 3, 2, 2])
     proba = np.tile([0.1, 0.1, 0.7, 0.1], (6, 1))

@@ -97,3 +97,31 @@ def test_viewer_controls_and_first_view(caplog):
     controls["method"].value, controls["target"].value = "EigenCAM", "Viral Pneumonia"
     assert "Exception in interact callback" not in caplog.text and len(plt.get_fignums()) > figures + 1
     plt.close("all")
+
+
+def test_road_scores_are_pytorch_grad_cams_and_repeatable():
+    """The vectorised imputation builds the library's equation system exactly, so the scores are
+    `ROADCombined`'s under the same random stream; and they are seeded, so a rerun repeats them."""
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined, neighbors_weights
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+    from scipy.sparse import csc_matrix
+
+    rng = np.random.default_rng(0)
+    img = torch.rand(1, 40, 40)
+    mask = (torch.rand(40, 40) > 0.4).float()
+    a_lib, b_lib = NoisyLinearImputer.setup_sparse_system(mask.numpy(), img.numpy(), neighbors_weights)
+    a, b = explain._Imputer.system(mask.numpy(), img.numpy())
+    assert (csc_matrix(a_lib) != a).nnz == 0 and np.array_equal(b_lib, b)
+
+    model = efficientnet_lite0(pretrained=False).eval()
+    px = np.stack([synthetic_xray(i, 64) for i in range(3)])
+    cams = rng.random((3, 64, 64)).astype(np.float32)
+    targets = [0, 1, 2]
+    ours = explain.road_scores(model, px, 64, cams, targets, percentiles=(30, 70), seed=5)
+    net, _ = explain.cam_model(model)
+    torch.manual_seed(5)
+    x = explain.to_tensor(px, 64).contiguous()
+    with torch.no_grad():
+        lib = ROADCombined(percentiles=[30, 70])(x, cams, [ClassifierOutputSoftmaxTarget(t) for t in targets], net)
+    np.testing.assert_array_equal(ours, np.asarray(lib).ravel())
+    np.testing.assert_array_equal(ours, explain.road_scores(model, px, 64, cams, targets, percentiles=(30, 70), seed=5))

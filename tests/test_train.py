@@ -145,9 +145,17 @@ def test_finetune_work_counts_what_a_run_computes(tiny, monkeypatch):
 
 
 def test_resnet50_trains_its_recipe_steps(tiny):
-    run = train.fit("resnet50", tiny.replace(resnet_steps=3, resnet_batch_size=4, resnet_val_subset=8), progress=False)
+    run = train.fit("resnet50", tiny.replace(resnet_steps=3, resnet_batch_size=4, resnet_val_subset=4), progress=False)
     assert run.summary["steps"] == 3 and run.summary["images_seen"] == 12 and not run.summary["safety_stop_fired"]
     assert run.history.step.iloc[-1] == 3
+    # validation: the fixed subset the checks used (the last check's predictions); test: the whole split
+    from cxr.data import load_table
+
+    _, table = load_table(tiny)
+    y_val, _ = run.proba("val")
+    y_test, _ = run.proba("test")
+    assert len(y_val) < (table.split == "val").sum()
+    assert len(y_test) == (table.split == "test").sum()
 
 
 def test_a_run_gives_the_same_model_with_cold_and_warm_caches(tiny):
