@@ -10,6 +10,9 @@ hand-checked test images.
 """
 from __future__ import annotations
 
+import collections
+import os
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -196,6 +199,9 @@ def road_scores(model: torch.nn.Module, pixels: np.ndarray, size: int, cams: np.
     for i in range(0, len(pixels), batch):
         x = to_tensor(pixels[i:i + batch], size, model_device(net)).contiguous()
         t = [ClassifierOutputSoftmaxTarget(int(c)) for c in targets[i:i + batch]]
+        # the metrics below ask for one imputation at a time; solve the batch's systems first, several
+        # at once (SuperLU releases the GIL), in the order they will be asked for
+        imputer.solve_ahead([(x[k].cpu(), torch.from_numpy(cams[i + k])) for k in range(len(x))], lerf + morf)
         with torch.no_grad():
             lo = np.mean(np.float32([m(x, cams[i:i + batch], t, net) for m in lerf]), axis=0)
             mo = np.mean(np.float32([m(x, cams[i:i + batch], t, net) for m in morf]), axis=0)
@@ -209,6 +215,35 @@ class _Imputer:
     instead of element by element into a `lil_matrix` (most of ROAD's time on a CPU)."""
 
     noise = 0.01
+
+    def __init__(self):
+        self._recorded: list | None = None
+        self._solved: collections.deque = collections.deque()
+
+    def solve_ahead(self, inputs: list, metrics: list) -> None:
+        """Solve now the systems that `metrics` (each over every (image, map) of `inputs`, in that
+        order) will ask for, on as many threads as there are cores; the calls then only add the noise,
+        so the random stream, and with it every result, is the same as solving them one by one."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._recorded = []
+        try:
+            for m in metrics:
+                for img, cam in inputs:
+                    m.perturbation(img, cam)  # records (image, mask) without solving
+            jobs = self._recorded
+        finally:
+            self._recorded = None
+        with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+            self._solved.extend(zip((mask for _, mask in jobs), pool.map(lambda job: self.solve(*job), jobs)))
+
+    @classmethod
+    def solve(cls, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The removed pixels' values, (channels, removed), without the noise."""
+        from scipy.sparse.linalg import spsolve
+
+        a, b = cls.system(mask.numpy(), img.numpy())
+        return torch.tensor(spsolve(a, b), dtype=torch.float).reshape(len(b), -1).t()
 
     @staticmethod
     def system(mask: np.ndarray, img: np.ndarray):
@@ -243,14 +278,19 @@ class _Imputer:
         return a, b
 
     def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        from scipy.sparse.linalg import spsolve
-
+        if self._recorded is not None:
+            self._recorded.append((img, mask))
+            return img
+        if self._solved:
+            solved_mask, res = self._solved.popleft()
+            if not torch.equal(solved_mask, mask):
+                raise RuntimeError("ROAD asked for imputations in another order than they were solved.")
+        else:
+            res = self.solve(img, mask)
         imgflt = img.reshape(img.shape[0], -1)
         indices = np.flatnonzero(mask.reshape(-1).numpy() == 0)
-        a, b = self.system(mask.numpy(), img.numpy())
-        res = torch.tensor(spsolve(a, b), dtype=torch.float)
         filled = imgflt.clone()
-        filled[:, indices] = res.t() + self.noise * torch.randn_like(res.t())
+        filled[:, indices] = res + self.noise * torch.randn_like(res)
         return filled.reshape_as(img)
 
 

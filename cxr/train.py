@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from .runtime import autocast, device, model_device, show_progress, to_numpy
 from . import augment, evaluate, targets
 from .config import Config, cache_key, display_path, get_config
-from .data import CLASSES, _ensure, load_audit, load_table
+from .data import CLASSES, _ensure, load_audit, load_table, stratified_sample
 from .features import embed, save_atomic, to_tensor
 from .models import efficientnet_lite0, folded, resnet50
 from .preprocess import load_pixels
@@ -501,8 +501,9 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
 
     The wall budget is only a safety stop, reported when it fires. ImageNet weights are used if
     torchvision's cache has them; otherwise the run starts from random weights and says so. Its
-    validation predictions (and so its temperature) are those of the fixed validation subset
-    (`resnet_val_subset`); its test predictions cover the whole test split.
+    validation predictions (and so its temperature) are those of the fixed validation subset it
+    checks at the end of training (`resnet_val_subset`); its test predictions, those of a fixed
+    stratified subset of the test split (`resnet_test_subset`).
     """
     from tqdm.auto import tqdm
 
@@ -512,18 +513,14 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
     model = model.to(dev, memory_format=torch.channels_last)
     log.info("ResNet50: %s", origin)
     tr = np.flatnonzero((table.split == "train").to_numpy())
-    va_all = np.flatnonzero((table.split == "val").to_numpy())
-    # a fixed, stratified validation subset for the checks during training
-    share = min(1.0, config.resnet_val_subset / max(len(va_all), 1))
-    rng = np.random.default_rng(config.seed)
-    va = np.sort(np.concatenate([rng.choice(g, max(1, round(share * len(g))), replace=False)
-                                 for g in (va_all[y[va_all] == c] for c in range(len(CLASSES))) if len(g)]))
+    # fixed, stratified subsets: validation for the checks during training, test for the comparison
+    va, te = (np.sort(stratified_sample(table[table.split == s], n, seed=config.seed).index.to_numpy())
+              for s, n in (("val", config.resnet_val_subset), ("test", config.resnet_test_subset)))
     lr, batch, steps = config.resnet_lr, config.resnet_batch_size, config.resnet_steps
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     weights = _class_weights(y[tr]).to(dev)
     transform = augment.train_augment(harmonise=False, seed=config.seed)
     budget = config.wall_budget_s
-    every_steps = max(1, steps // 4)
     history, trained, seen, step, epoch = [], 0.0, 0, 0, 0
     if (path / "last.pt").exists():
         state = torch.load(path / "last.pt", map_location="cpu", weights_only=True)
@@ -562,7 +559,8 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
         seen += len(idx)
         step += 1
         bar.update(1)
-        if trained >= next_eval or step % every_steps == 0 or step == steps:
+        # a check (and a resumable state) every 100 steps and at the end, and the benchmark's timed ones
+        if trained >= next_eval or step % 100 == 0 or step == steps:
             pv = predict(model, pixels[va], config.input_size, progress=False)
             history.append({"step": step, "images_seen": seen, "epochs_seen": seen / len(tr), "train_loss": loss.item(),
                             "val_accuracy": evaluate.accuracy_from_proba(y[va], pv),
@@ -578,11 +576,10 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
     bar.close()
     save_checkpoint(path / "checkpoint.pt", model, "resnet50", config, weights_origin=origin)
     # validation: the fixed subset, as the last check predicted it (a full pass of the split would take
-    # about 90 s more on two cores, for a temperature); test: the whole split, for the comparison
+    # about 90 s more on two cores, for a temperature); test: its fixed subset, for the comparison
     if pv is None or history[-1]["step"] != step:  # resumed after the last check, or stopped between checks
         pv = predict(model, pixels[va], config.input_size, progress=False)
     _write_predictions(path, "val", table, va, pv)
-    te = np.flatnonzero((table.split == "test").to_numpy())
     _write_predictions(path, "test", table, te, predict(model, pixels[te], config.input_size, progress=progress,
                                                          desc="predict test"))
     (path / "last.pt").unlink(missing_ok=True)
@@ -591,32 +588,37 @@ def _fit_resnet50(path, config, table, pixels, y, progress, eval_every_s, root):
 
 
 # --------------------------------------------------------------------------- test-time augmentation
-TTA_VIEWS = 5
+TTA_VIEWS = 3
 
 
 def tta_views(pixels: np.ndarray) -> list[np.ndarray]:
-    """The image, shifted 4 px right and down, and scaled to 95% and 105% about its centre."""
+    """The image, shifted 4 px right and down, and scaled to 95% about its centre."""
     import cv2
 
     size = pixels.shape[-1]
     def warp(m):
         return np.stack([cv2.warpAffine(np.asarray(im), m, (size, size), borderMode=cv2.BORDER_CONSTANT) for im in pixels])
     c = size / 2
-    return [np.asarray(pixels), warp(np.float32([[1, 0, 4], [0, 1, 0]])), warp(np.float32([[1, 0, 0], [0, 1, 4]])),
-            warp(cv2.getRotationMatrix2D((c, c), 0, 0.95)), warp(cv2.getRotationMatrix2D((c, c), 0, 1.05))]
+    return [np.asarray(pixels), warp(np.float32([[1, 0, 4], [0, 1, 4]])), warp(cv2.getRotationMatrix2D((c, c), 0, 0.95))]
 
 
-def tta_predictions(run: Run, config: Config, progress: bool = True) -> dict[str, np.ndarray]:
-    """Mean probabilities over the TTA views for the validation and test splits of a run."""
+def tta_predictions(run: Run, config: Config, progress: bool = True, splits=("val", "test")) -> dict[str, np.ndarray]:
+    """Mean probabilities over the TTA views for the splits of a run (validation and test). The first
+    view, the image itself, is what the run already predicted for the split (the same model on the
+    same images), so only the other views are computed."""
     model, meta = load_model(run.checkpoint)
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     out = {}
-    for s in ("val", "test"):
+    for s in splits:
         rows = table.index[table.split == s].to_numpy()
         views = tta_views(pixels[rows])
-        out[s] = np.mean([predict(model, v, meta["input_size"], progress=progress, desc=f"TTA {s} {k + 1}/{len(views)}")
-                          for k, v in enumerate(views)], axis=0)
+        saved = run.predictions(s)
+        first = (saved[list(CLASSES)].to_numpy(np.float32) if saved.file.tolist() == table.file[rows].tolist()
+                 else predict(model, views[0], meta["input_size"], progress=progress, desc=f"TTA {s} 1/{len(views)}"))
+        out[s] = np.mean([first] + [predict(model, v, meta["input_size"], progress=progress,
+                                            desc=f"TTA {s} {k + 1}/{len(views)}") for k, v in enumerate(views) if k],
+                         axis=0)
     return out
 
 
