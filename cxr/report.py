@@ -94,13 +94,14 @@ def external_record(config: Config | None = None, remake: bool = False) -> dict 
                            seed=config.seed, thresholds_from=evaluation_record(config))
 
 
-def twin_audit(config: Config | None = None) -> dict:
-    """Twin agreement of the final model on the audit twins whose originals are in the validation or
-    test split (never trained on): the share of twins that get their original's prediction."""
+def twin_audit(config: Config | None = None, run_path: str | Path | None = None) -> dict:
+    """Twin agreement of the final model (or the run at `run_path`) on the audit twins whose originals
+    are in the validation or test split (never trained on): the share of twins that get their
+    original's prediction."""
     from . import audit, trained
 
     config = config or get_config()
-    model, meta = trained.load_model(final_run(config).checkpoint)
+    model, meta = trained.load_model(Path(run_path or final_run(config).path) / "checkpoint.pt")
     return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
 
 
@@ -333,9 +334,11 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     if records["evaluation"] is None:
         raise FileNotFoundError(f"{config.reports_dir / 'evaluation.json'} is missing: write it with `cxr evaluate "
                                 "--data DATASET --split test --out reports/evaluation.json` first.")
-    summary = records["summary"]
+    # the summary's twin agreement, or (when the card is written before the run's summary, as a
+    # fresh build does) the same measurement made now
+    summary = records["summary"] or {"twin_agreement": (t := twin_audit(config, run_path))["agreement"], "twins": t["n"]}
     audit = ({"agreement": summary["twin_agreement"], "twins": summary["twins"],
-              "twins_from": "originals in the validation and test splits"} if summary else None)
+              "twins_from": "originals in the validation and test splits"} if summary["twins"] else None)
     model, meta = trained.load_model(run_path / "checkpoint.pt")
     return trained.export(run_path / "checkpoint.pt", out, records["evaluation"], records["external"], audit,
                           fit_on_split(model, meta["input_size"], config))

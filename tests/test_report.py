@@ -78,3 +78,33 @@ def test_records_and_pages_show_project_paths_not_machine_paths(tmp_path, monkey
     # a data folder reached through a link beside the checkout (as CI links ../shared)
     (root.parent / "link").symlink_to(tmp_path / "shared")
     assert display_path(root.parent / "link" / "data") == "../link/data"
+
+
+def test_the_model_card_gets_the_twin_agreement_with_or_without_the_runs_summary(tmp_path: Path, monkeypatch):
+    """A fresh build exports the shipped model before the executive summary is written: the card then
+    takes the twin agreement measured for that run, not nothing."""
+    from cxr import ood, trained
+    from cxr.config import get_config
+
+    monkeypatch.setenv("CXR_HOME", str(tmp_path))
+    cfg = get_config("full")
+    run_path = tmp_path / "runs" / "finetune-full-abc"
+    cfg.reports_dir.mkdir(parents=True)
+    (cfg.reports_dir / "evaluation.json").write_text(json.dumps({"checkpoint": str(run_path / "checkpoint.pt")}))
+    cards, measured = [], []
+    monkeypatch.setattr(trained, "load_model", lambda path: (None, {"input_size": 64}))
+    monkeypatch.setattr(ood, "fit_on_split", lambda model, size, config: {})
+    monkeypatch.setattr(trained, "export", lambda ckpt, out, ev, ext, audit, stats: cards.append(audit) or Path(out))
+    monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path).name)
+                        or {"agreement": 0.95, "n": 40})
+
+    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # no summary yet: measured for this run
+    assert measured == ["finetune-full-abc"] and cards[-1]["agreement"] == 0.95 and cards[-1]["twins"] == 40
+    (cfg.reports_dir / "summary.json").write_text(json.dumps({"run": "finetune-full-abc", "twin_agreement": 0.97,
+                                                               "twins": 600}))
+    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # the run's summary: its numbers, nothing measured
+    assert measured == ["finetune-full-abc"] and cards[-1]["agreement"] == 0.97 and cards[-1]["twins"] == 600
+    monkeypatch.setattr(report, "twin_audit", lambda config, path: {"agreement": float("nan"), "n": 0})
+    (cfg.reports_dir / "summary.json").unlink()
+    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
+    assert cards[-1] is None
