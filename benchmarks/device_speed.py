@@ -76,7 +76,9 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from cxr import runtime, train, trained
+    from cxr import registry, runtime, train, trained
+
+    runtime.tune_malloc()
 
     dev = runtime.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="cxr-device-"))
@@ -115,7 +117,7 @@ def main() -> int:
         record["run"]["epoch_wall_seconds"] = history[["epoch", "wall_seconds"]].to_dict("records")
         model, meta = trained.load_model(runs[0].parent / "checkpoint.pt", on=dev.type)
     else:
-        model, meta = trained.load_model(trained.SHIPPED, on=dev.type)
+        model, meta = trained.load_model(registry.SHIPPED, on=dev.type)
     size = meta["input_size"]
     record["inference"] = {f"batch_{b}": train.inference_speed(model, size, batch=b, repeats=15) for b in (64, 256)}
     pixels = np.random.default_rng(0).integers(0, 255, (2048, 224, 224), dtype=np.uint8)

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 
-from cxr import predict, trained
+from cxr import predict, registry
 from cxr.config import get_config, repo_root
 from cxr.data import load_table
+from cxr.runtime import tune_malloc
+
+tune_malloc()
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -41,7 +44,7 @@ def main() -> None:
     cfg = get_config("full")
     root, table = load_table(cfg)
     test = table[table.split == "test"].reset_index(drop=True)
-    pred = predict.load(trained.SHIPPED)
+    pred = predict.load(registry.SHIPPED)
     one = root / test.file[0]
     with tempfile.TemporaryDirectory() as tmp:
         cams = Path(tmp) / "cams"
@@ -58,7 +61,7 @@ def main() -> None:
         "command": "python benchmarks/predict_speed.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                                                      vars(args).items() if k != "out"),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "model": trained.SHIPPED.name,
+        "threads": torch.get_num_threads(), "model": registry.SHIPPED.name,
         "single_image_ms": {"median": 1000 * statistics.median(single), "runs": [1000 * s for s in single]},
         "single_image_with_gradcam_ms": {"median": 1000 * statistics.median(with_cam),
                                          "runs": [1000 * s for s in with_cam]},

@@ -30,6 +30,9 @@ def main() -> int:
     from cxr import audit, train
     from cxr.config import get_config
     from cxr.report import external_dir
+    from cxr.runtime import tune_malloc
+
+    tune_malloc()
 
     base = get_config("full")
     twins = audit.load_twins(base)
@@ -65,7 +68,7 @@ def spread(rows: list[dict]) -> dict:
     """Mean, sample standard deviation, min and max of each number over the seeds."""
     import numpy as np
 
-    from cxr.data import CLASSES
+    from cxr.classes import CLASSES
 
     def stats(values):
         v = np.asarray(values, float)

@@ -31,6 +31,9 @@ CHILD = r"""
 import json, resource, sys, time
 import cxr
 from cxr import train, trained, config
+from cxr.runtime import tune_malloc
+
+tune_malloc()
 approach, out = sys.argv[1], sys.argv[2]
 cfg = config.get_config("full")
 t = time.perf_counter()

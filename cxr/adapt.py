@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import Config, cache_key, get_config
-from .data import CLASSES
+from .classes import CLASSES
+from .trained import pixel_config
 
 METHODS = ("prior", "head")
 MIN_LOCAL = 5  # fewer local films than this are not enough to adapt on
@@ -47,42 +48,21 @@ class Local:
 
 
 def _read_folder(folder: Path, config: Config) -> tuple[np.ndarray, np.ndarray, list[str], pd.DataFrame]:
-    """Preprocessed images and labels of a labelled folder (Kaggle layout); unreadable files are skipped."""
-    from .data import list_files
-    from .predict import read_file
-    from .preprocess import preprocess
+    """Preprocessed images and labels of a labelled folder (database layout); unreadable files are skipped."""
+    from .labelled import list_labelled, read_labelled
 
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder: give the site's films in the database layout "
-                                f"(<class>/images/*.jpg|png), classes {', '.join(CLASSES)}.")
-    files, skipped = list_files(folder, "main")
-    images, labels, kept = [], [], []
-    skipped = skipped.copy()
-    for f, label in zip(files.file, files.label):
-        r = read_file(folder / f, f)
-        if r.image is None:
-            skipped.loc[len(skipped)] = (f, r.status.removeprefix("error: "))
-            continue
-        images.append(preprocess(r.image, config))
-        labels.append(CLASSES.index(label))
-        kept.append(f)
-    if not images:
-        raise ValueError(f"No usable films in {folder} ({len(skipped)} files skipped): nothing to adapt on.")
-    return np.stack(images), np.asarray(labels), kept, skipped
+    files, skipped = list_labelled(folder)
+    files, pixels, skipped = read_labelled(folder, files, skipped, config, purpose="to adapt on")
+    return pixels, np.array(files.label.map(CLASSES.index)), files.file.tolist(), skipped
 
 
 def local_films(folder: str | Path, model, meta: dict) -> Local:
     """The site's films as the model sees them (pooled features of its backbone)."""
     from .ood import pooled_features
 
-    cfg = _pixels_config(meta)
+    cfg = pixel_config(meta)
     pixels, y, files, skipped = _read_folder(Path(folder), cfg)
     return Local(pooled_features(model, pixels, meta["input_size"]), y, files, skipped)
-
-
-def _pixels_config(meta: dict) -> Config:
-    keep = ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma")
-    return get_config("full").replace(**{k: meta["config"][k] for k in keep if k in meta.get("config", {})})
 
 
 def database_features(checkpoint: str | Path, config: Config | None = None, progress: bool = False) -> dict:
@@ -97,10 +77,10 @@ def database_features(checkpoint: str | Path, config: Config | None = None, prog
     config = config or get_config()
     model, meta = load_model(checkpoint)
     root, table = load_table(config)
-    pixels = load_pixels(root, table, _pixels_config(meta).replace(profile=config.profile, cache_dir=config.cache_dir),
+    pixels = load_pixels(root, table, pixel_config(meta, config),
                          progress=progress)
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    key = cache_key(["pooled", digest, pixels_key(pixels)], ("adapt.py", "ood.py", "models.py", "trained.py"))
+    key = cache_key(["pooled", digest, pixels_key(pixels)], "pooled")
     path = Path(config.cache_dir) / f"pooled-{key}.npz"
     if not path.exists():
         feats = pooled_features(model, np.asarray(pixels), meta["input_size"])
@@ -159,7 +139,8 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
     """Adapt the model of `checkpoint` to a site from its labelled films in `local_dir`; write the
     adapted model to `out`. Returns what was done and measured (on the database's test split)."""
     from . import evaluate
-    from .trained import CHECKPOINT_FORMAT, load_model, save_state
+    from .files import save_state
+    from .trained import load_model, read_checkpoint
 
     config = config or get_config()
     if method not in METHODS:
@@ -169,9 +150,7 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
     if len(local.y) < MIN_LOCAL:
         raise ValueError(f"Only {len(local.y)} usable films in {local_dir}: adapting needs at least {MIN_LOCAL}.")
     db = database_features(checkpoint, config, progress=progress)
-    state = dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint} is not a cxr checkpoint")
+    state = dict(read_checkpoint(checkpoint))
     w0, b0 = _head(state)
     w, b = fit_head(w0, b0, db["train"], (local.features, local.y), method=method)
     y_val, p_val = db["val"][1], proba(w, b, db["val"][0])
@@ -180,8 +159,7 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
     state["model"] = dict(state["model"]) | {"_fc.weight": w.to(dtype), "_fc.bias": b.to(dtype)}
     state["temperature"] = temperature
     points = evaluate.choose_operating_points(y_val, evaluate.temper(p_val, temperature))
-    state["operating_points"] = {k: {kk: op[kk] for kk in ("task", "target_sensitivity", "threshold")}
-                                 for k, op in points.items()}
+    state["operating_points"] = evaluate.operating_point_rules(points)
     counts = {CLASSES[k]: int(n) for k, n in enumerate(np.bincount(local.y, minlength=len(CLASSES))) if n}
     y_test, p_test = db["test"][1], evaluate.temper(proba(w, b, db["test"][0]), temperature)
     s = evaluate.summary(y_test, p_test, n_boot=200, seed=config.seed)
@@ -220,7 +198,7 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
     draw: the site's false-COVID rate on its held-out films, database test accuracy and per-class
     sensitivity, and accuracy on the external radiographs (never used to choose anything)."""
     from . import evaluate
-    from .trained import load_model
+    from .trained import load_model, read_checkpoint
 
     config = config or get_config()
     model, meta = load_model(checkpoint)
@@ -232,8 +210,7 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
     db = database_features(checkpoint, config)
     ext = local_films(external_dir, model, meta) if external_dir and Path(external_dir).is_dir() else None
     twins = _twin_features(model, meta, config)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    w0, b0 = _head(state)
+    w0, b0 = _head(read_checkpoint(checkpoint))
     rng = np.random.default_rng(seed)
     rows = []
     for n in sizes:
@@ -249,8 +226,7 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
                 row |= _site_rates(proba(w, b, site.features[held]), site.y[held])
                 p_test = proba(w, b, db["test"][0])
                 row["database_accuracy"] = evaluate.accuracy_from_proba(db["test"][1], p_test)
-                row |= {f"database_sensitivity_{c}": float(np.mean(p_test.argmax(1)[db["test"][1] == k] == k))
-                        for k, c in enumerate(CLASSES)}
+                row |= {f"database_sensitivity_{c}": v for c, v in evaluate.class_sensitivity(db["test"][1], p_test).items()}
                 if twins is not None:  # does the refitted layer still ignore the processing chain?
                     row["twin_agreement"] = float(np.mean(proba(w, b, twins[0]).argmax(1) == proba(w, b, twins[1]).argmax(1)))
                 if ext is not None:
@@ -270,8 +246,7 @@ def _twin_features(model, meta: dict, config: Config):
     from .audit import load_twins
     from .ood import pooled_features
 
-    twins = load_twins(config.replace(**{k: v for k, v in _pixels_config(meta).to_dict().items()
-                                          if k in ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma")})).only("val", "test")
+    twins = load_twins(pixel_config(meta, config)).only("val", "test")
     if not len(twins):
         return None
     return (pooled_features(model, twins.orig_px, meta["input_size"]), pooled_features(model, twins.twin_px, meta["input_size"]))
@@ -336,10 +311,3 @@ def curve_text(summary: pd.DataFrame) -> dict[str, str]:
         for k in ("site", "db", "covid", "ext", "twins"):
             t.setdefault(f"{k}_{method}", "not measured")
     return t
-
-
-def write(record: dict, path: str | Path) -> Path:
-    """The learning curve as JSON, written atomically (`cxr.audit.write`)."""
-    from .audit import write as write_json
-
-    return write_json(record, path)

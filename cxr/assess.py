@@ -17,8 +17,9 @@ import pandas as pd
 
 from .config import display_path
 from .evaluate import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
+                       operating_point_rules,
                        patient_level, summary, temper)
-from .models import CLASSES
+from .classes import CLASSES
 from .runtime import show_progress
 
 
@@ -42,22 +43,22 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     """
     from .config import get_config
     from .data import load_split
-    from .trained import default_checkpoint, load_model
+    from .registry import default_checkpoint, weights_digest
+    from .trained import load_model, pixel_config
+
+    from .labelled import list_labelled
 
     data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir} is not a folder: give a folder in the Kaggle layout "
-                                f"(<class>/images/*.png), classes {', '.join(CLASSES)}.")
+    list_labelled(data_dir)  # a missing folder fails here, before any model is loaded
     points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
     checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
     model, meta = load_model(checkpoint)
-    cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
-                                                                      "clahe_tile", "gamma")})
+    cfg = pixel_config(meta, get_config("full"))
     temperature = float(meta.get("temperature", 1.0))
     sp = load_split(data_dir, config or get_config("full"), create=False) if split else None
 
     def run_on(which: str | None):
-        files, skipped = _list_labelled(data_dir)
+        files, skipped = list_labelled(data_dir)
         if which:
             files = files[files.file.isin(set(sp.file[sp.split == which]))].reset_index(drop=True)
             skipped = skipped[skipped.file.isin(set(sp.file))].reset_index(drop=True)
@@ -69,7 +70,8 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     y = files.label.map(CLASSES.index).to_numpy()
     s = summary(y, proba, n_boot=n_boot, seed=seed)
     result = {
-        "data": display_path(data_dir), "split": split, "checkpoint": display_path(checkpoint), "temperature": temperature,
+        "data": display_path(data_dir), "split": split, "checkpoint": display_path(checkpoint),
+        "model_sha256": weights_digest(checkpoint), "temperature": temperature,
         **{k: s[k] for k in ("n", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
         "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
         "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},
@@ -109,35 +111,14 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     return result
 
 
-def _list_labelled(data_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from .data import list_files
-
-    return list_files(data_dir, "main")
-
-
 def _predict_files(data_dir: Path, files: pd.DataFrame, skipped: pd.DataFrame, model, meta: dict, cfg,
                    progress: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Read, preprocess and predict (raw probabilities) the listed files; unusable ones go to `skipped`."""
-    from tqdm.auto import tqdm
-
-    from .predict import read_file
-    from .preprocess import preprocess
+    from .labelled import read_labelled
     from .trained import predict
 
-    images, keep = [], []
-    skipped = skipped.copy()
-    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
-        r = read_file(data_dir / f, f)  # the same reading, checks and reasons as cxr predict
-        if r.image is None:
-            skipped.loc[len(skipped)] = (f, r.status.removeprefix("error: "))
-        else:
-            images.append(preprocess(r.image, cfg))
-            keep.append(f)
-    files = files.set_index("file").loc[keep].reset_index()
-    if not len(files):
-        raise ValueError(f"No usable images in {data_dir} ({len(skipped)} files skipped).")
-    return files, predict(model, np.stack(images), meta["input_size"], progress=progress), skipped
-
+    files, pixels, skipped = read_labelled(data_dir, files, skipped, cfg, progress)
+    return files, predict(model, pixels, meta["input_size"], progress=progress), skipped
 
 def _manifest(data_dir: Path) -> pd.DataFrame | None:
     """The folder's manifest.csv (file, collection, patient id), if it has one."""
@@ -165,8 +146,7 @@ def _thresholds_record(source: str | Path | dict) -> dict:
     if "operating_points" not in record or record.get("split") != "test":
         raise ValueError(f"{name} has no operating points chosen on validation: make it with "
                          "`cxr evaluate --data DATASET --split test --out FILE`.")
-    points = {k: {kk: v for kk, v in op.items() if kk in ("task", "target_sensitivity", "threshold")}
-              for k, op in record["operating_points"].items()}
+    points = operating_point_rules(record["operating_points"])
     return {"operating_points": points, "checkpoint": record.get("checkpoint"), "data": record.get("data"),
             "source": name}
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from . import targets
 from .config import Config, get_config
-from .data import CLASSES
+from .classes import CLASSES
 
 
 # --------------------------------------------------------------------------- twins
@@ -130,7 +130,7 @@ def _run_numbers(run, model, size: int, twins: Twins) -> dict:
     s = evaluate.summary(y, p, n_boot=200, seed=0)
     held = twin_check(predictor(model, size), twins)
     train_twins = twin_check(predictor(model, size), twins, splits=("train",))
-    return {"run": run.path.name, "test_accuracy": s["accuracy"], "test_macro_auc": s["macro_auc"],
+    return {"run": run.name, "test_accuracy": s["accuracy"], "test_macro_auc": s["macro_auc"],
             "sensitivity": {c: s["per_class"][c]["sensitivity"] for c in CLASSES},
             "twin_agreement": held["agreement"], "twin_to_lung_opacity": held["to_lung_opacity"], "twins": held["n"],
             "twin_agreement_train_twins": train_twins["agreement"]}
@@ -198,8 +198,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
                      ("lungs only", explain.occlude(test_px, test_lungs, keep=True))):
         p = as_is if name == "as is" and as_is is not None else trained.predict(model, px, size, progress=False)
         occlusion[name] = {"accuracy": evaluate.accuracy_from_proba(y_test, p),
-                           **{f"{c} sensitivity": float(np.mean(p.argmax(1)[y_test == k] == k)) if np.any(y_test == k)
-                              else math.nan for k, c in enumerate(CLASSES)}}
+                           **{f"{c} sensitivity": v for c, v in evaluate.class_sensitivity(y_test, p).items()}}
     bar.update()
 
     twins = load_twins(config, root)
@@ -219,7 +218,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     bar.close()
 
     record = {
-        "profile": config.profile, "run": run.path.name,
+        "profile": config.profile, "run": run.name, "model_sha256": getattr(run, "digest", None),
         "twin_agreement": after["twin_agreement"], "twin_to_lung_opacity": after["twin_to_lung_opacity"],
         "twins_evaluated": after["twins"], "twins_evaluated_from": "originals in the val and test splits",
         "twin_agreement_train_twins": after["twin_agreement_train_twins"],
@@ -257,24 +256,6 @@ def _flat(numbers: dict) -> dict:
     return out | {f"{c} sensitivity": v for c, v in numbers["sensitivity"].items()}
 
 
-def write(record: dict, path: str | Path) -> Path:
-    """Write a record as JSON (through a temporary file, so a reader never sees half of it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=_json_default))
-    tmp.replace(path)
-    return path
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer, np.floating)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON: {type(o).__name__}")
-
-
 # --------------------------------------------------------------------------- several runs: choosing one
 def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str | None = None) -> dict:
     """One run's numbers for the comparison: validation (what the rule may use) and test and
@@ -283,12 +264,11 @@ def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str
 
     model, meta = trained.load_model(run.checkpoint)
     predict = predictor(model, meta["input_size"])
-    row = {"run": run.path.name, "name": name or run.path.name, "config": {
+    row = {"run": run.name, "name": name or run.name, "config": {
         k: run.config.get(k) for k in ("harmonise", "consistency", "epochs", "views", "lr", "seed")}}
     for split in ("val", "test"):
         y, p = run.proba(split)
-        sens = {c: float(np.mean(p.argmax(1)[y == k] == k)) if np.any(y == k) else math.nan
-                for k, c in enumerate(CLASSES)}
+        sens = evaluate.class_sensitivity(y, p)
         tw = twin_check(predict, twins, splits=(split,))
         row[split] = {"accuracy": evaluate.accuracy_from_proba(y, p), "balanced_accuracy": evaluate.balanced_accuracy(y, p),
                       "sensitivity": sens, "lowest_sensitivity": float(np.nanmin(list(sens.values()))),
@@ -341,6 +321,6 @@ def sweep(config: Config | None = None, runs: dict | None = None, external_dir: 
     if path.exists():
         record = json.loads(path.read_text())
         # a record made before these runs existed (another recipe, another build) does not describe them
-        if {Path(r.path).name for r in (runs or {}).values()} <= {row["run"] for row in record["runs"]}:
+        if {r.name for r in (runs or {}).values()} <= {row["run"] for row in record["runs"]}:
             return record
     return compare(runs or {}, config, external_dir=external_dir)

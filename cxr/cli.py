@@ -117,13 +117,33 @@ def _roi(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from . import report, trained
+    from . import registry, report
+    from .config import get_config
 
-    run = Path(args.run) if args.run else (trained.final_runs("full") or [None])[0]
-    if run is None or not (run / "checkpoint.pt").exists():
-        raise FileNotFoundError("No finished full run to export: train it with `cxr train`, or pass --run RUN_FOLDER.")
-    out = report.export_model(run, args.out or trained.SHIPPED)
+    run = Path(args.run) if args.run else registry.find_run("final", get_config("full")).path
+    if not (run / "checkpoint.pt").exists():
+        raise registry.MissingModel(f"{run} has no checkpoint.pt: pass a finished run folder, or train one with `cxr train`.")
+    out = report.export_model(run, args.out or registry.SHIPPED)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision) from {run.name}")
+    return 0
+
+
+def _reproduced(args: argparse.Namespace) -> int:
+    from . import registry
+    from .config import get_config
+    from .files import write_json
+
+    config = get_config(args.profile)
+    record = registry.reproduce_check(config)
+    out = write_json(record, args.out or config.reports_dir / "reproduce.json")
+    if record["weights_equal"]:
+        print(f"the retrained {record['retrained_run']} exports to the shipped weights bit for bit "
+              f"(sha256 {record['shipped_sha256'][:16]})")
+    else:
+        print(f"the retrained {record['retrained_run']} differs from the shipped model ({record['shipped_from']}): "
+              f"largest class-probability difference on the {record['test_images']:,} test images "
+              f"{record['largest_probability_difference']:.2e}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -147,31 +167,32 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from . import audit, train
+    from . import audit, registry
     from .config import get_config
-    from .report import external_dir, final_run
+    from .files import write_json
+    from .report import external_dir
 
     config = get_config(args.profile)
     if args.compare:
         names = args.names or [Path(r).name for r in args.compare]
         if len(names) != len(args.compare):
             raise ValueError(f"--names gives {len(names)} names for {len(args.compare)} runs.")
-        runs = {n: train.load_run(r) for n, r in zip(names, args.compare)}
+        runs = {n: registry.load_run(r) for n, r in zip(names, args.compare)}
         record = audit.compare(runs, config, external_dir=external_dir())
         print(audit.comparison_table(record).round(1).to_string())
         print(f"\nchosen by the rule (validation numbers only): {record['chosen']}")
     else:
-        run = train.load_run(args.run) if args.run else final_run(config)
+        run = registry.from_run(registry.load_run(args.run), config) if args.run else registry.final_model(config)
         before = None
-        if not args.no_before:
-            before = train.load_run(args.before) if args.before else train.fit("finetune", config.replace(harmonise=False))
+        if not args.no_before:  # a missing "before" run stops here with the command that trains it
+            before = registry.load_run(args.before) if args.before else registry.comparison_run("before", config)
         record = audit.shortcut_audit(run, config, before=before, progress=True).record
         record["command"] = "cxr " + " ".join(args.argv)
         print(f"twin agreement {100 * record['twin_agreement']:.1f}% (target {100 * record['targets']['twin_agreement']:.0f}%) "
               f"on {record['twins_evaluated']} twins; lungs hidden accuracy {100 * record['occlusion']['lungs_hidden_accuracy']:.1f}%")
         print("verdicts:", ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in record["verdicts"].items()))
     if args.out:
-        audit.write(record | {"command": "cxr " + " ".join(args.argv)}, args.out)
+        write_json(record | {"command": "cxr " + " ".join(args.argv)}, args.out)
         print(f"wrote {args.out}")
     return 0
 
@@ -179,7 +200,7 @@ def _audit(args: argparse.Namespace) -> int:
 def _adapt(args: argparse.Namespace) -> int:
     from . import adapt
     from .config import get_config
-    from .trained import default_checkpoint
+    from .registry import default_checkpoint
 
     checkpoint = Path(args.model) if args.model else default_checkpoint()
     out = Path(args.out) if args.out else Path(f"cxr-adapted-{Path(args.data).resolve().name}.pt")
@@ -244,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("audit", parents=[on], help="the shortcut audit of a run (twins, maps, occlusion), or several runs compared")
     p.add_argument("--run", help="run folder (default: the profile's final model)")
-    p.add_argument("--before", help="run folder of the same recipe without harmonisation (default: trained if missing)")
+    p.add_argument("--before", help="run folder of the same recipe without harmonisation (default: the profile's, "
+                                    "made by `cxr train --no-harmonise`)")
     p.add_argument("--no-before", action="store_true", help="audit without the before/after comparison")
     p.add_argument("--compare", nargs="+", metavar="RUN",
                    help="instead: compare these run folders on validation, test and external, and mark the one "
@@ -275,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("predict", parents=[on], help="the model on image files or folders (PNG, JPEG, TIFF, DICOM)")
     p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked)")
-    p.add_argument("--model", help="checkpoint (default: the latest full run, else the shipped model)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--threshold", default="argmax",
                    help="decision rule: argmax (default) or an operating point of the model, e.g. covid@95, abnormal@99")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
@@ -283,11 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
-    p.add_argument("--run", help="run folder (default: the latest finished full final run)")
+    p.add_argument("--run", help="run folder (default: the full profile's final run)")
     p.add_argument("--out", help="file to write (default: the package's shipped model)")
     p.set_defaults(func=_export)
 
+    p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
+    p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")
+    p.set_defaults(func=_reproduced)
+
     args = parser.parse_args(argv)
+    from .runtime import tune_malloc
+
+    tune_malloc()
     # progress and cache messages (cxr.train's log) on stderr, without touching a caller's logging
     log = logging.getLogger("cxr")
     if not log.handlers:

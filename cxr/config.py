@@ -121,20 +121,40 @@ SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=2, input_size=128, batch_size
                        resnet_steps=4, resnet_batch_size=16)
 
 
+# The explicit version of every code path whose output is trained or cached. A key is made of
+# the inputs and this number, never of the source text: editing a comment, a docstring or where a
+# helper lives renames nothing. Bump a number by hand when that path's output changes;
+# tests/test_keys.py fails when the smoke training path changes its weights without a bump.
+VERSIONS = {
+    "scan": 1,         # data.scan: the table of readable images and their thumbnails
+    "pixels": 1,       # preprocess.load_pixels: reading, resizing and enhancing
+    "features": 1,     # features.embed: ImageNet EfficientNet-Lite0 pooled features
+    "activations": 1,  # train.frozen_activations: the frozen layers' output per augmented view
+    "pooled": 1,       # adapt.pooled_split: a trained model's pooled features
+    "predictions": 1,  # registry.Model.predictions: a model's probabilities on a split
+    "linear": 1,       # train: the frozen-features + logistic-regression recipe
+    "finetune": 1,     # train: the final model's recipe
+    "resnet50": 1,     # train: the original project's recipe
+}
+
+
 def source_hash(names: tuple[str, ...] | None = None) -> str:
-    """Hash of the package's source files (all of them, or the named ones, e.g. ("preprocess.py",))."""
+    """Hash of the package's source files (all of them, or the named ones). Provenance only: it is
+    written beside a run (config.json), never into a key."""
     h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.glob("*.py")):
+    for p in sorted(Path(__file__).parent.rglob("*.py")):
         if names is None or p.name in names:
             h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:12]
 
 
-def cache_key(parts, sources: tuple[str, ...] = ()) -> str:
+def cache_key(parts, path: str) -> str:
     """The one cache-key recipe: a hash of everything that decides a cached file's content, the
-    inputs (`parts`, anything JSON can write) and the code that computes it (`sources`, file names
-    in the package)."""
-    blob = json.dumps([parts, source_hash(sources) if sources else None], sort_keys=True, default=str)
+    inputs (`parts`, anything JSON can write) and the explicit version of the code path that
+    computes it (`path`, a name in VERSIONS)."""
+    if path not in VERSIONS:
+        raise KeyError(f"no version for code path {path!r}: add it to cxr.config.VERSIONS")
+    blob = json.dumps([parts, path, VERSIONS[path]], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

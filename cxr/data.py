@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 
 from .runtime import show_progress
+from .classes import CLASSES
 from .config import Config, get_config, repo_root
 
-CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MIN_SIDE = 64  # smaller images are skipped: nothing diagnostic survives at that size
 KAGGLE_NAME = "COVID-19_Radiography_Dataset"
@@ -189,7 +189,7 @@ def _listing_key(root: Path, files: pd.Series) -> str:
 
     listing = hashlib.sha256("".join(f"{f}\0{(root / f).stat().st_size}\0{(root / f).stat().st_mtime_ns}\n"
                                      for f in files).encode()).hexdigest()
-    return cache_key([str(root.resolve()), listing], ("data.py",))
+    return cache_key([str(root.resolve()), listing], "scan")
 
 
 def scan(root: str | Path | None = None, config: Config | None = None, progress: bool = True) -> Scan:

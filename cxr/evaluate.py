@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
-from .models import CLASSES
+from .classes import CLASSES
 
 Z95 = float(norm.ppf(0.975))
 
@@ -223,6 +223,13 @@ def accuracy_from_proba(y: np.ndarray, proba: np.ndarray) -> float:
     return float(np.mean(np.asarray(proba).argmax(1) == np.asarray(y)))
 
 
+def class_sensitivity(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Each class's sensitivity (recall) at the argmax decision; nan for a class the labels do not
+    have (nothing was measured: the one rule for a missing class, everywhere)."""
+    y, pred = np.asarray(y), np.asarray(proba).argmax(1)
+    return {c: float(np.mean(pred[y == k] == k)) if np.any(y == k) else math.nan for k, c in enumerate(CLASSES)}
+
+
 def balanced_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
     """Mean sensitivity over the classes present."""
     y, pred = np.asarray(y), np.asarray(proba).argmax(1)
@@ -397,6 +404,12 @@ def task_scores(task: str, y: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray
         covid = CLASSES.index("COVID")
         return y == covid, proba[:, covid]
     raise ValueError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+
+
+def operating_point_rules(points: dict) -> dict:
+    """Operating points trimmed to what decides them (task, target sensitivity, threshold): what a
+    checkpoint carries and another evaluation reuses, without the numbers measured at them."""
+    return {k: {kk: op[kk] for kk in ("task", "target_sensitivity", "threshold")} for k, op in points.items()}
 
 
 def choose_operating_points(y_val: np.ndarray, proba_val: np.ndarray, points=OPERATING_POINTS) -> dict:

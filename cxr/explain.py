@@ -20,7 +20,8 @@ import torch
 from scipy.stats import spearmanr
 
 from .features import to_tensor
-from .models import CLASSES, EfficientNetLite0
+from .classes import CLASSES
+from .models import EfficientNetLite0
 from .preprocess import clahe
 from .runtime import model_device, to_numpy
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import torch.nn.functional as F
 
 from .runtime import autocast, device, show_progress, to_numpy
 from .config import Config, cache_key, get_config
-from .data import _ensure
+from .files import save_npy
 
 
 def to_tensor(batch: np.ndarray, size: int, device: torch.device | None = None) -> torch.Tensor:
@@ -46,7 +44,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
 
     config = config or get_config()
     size = size or config.input_size
-    key = cache_key(["lite0-imagenet-pooled", size, pixels_key(pixels)], ("features.py", "models.py"))
+    key = cache_key(["lite0-imagenet-pooled", size, pixels_key(pixels)], "features")
     path = Path(config.cache_dir) / f"features-{key}.npy"
     if path.exists():
         return np.load(path)
@@ -57,17 +55,7 @@ def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = N
     for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not show_progress(progress)):
         with autocast(dev):
             out[i:i + batch] = to_numpy(model.features(to_tensor(pixels[i:i + batch], size, dev)).mean((2, 3)))
-    save_atomic(path, out)
+    save_npy(path, out)
     return out
 
 
-def save_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save to a temporary file in the same folder, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", suffix=".npy", dir=_ensure(path.parent))
-    os.close(fd)
-    try:
-        np.save(tmp, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

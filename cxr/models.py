@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLASSES = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+from .classes import CLASSES
 
 # (expand ratio, kernel, stride, out channels, repeats) per stage of EfficientNet-Lite0.
 LITE0_STAGES = [

@@ -15,37 +15,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .features import to_tensor
-from .models import for_inference
-from .runtime import autocast, model_device, to_numpy
+from .trained import forward
 
 
-@torch.inference_mode()
 def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64) -> np.ndarray:
     """The final model's pooled last feature map (N, 1280) for preprocessed uint8 images."""
-    model = for_inference(model, len(pixels), batch)
-    dev = model_device(model)
-    out = []
-    for i in range(0, len(pixels), batch):
-        with autocast(dev):
-            out.append(to_numpy(model.features(to_tensor(pixels[i:i + batch], size, dev)).mean((2, 3))))
-    return np.concatenate(out) if out else np.zeros((0, 1280), np.float32)
+    return forward(model, pixels, size, ("features",), batch)["features"]
 
 
-@torch.inference_mode()
 def proba_and_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities (before temperature scaling) and pooled features in one forward pass."""
-    model = for_inference(model, len(pixels), batch)
-    dev = model_device(model)
-    probs, feats = [], []
-    for i in range(0, len(pixels), batch):
-        with autocast(dev):
-            fmap = model.features(to_tensor(pixels[i:i + batch], size, dev))
-            logits = model.head(fmap)
-        probs.append(to_numpy(logits.float().softmax(1)))
-        feats.append(to_numpy(fmap.float().mean((2, 3))))
-    return np.concatenate(probs), np.concatenate(feats)
+    out = forward(model, pixels, size, ("proba", "features"), batch)
+    return out["proba"], out["features"]
 
 
 def fit(train: np.ndarray, val: np.ndarray, k: int = 64, flag_rate: float = 0.01) -> dict:

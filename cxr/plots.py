@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .models import CLASSES
+from .classes import CLASSES
 
 PALETTE = {"COVID": "#d62728", "Lung_Opacity": "#ff7f0e", "Normal": "#2ca02c", "Viral Pneumonia": "#1f77b4"}
 

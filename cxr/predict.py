@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import CLASSES, IMAGE_EXTS, ImageError, decode_gray
+from .classes import CLASSES
+from .data import IMAGE_EXTS, ImageError, decode_gray
 
 DICOM_EXTS = {".dcm", ".dicom"}
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (8000 x 8000)
@@ -186,18 +187,10 @@ class Predictor:
 
 
 def default_model() -> Path:
-    """The shipped model when it was exported from the latest full run (or there is no run): it carries
-    the operating points and the out-of-distribution statistics; else the latest full run."""
-    import torch
+    """The shipped model: it carries the operating points and the out-of-distribution statistics."""
+    from . import registry
 
-    from . import trained
-
-    runs = trained.final_runs("full")
-    if trained.SHIPPED.exists():
-        source = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True).get("source_run")
-        if not runs or source == runs[0].name:
-            return trained.SHIPPED
-    return trained.default_checkpoint()
+    return registry.shipped().checkpoint
 
 
 def load(checkpoint: str | Path | None = None) -> Predictor:
@@ -207,9 +200,7 @@ def load(checkpoint: str | Path | None = None) -> Predictor:
 
     checkpoint = Path(checkpoint) if checkpoint else default_model()
     model, meta = trained.load_model(checkpoint)
-    cfg = get_config("full").replace(**{k: meta["config"][k] for k in ("image_size", "clahe", "clahe_clip",
-                                                                      "clahe_tile", "gamma")})
-    return Predictor(model, meta, cfg, checkpoint)
+    return Predictor(model, meta, trained.pixel_config(meta, get_config("full")), checkpoint)
 
 
 def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,

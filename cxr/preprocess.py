@@ -62,8 +62,7 @@ def pixels_cache_key(root: Path, table: pd.DataFrame, config: Config) -> str:
     """Keyed by the parameters, the folder, every file's path and SHA-256, and the reading and
     preprocessing code."""
     files = hashlib.sha256("".join(f"{f}\0{sha}\n" for f, sha in zip(table.file, table.sha256)).encode()).hexdigest()
-    return cache_key([{p: getattr(config, p) for p in PARAMS}, str(Path(root).resolve()), files],
-                     ("preprocess.py", "data.py"))
+    return cache_key([{p: getattr(config, p) for p in PARAMS}, str(Path(root).resolve()), files], "pixels")
 
 
 def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = None,
@@ -90,16 +89,6 @@ def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = N
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return np.load(folder / "pixels.npy", mmap_mode="r")
-
-
-def clean_partial_caches(config: Config | None = None) -> int:
-    """Remove temporary folders left behind by killed runs; returns how many were removed."""
-    config = config or get_config()
-    gone = 0
-    for p in Path(config.cache_dir).glob("*.tmp-*"):
-        shutil.rmtree(p, ignore_errors=True)
-        gone += 1
-    return gone
 
 
 def image_stats(pixels: np.ndarray, batch: int = 1024) -> "pd.DataFrame":

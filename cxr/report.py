@@ -7,8 +7,9 @@
 * `twin_audit`: how often the model's answer survives a change of processing chain;
 * `executive_summary`: the headline numbers of the executive summary, in `<reports>/summary.json`.
 
-`<reports>` is `Config.reports_dir` (`reports/` for the full profile). A record is reused when it
-was made from the same trained run (its folder name carries the run's key), else made again.
+`<reports>` is `Config.reports_dir` (`reports/` for the full profile). Every record names its model
+by the SHA-256 of its weights (`model_sha256`, from `cxr.registry`) and is reused while that is the
+final model's, else made again. No record function trains: the model comes from the registry.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from .book import interval, pct
 from .config import Config, get_config, repo_root
+from .files import write_json
 
 EXTERNAL_ENV = "CXR_EXTERNAL_DIR"
 
@@ -42,25 +44,20 @@ def site_dir() -> Path | None:
     return p if p.is_dir() else None
 
 
-def final_run(config: Config | None = None):
-    """The profile's final model (trained now if no identical finished run exists)."""
-    from . import train
+def final_model(config: Config | None = None):
+    """The model every record of the profile is made from (`registry.final_model`: the shipped one
+    by default); never trains. A missing model raises `registry.MissingModel` with the command."""
+    from . import registry
 
-    return train.fit("finetune", config or get_config(), progress=False)
-
-
-def made_by(record: dict) -> str:
-    """The run folder name of the model a record was made with (evaluation records name the checkpoint,
-    the summary names the run)."""
-    return record.get("run") or Path(record.get("checkpoint", "")).parent.name
+    return registry.final_model(config or get_config())
 
 
-def _fresh(path: Path, run) -> dict | None:
-    """The record at `path` if it was made from `run` (a Run, or a run folder's path)."""
+def _fresh(path: Path, model) -> dict | None:
+    """The record at `path` if it was made from `model` (a `registry.Model`): the same weights."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if made_by(record) == Path(getattr(run, "path", run)).name else None
+    return record if record.get("model_sha256") == model.digest else None
 
 
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
@@ -69,12 +66,14 @@ def evaluation_record(config: Config | None = None, remake: bool = False) -> dic
     from .assess import evaluate_folder
 
     config = config or get_config()
-    run = final_run(config)
+    model = final_model(config)
     path = config.reports_dir / "evaluation.json"
-    if not remake and (record := _fresh(path, run)) is not None and "operating_points" in record:
+    if not remake and (record := _fresh(path, model)) is not None and "operating_points" in record:
         return record
-    return evaluate_folder(find_dataset(), run.checkpoint, out=path, split="test", config=config, progress=False,
-                           n_boot=1000 if not config.smoke else 200, seed=config.seed)
+    record = evaluate_folder(find_dataset(), model.checkpoint, out=path, split="test", config=config, progress=False,
+                             n_boot=1000 if not config.smoke else 200, seed=config.seed) | model.ref
+    write_json(record, path)
+    return record
 
 
 def external_record(config: Config | None = None, remake: bool = False) -> dict | None:
@@ -86,23 +85,38 @@ def external_record(config: Config | None = None, remake: bool = False) -> dict 
     data = external_dir()
     if data is None:
         return None
-    run = final_run(config)
+    model = final_model(config)
     path = config.reports_dir / "external.json"
-    if not remake and (record := _fresh(path, run)) is not None:
+    if not remake and (record := _fresh(path, model)) is not None:
         return record
-    return evaluate_folder(data, run.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
-                           seed=config.seed, thresholds_from=evaluation_record(config))
+    record = evaluate_folder(data, model.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
+                             seed=config.seed, thresholds_from=evaluation_record(config)) | model.ref
+    write_json(record, path)
+    return record
 
 
-def twin_audit(config: Config | None = None, run_path: str | Path | None = None) -> dict:
-    """Twin agreement of the final model (or the run at `run_path`) on the audit twins whose originals
-    are in the validation or test split (never trained on): the share of twins that get their
-    original's prediction."""
+def twin_audit(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
+    """Twin agreement of the final model (or the model at `checkpoint`) on the audit twins whose
+    originals are in the validation or test split (never trained on): the share of twins that get
+    their original's prediction."""
     from . import audit, trained
 
     config = config or get_config()
-    model, meta = trained.load_model(Path(run_path or final_run(config).path) / "checkpoint.pt")
+    model, meta = trained.load_model(checkpoint or final_model(config).checkpoint)
     return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
+
+
+def audit_record(config: Config | None = None):
+    """The shortcut audit of the final model against the "before" run (`audit.shortcut_audit`):
+    the record and what chapter 05 draws. The full profile's record goes to `reports/explain.json`.
+    Never trains: a missing "before" run stops with the command that makes it."""
+    from . import audit, registry
+
+    config = config or get_config()
+    result = audit.shortcut_audit(final_model(config), config, before=registry.comparison_run("before", config))
+    if config.profile == "full":
+        write_json(result.record | {"command": "cxr audit --out reports/explain.json"}, config.reports_dir / "explain.json")
+    return result
 
 
 def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
@@ -126,19 +140,19 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
 def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
     from . import trained
-    from .data import CLASSES
+    from .classes import CLASSES
     from .train import inference_speed
 
     config = config or get_config()
-    run = final_run(config)
+    final = final_model(config)
     ev = evaluation_record(config)
     ext = external_record(config)
     twins = twin_audit(config)
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = trained.load_model(final.checkpoint)
     speed = inference_speed(model, meta["input_size"])
     covid = ev["per_class"]["COVID"]
     record = {
-        "profile": config.profile, "run": run.path.name,
+        "profile": config.profile, **final.ref,
         "test_images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": ev["accuracy_ci"],
         "macro_auc": ev["macro_auc"], "macro_auc_ci": ev["macro_auc_ci"],
         "covid_sensitivity": covid["sensitivity"], "covid_sensitivity_ci": covid["sensitivity_ci"],
@@ -171,9 +185,7 @@ def executive_summary(config: Config | None = None) -> dict:
                                     "false_covid_after_ci": [head["site CI low %"] / 100, head["site CI high %"] / 100],
                                     "database_accuracy_after": head["database accuracy %"] / 100,
                                     "database_covid_sensitivity_after": head["COVID sensitivity %"] / 100}
-    path = config.reports_dir / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    write_json(record, config.reports_dir / "summary.json")
     return record
 
 
@@ -221,26 +233,20 @@ def adaptation_record(config: Config | None = None, remake: bool = False) -> dic
     """The site-adaptation learning curve of the shipped model on the site folder (`site_dir`),
     in `<reports>/adaptation.json`; reused while the shipped model is the same file. None when no
     site folder is at hand."""
-    import hashlib
-
-    from . import adapt
+    from . import adapt, registry
 
     config = config or get_config()
     site = site_dir()
     if site is None:
         return None
-    model = shipped_model(config)
-    digest = hashlib.sha256(Path(model).read_bytes()).hexdigest()
+    model = registry.shipped()
     path = config.reports_dir / "adaptation.json"
-    if not remake and path.exists():
-        record = json.loads(path.read_text())
-        if record.get("checkpoint_sha256") == digest:
-            return record
-    record = adapt.learning_curve(model, site, sizes=(0, 25, 50, 100, 150), draws=3, external_dir=external_dir(),
-                                  config=config, seed=config.seed)
-    record["checkpoint_sha256"] = digest
+    if not remake and (record := _fresh(path, model)) is not None:
+        return record
+    record = adapt.learning_curve(model.checkpoint, site, sizes=(0, 25, 50, 100, 150), draws=3,
+                                  external_dir=external_dir(), config=config, seed=config.seed) | model.ref
     record["command"] = "cxr.report.adaptation_record (chapter 06); one site: cxr adapt --data FOLDER"
-    adapt.write(record, path)
+    write_json(record, path)
     return record
 
 
@@ -249,7 +255,7 @@ def external_tables(external: dict, evaluation: dict) -> dict:
     image- and patient-level intervals), per collection, and the confusion matrix."""
     import pandas as pd
 
-    from .data import CLASSES
+    from .classes import CLASSES
 
     pl = external.get("patient_level") or {"per_class": {}}
     rows = []
@@ -275,7 +281,7 @@ def external_tables(external: dict, evaluation: dict) -> dict:
 
 def external_text(external: dict, evaluation: dict) -> dict[str, str]:
     """The external-validation chapter's numbers as its sentences quote them (glued)."""
-    from .data import CLASSES
+    from .classes import CLASSES
 
     pl = external.get("patient_level") or {}
     cm = np.asarray(external["confusion"])
@@ -298,50 +304,41 @@ def external_text(external: dict, evaluation: dict) -> dict[str, str]:
 
 
 def shipped_model(config: Config | None = None) -> Path:
-    """The model that ships with the package. In the full profile it is exported again from this
-    build's final model when it came from another run; the smoke profile uses the committed file."""
-    import torch
+    """The model that ships with the package (`cxr/weights/`): the file chapter 08 describes."""
+    from . import registry
 
-    from . import trained
-
-    config = config or get_config()
-    if config.smoke:
-        return trained.SHIPPED
-    run = final_run(config)
-    if trained.SHIPPED.exists():
-        state = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True)
-        if state.get("source_run") == run.path.name:
-            return trained.SHIPPED
-    evaluation_record(config)
-    external_record(config)
-    return export_model(run.path, trained.SHIPPED, config)
+    return registry.shipped().checkpoint
 
 
 def export_model(run_path: str | Path, out: str | Path, config: Config | None = None) -> Path:
-    """`cxr export`: the run's final model in half precision with its operating points, its
-    out-of-distribution statistics and a model card filled from the records of the same run."""
-    from . import trained
+    """`cxr export`: a run's model in half precision, with what the shipped file carries measured on
+    the half-precision weights themselves (the model users run and every record describes): the
+    operating points chosen on its validation predictions, the test and external numbers of its
+    card, its twin agreement and its out-of-distribution statistics; and the run's training history."""
+    import tempfile
+
+    from . import registry, trained
+    from .assess import evaluate_folder
+    from .data import find_dataset
     from .ood import fit_on_split
 
     config = config or get_config("full")
-    run_path = Path(run_path)
-    records = {name: _fresh(config.reports_dir / f"{name}.json", run_path)
-               for name in ("evaluation", "external", "summary")}
-    path = config.reports_dir / "evaluation.json"
-    if records["evaluation"] is None and path.exists():
-        raise ValueError(f"{path} was made with another model ({made_by(json.loads(path.read_text()))}); remake it "
-                         f"for {run_path.name} with `cxr evaluate --data DATASET --split test --out reports/evaluation.json`.")
-    if records["evaluation"] is None:
-        raise FileNotFoundError(f"{config.reports_dir / 'evaluation.json'} is missing: write it with `cxr evaluate "
-                                "--data DATASET --split test --out reports/evaluation.json` first.")
-    # the summary's twin agreement, or (when the card is written before the run's summary, as a
-    # fresh build does) the same measurement made now
-    summary = records["summary"] or {"twin_agreement": (t := twin_audit(config, run_path))["agreement"], "twins": t["n"]}
-    audit = ({"agreement": summary["twin_agreement"], "twins": summary["twins"],
-              "twins_from": "originals in the validation and test splits"} if summary["twins"] else None)
-    model, meta = trained.load_model(run_path / "checkpoint.pt")
-    return trained.export(run_path / "checkpoint.pt", out, records["evaluation"], records["external"], audit,
-                          fit_on_split(model, meta["input_size"], config))
+    run = registry.load_run(run_path)
+    training = {"history": run.history.to_dict("records"), "summary": run.summary}
+    n_boot = 1000 if not config.smoke else 200
+    with tempfile.TemporaryDirectory() as tmp:
+        half = trained.export(run.checkpoint, Path(tmp) / run.name / "checkpoint.pt", training=training)
+        evaluation = evaluate_folder(find_dataset(), half, split="test", config=config, progress=False,
+                                     n_boot=n_boot, seed=config.seed)
+        data = external_dir()
+        external = (evaluate_folder(data, half, progress=False, n_boot=n_boot, seed=config.seed,
+                                    thresholds_from=evaluation) if data is not None else None)
+        twins = twin_audit(config, half)
+        audit = ({"agreement": twins["agreement"], "twins": twins["n"],
+                  "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
+        model, meta = trained.load_model(half)
+        stats = fit_on_split(model, meta["input_size"], config)
+    return trained.export(run.checkpoint, out, evaluation, external, audit, stats, training=training)
 
 
 def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
@@ -381,12 +378,13 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
         p = proportion(int((v > stats["threshold"]).sum()), len(v))
         groups[k] = {"n": p["n"], "flagged": p["k"], "rate": p["value"], "rate_ci": p["ci"],
                      "median_score": float(np.median(v)) if len(v) else math.nan}
+    from .registry import weights_digest
+
     record = {"checkpoint": Path(pred.checkpoint).name, "source_run": pred.meta.get("source_run"),
+              "model_sha256": weights_digest(pred.checkpoint),
               "threshold": stats["threshold"], "flag_rate_target": stats["flag_rate"], "groups": groups,
               "not_chest_flagged": [k for k, r in zip(others, rows) if r["status"] == predict.OOD]}
-    path = config.reports_dir / "ood.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
+    write_json(record, config.reports_dir / "ood.json")
     return {**record, "scores": scores}
 
 
@@ -400,25 +398,30 @@ def metric_differences(full: dict, shipped: dict) -> dict:
 
 
 def precision_check(config: Config | None = None) -> dict | None:
-    """The shipped (half-precision) model against the full-precision model it came from, on the test
-    split; None when the shipped model did not come from this profile's final run. Writes
-    `<reports>/shipped.json`."""
-    import torch
-
+    """The shipped (half-precision) model against the full-precision run it was exported from, on
+    the test split, in `<reports>/shipped.json`: the record of this shipped file when there is one,
+    else measured when that run is on this machine (`cxr train` makes it), else None."""
+    from . import registry
     from .assess import evaluate_folder
     from .data import find_dataset
 
     config = config or get_config()
-    path = shipped_model(config)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    run = final_run(config)
-    if state.get("source_run") != run.path.name:
+    shipped = registry.shipped(config)
+    if (record := _fresh(config.reports_dir / "shipped.json", shipped)) is not None:
+        return record
+    try:
+        run = registry.find_run("final", config)
+    except registry.MissingModel:
         return None
-    full = evaluation_record(config)
-    shipped = evaluate_folder(find_dataset(), path, split="test", config=config, progress=False, n_boot=200)
-    diffs = metric_differences(full, shipped)
-    record = {"run": run.path.name, "size_mb": path.stat().st_size / 1e6, "precision": state.get("precision"),
+    if shipped.meta().get("source_run") != run.name:
+        return None
+    full = evaluate_folder(find_dataset(), run.checkpoint, split="test", config=config, progress=False, n_boot=200)
+    small = evaluation_record(config) if registry.model_source() == "shipped" else evaluate_folder(
+        find_dataset(), shipped.checkpoint, split="test", config=config, progress=False, n_boot=200)
+    diffs = metric_differences(full, small)
+    record = {"run": run.name, "size_mb": shipped.checkpoint.stat().st_size / 1e6, **shipped.ref,
+              "precision": shipped.meta().get("precision"),
               "differences_points": diffs, "largest_difference_points": max(abs(v) for v in diffs.values()),
-              "allowed_points": 0.2, "shipped_accuracy": shipped["accuracy"], "full_accuracy": full["accuracy"]}
-    (config.reports_dir / "shipped.json").write_text(json.dumps(record, indent=1))
+              "allowed_points": 0.2, "shipped_accuracy": small["accuracy"], "full_accuracy": full["accuracy"]}
+    write_json(record, config.reports_dir / "shipped.json")
     return record

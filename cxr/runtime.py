@@ -3,8 +3,9 @@
 glibc returns every large freed block to the kernel and maps it again on the next allocation,
 so a CNN forward pass on the CPU spends most of its time in page faults (measured here: 28
 images/s at 224 px and 60% system time, against 97 images/s without it). Raising malloc's mmap
-and trim thresholds keeps that memory in the process. `cxr` applies this once, on import,
-unless CXR_NO_MALLOPT=1; it affects only the current process.
+and trim thresholds keeps that memory in the process. Call `tune_malloc()` once at the start of
+a process that runs models (the CLI, every chapter, the benchmarks and the tests do); importing
+`cxr` changes nothing. CXR_NO_MALLOPT=1 turns it off; it affects only the current process.
 """
 from __future__ import annotations
 

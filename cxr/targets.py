@@ -7,7 +7,7 @@ only; test and external numbers are reported as they fall, never used to choose.
 """
 from __future__ import annotations
 
-from .data import CLASSES
+from .classes import CLASSES
 
 #: a model must agree with itself on at least this share of the audit twins of held-out originals
 TWIN_AGREEMENT = 0.97
@@ -23,9 +23,10 @@ ECE_AFTER_SCALING = 0.02
 def shortfall(twin_agreement: float | None, sensitivity: dict[str, float]) -> float:
     """How far a model is from meeting the twin target and every sensitivity floor: the largest
     relative shortfall (0 when all are met; 0.1 means one number is 10% below its target). Without twins
-    (`twin_agreement` None or nan) only the floors count."""
+    (`twin_agreement` None or nan) only the floors count; a class the data does not have (its
+    sensitivity nan, as `evaluate.class_sensitivity` gives it) has no floor to miss."""
     gaps = [] if twin_agreement is None or twin_agreement != twin_agreement else [1 - twin_agreement / TWIN_AGREEMENT]
-    gaps += [1 - sensitivity[c] / SENSITIVITY_FLOORS[c] for c in CLASSES]
+    gaps += [1 - sensitivity[c] / SENSITIVITY_FLOORS[c] for c in CLASSES if sensitivity[c] == sensitivity[c]]
     return max(0.0, *gaps)
 
 
@@ -35,7 +36,7 @@ def selection_key(twin_agreement: float, sensitivity: dict[str, float], balanced
     higher balanced accuracy wins. (A run that cannot reach the twin target, such as the "before"
     model trained without harmonisation, is thus chosen as its recipe would choose it: floors,
     then balanced accuracy.)"""
-    floors = all(sensitivity[c] >= SENSITIVITY_FLOORS[c] for c in CLASSES)
+    floors = not any(sensitivity[c] < SENSITIVITY_FLOORS[c] for c in CLASSES)  # nan (class absent) misses none
     return (shortfall(twin_agreement, sensitivity) == 0, floors, round(balanced_accuracy, 4))
 
 

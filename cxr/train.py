@@ -10,8 +10,9 @@
 
 A run folder (``runs/<approach>-<key>``) holds config.json, history.csv (one row per
 validation), checkpoint.pt (the best weights; loads with ``torch.load(weights_only=True)``),
-last.pt (to resume), predictions_val.csv, predictions_test.csv and done.json. The key hashes
-the config, the split and the training code (TRAINING_SOURCES), so an identical run is reused, not repeated.
+last.pt (to resume), predictions_val.csv, predictions_test.csv and done.json. The key
+(`run_key`) is the approach, the config fields it reads, the data and the recipe's explicit version,
+so an identical run is reused, not repeated, and an edit that changes no recipe renames no run.
 """
 from __future__ import annotations
 
@@ -34,14 +35,16 @@ from sklearn.preprocessing import StandardScaler
 
 from .runtime import autocast, device, model_device, show_progress, to_numpy
 from . import augment, evaluate, targets
-from .config import Config, cache_key, display_path, get_config
-from .data import CLASSES, _ensure, load_audit, load_table, stratified_sample
-from .features import embed, save_atomic, to_tensor
+from .config import VERSIONS, Config, cache_key, display_path, get_config, source_hash
+from .classes import CLASSES
+from .data import load_audit, load_table, stratified_sample
+from .features import embed, to_tensor
 from .models import efficientnet_lite0, folded, resnet50
 from .preprocess import load_pixels
-from .trained import CHECKPOINT_FORMAT, build_model, load_model, predict, save_checkpoint, save_state  # noqa: F401
+from .files import ensure, save_state
+from .registry import APPROACHES, Run, load_run, run_path
+from .trained import load_model, predict, save_checkpoint
 
-APPROACHES = ("linear", "finetune", "resnet50")
 # Progress and cache messages go to the log (the CLI shows it on stderr), not into the book's pages.
 log = logging.getLogger(__name__)
 
@@ -67,61 +70,6 @@ def proba_all_classes(model, features: np.ndarray, n_classes: int = len(CLASSES)
     return out
 
 
-# --------------------------------------------------------------------------- run folders
-@dataclass
-class Run:
-    """A finished (or reused) training run."""
-
-    path: Path
-    config: dict
-    history: pd.DataFrame
-    summary: dict
-
-    def predictions(self, split: str) -> pd.DataFrame:
-        return pd.read_csv(self.path / f"predictions_{split}.csv", keep_default_na=False)
-
-    def proba(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(labels as class indices, probabilities) of a split."""
-        p = self.predictions(split)
-        return p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy()
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "checkpoint.pt"
-
-
-# the modules whose code decides what a training run produces; editing the report's other
-# modules (evaluate, explain, plots, cli) does not invalidate trained runs
-TRAINING_SOURCES = ("augment.py", "config.py", "data.py", "features.py", "models.py", "preprocess.py",
-                    "runtime.py", "targets.py", "train.py", "trained.py")
-
-
-def run_key(config: Config, approach: str, split: pd.DataFrame) -> str:
-    rows = hashlib.sha256("\n".join("\0".join(r) for r in split[["file", "split", "sha256"]].itertuples(index=False))
-                          .encode()).hexdigest()
-    return cache_key([approach, config.key(), rows], TRAINING_SOURCES)[:12]
-
-
-def load_run(path: str | Path) -> Run:
-    path = Path(path)
-    if not (path / "done.json").exists():
-        raise FileNotFoundError(f"{path} is not a finished run (no done.json).")
-    return Run(path, json.loads((path / "config.json").read_text()),
-               pd.read_csv(path / "history.csv"), json.loads((path / "done.json").read_text()))
-
-
-def latest_run(approach: str = "finetune", config: Config | None = None, profile: str = "full",
-               final_only: bool = False) -> Run | None:
-    """The most recently finished run of `approach` in the given profile (only final-model runs if asked)."""
-    config = config or get_config(profile)
-    done = []
-    for p in Path(config.runs_dir).glob(f"{approach}-*/done.json"):
-        cfg = json.loads((p.parent / "config.json").read_text())
-        if cfg.get("profile") == profile and (cfg.get("final") or not final_only):
-            done.append((p.stat().st_mtime, p.parent))
-    return load_run(max(done)[1]) if done else None
-
-
 # --------------------------------------------------------------------------- the driver
 def fit(approach: str = "finetune", config: Config | None = None, progress: bool = True,
         retrain: bool = False, eval_every_s: float | None = None, reuse: bool = True) -> Run:
@@ -135,17 +83,18 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
         raise ValueError(f"approach must be one of {APPROACHES}")
     config = config or get_config()
     root, table = load_table(config)
-    key = run_key(config, approach, table)
-    path = Path(config.runs_dir) / f"{approach}-{config.profile}-{key}"
+    path = run_path(approach, config, table)
+    key = path.name.rsplit("-", 1)[1]
     if (path / "done.json").exists() and reuse and not retrain:
-        log.info("reusing finished run %s (same config, split and code)", path.name)
+        log.info("reusing finished run %s (same recipe, config and data)", path.name)
         return load_run(path)
     if retrain and path.exists():
         shutil.rmtree(path)
-    _ensure(path)
+    ensure(path)
     final = approach == "finetune" and config.key() == get_config(config.profile).key()
-    (path / "config.json").write_text(json.dumps(config.to_dict() | {"approach": approach, "key": key, "final": final},
-                                                 indent=1))
+    (path / "config.json").write_text(json.dumps(config.to_dict() | {
+        "approach": approach, "key": key, "final": final, "recipe_version": VERSIONS[approach],
+        "source_hash": source_hash()}, indent=1))  # the source hash: provenance, not identity
     pixels = load_pixels(root, table, config, progress=progress)
     y = table.label.map(CLASSES.index).to_numpy()
     start = time.perf_counter()
@@ -230,7 +179,7 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     `chain`, every image of the view is then passed through another hospital's processing
     (`augment.hospital_chain`): row for row, the same radiograph with the same augmentation, only
     processed differently, the pair the consistency loss compares. Cached on disk, keyed by the
-    images, the rows, the view, the augmentation settings and the code.
+    images, the rows, the view, the augmentation settings and the code path's version.
     """
     from tqdm.auto import tqdm
 
@@ -241,7 +190,7 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     # in its key, and runs that differ only there (the seeds, chapter 05's "before" model) share it
     drawn = [config.harmonise, config.seed, chain] if view > 0 or chain else []
     key = cache_key([pixels_key(pixels), hashlib.sha256(rows.tobytes()).hexdigest(), view, cut, config.input_size,
-                     *drawn], ("models.py", "augment.py", "features.py", "preprocess.py", "data.py", "train.py"))
+                     *drawn], "activations")
     path = Path(config.cache_dir) / f"activations-{key}.npy"
     # The frozen model is built whether or not the cache exists: building it draws the random
     # initial state of its layers from torch's global generator (the pretrained weights replace it
@@ -442,8 +391,7 @@ def _fit_finetune(path, config, table, pixels, y, progress, eval_every_s, root):
         val_loss = float(F.nll_loss(torch.log(torch.from_numpy(pv).clamp_min(1e-8)), torch.from_numpy(yv)))
         twin_agreement = (float(np.mean(pv[val_twin_orig].argmax(1) == _top_proba(model, val_twin_acts, cut).argmax(1)))
                           if len(val_twin_orig) else float("nan"))
-        sensitivity = {c: float(np.mean(pv.argmax(1)[yv == k] == k)) if np.any(yv == k) else 1.0
-                       for k, c in enumerate(CLASSES)}
+        sensitivity = evaluate.class_sensitivity(yv, pv)
         row = {"epoch": epoch + 1, "view": epoch % len(views), "train_loss": total_loss / max(seen, 1),
                "val_loss": val_loss, "val_accuracy": evaluate.accuracy_from_proba(yv, pv),
                "val_balanced_accuracy": evaluate.balanced_accuracy(yv, pv),

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from .config import Config, display_path, get_config
-from .data import CLASSES
+from .classes import CLASSES
 from .features import to_tensor
 from .models import efficientnet_lite0, for_inference, resnet50
+from .files import save_state
 from .runtime import autocast, device, model_device, show_progress, to_numpy
 
 CHECKPOINT_FORMAT = "cxr-checkpoint-1"
@@ -32,13 +33,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Confi
     save_state(path, state)
 
 
-def save_state(path: Path, state: dict) -> None:
-    """torch.save through a temporary file, so a killed run never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-
-
 def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
     if arch == "efficientnet_lite0":
         return efficientnet_lite0(pretrained=pretrained)
@@ -47,13 +41,9 @@ def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
     raise ValueError(f"unknown architecture {arch!r}")
 
 
-def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """A model from a cxr checkpoint, in eval mode, on device `on` (default: `runtime.device()`,
-    i.e. --device / $CXR_DEVICE / auto), and the checkpoint's metadata.
-
-    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
-    file that is not a cxr checkpoint.
-    """
+def read_checkpoint(path: str | Path) -> dict:
+    """A cxr checkpoint's contents, loaded with `weights_only=True` (never unpickles code): the one
+    check that a file is a readable cxr checkpoint of this project's classes, with a clear message."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No checkpoint at {path}.")
@@ -66,6 +56,18 @@ def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module
                          "use checkpoint.pt from a run folder made by `cxr train`.")
     if list(state.get("classes", [])) != list(CLASSES):
         raise ValueError(f"{path} predicts classes {state.get('classes')}, not {list(CLASSES)}.")
+    return state
+
+
+def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, on device `on` (default: `runtime.device()`,
+    i.e. --device / $CXR_DEVICE / auto), and the checkpoint's metadata.
+
+    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
+    file that is not a cxr checkpoint.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
     model = build_model(state["arch"], pretrained=False)
     weights = state["model"]
     if state.get("precision") == "float16":  # an exported model: stored in half precision, run in float32
@@ -79,19 +81,35 @@ def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
-            desc: str = "predict") -> np.ndarray:
-    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
+def forward(model: torch.nn.Module, pixels: np.ndarray, size: int, outputs=("proba",), batch: int = 64,
+            progress: bool = False, desc: str = "predict") -> dict[str, np.ndarray]:
+    """The one batched forward pass of a trained model over preprocessed uint8 images (N, S, S):
+    the outputs asked for, "proba" (class probabilities (N, 4), before temperature scaling) and
+    "features" (the pooled last feature map (N, 1280) of an EfficientNet-Lite0), from one pass."""
     from tqdm.auto import tqdm
 
     model = for_inference(model, len(pixels), batch)
     dev = model_device(model)
-    out = np.zeros((len(pixels), len(CLASSES)), np.float32)
+    out = {k: [] for k in outputs}
     for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
+        x = to_tensor(pixels[i:i + batch], size, dev)
         with autocast(dev):
-            logits = model(to_tensor(pixels[i:i + batch], size, dev))
-        out[i:i + batch] = to_numpy(logits.float().softmax(1))
-    return out
+            if "features" in outputs:
+                fmap = model.features(x)
+                out["features"].append(to_numpy(fmap.float().mean((2, 3))))
+                logits = model.head(fmap) if "proba" in outputs else None
+            else:
+                logits = model(x)
+        if "proba" in outputs:
+            out["proba"].append(to_numpy(logits.float().softmax(1)))
+    empty = {"proba": (0, len(CLASSES)), "features": (0, 1280)}
+    return {k: np.concatenate(v) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+
+
+def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
+            desc: str = "predict") -> np.ndarray:
+    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
+    return forward(model, pixels, size, ("proba",), batch, progress, desc)["proba"]
 
 
 def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -101,51 +119,35 @@ def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress:
     return temper(predict(model, pixels, meta["input_size"], progress=progress), float(meta.get("temperature", 1.0)))
 
 
-# --------------------------------------------------------------------------- which model
-SHIPPED = Path(__file__).parent / "weights" / "cxr-efficientnet-lite0.pt"
+def pixel_config(meta: dict, config: Config | None = None) -> Config:
+    """The preprocessing a checkpoint's model was trained with (image size, CLAHE, gamma), in the
+    profile, cache and runs folders of `config`: the one way to rebuild it from a checkpoint."""
+    from .preprocess import PARAMS
 
-
-def final_runs(profile: str = "full", runs_dir: str | Path | None = None) -> list[Path]:
-    """Finished final-model run folders of a profile, newest first."""
-    runs_dir = Path(runs_dir or get_config(profile).runs_dir)
-    found = []
-    for done in runs_dir.glob("finetune-*/done.json"):
-        cfg = json.loads((done.parent / "config.json").read_text())
-        if cfg.get("profile") == profile and cfg.get("final"):
-            found.append((done.stat().st_mtime, done.parent))
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def default_checkpoint() -> Path:
-    """The final model of the latest full run, else the model shipped with the package."""
-    runs = final_runs("full")
-    if runs:
-        return runs[0] / "checkpoint.pt"
-    if SHIPPED.exists():
-        return SHIPPED
-    raise FileNotFoundError("No trained model found: run `cxr train` first (it writes runs/finetune-full-*/"
-                            "checkpoint.pt), or pass --checkpoint PATH.")
+    config = config or get_config("full")
+    trained_with = meta.get("config", {})
+    return config.replace(**{k: trained_with[k] for k in PARAMS if k in trained_with})
 
 
 # --------------------------------------------------------------------------- the shipped model
 def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None, external: dict | None = None,
-           audit: dict | None = None, ood: dict | None = None) -> Path:
-    """Write `checkpoint` as a shippable model: weights in half precision, the temperature, the
-    operating points chosen on validation (from `evaluation`, a `cxr evaluate --split test` record of
-    the same model), the out-of-distribution statistics (`cxr.ood.fit`) and a model card with the
-    measured results."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint} is not a cxr checkpoint")
-    state = dict(state)
+           audit: dict | None = None, ood: dict | None = None, training: dict | None = None) -> Path:
+    """Write `checkpoint` as a shippable model: weights in half precision, the temperature, the operating points chosen
+    on validation (from `evaluation`, a `cxr evaluate --split test` record of the same model), the
+    out-of-distribution statistics (`cxr.ood.fit`), the training history and summary (`training`:
+    {"history": rows, "summary": done.json}) and a model card with the measured results."""
+    state = dict(read_checkpoint(checkpoint))
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state["precision"] = "float16"
     state["source_run"] = Path(checkpoint).parent.name
+    if training is not None:
+        state["training"] = json.loads(json.dumps(training))
     # the shipped file names no folder of the machine that exported it
     state["config"] = {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in state["config"].items()}
     if evaluation is not None:
-        state["operating_points"] = {k: {kk: op[kk] for kk in ("task", "target_sensitivity", "threshold")}
-                                     for k, op in evaluation.get("operating_points", {}).items()}
+        from .evaluate import operating_point_rules
+
+        state["operating_points"] = operating_point_rules(evaluation.get("operating_points", {}))
     if ood is not None:
         state["ood"] = ood
     state["card"] = json.loads(json.dumps(model_card(state, evaluation, external, audit)))

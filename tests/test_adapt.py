@@ -10,7 +10,7 @@ import torch
 
 from cxr import adapt, cli, train, trained
 from cxr.config import get_config
-from cxr.data import CLASSES
+from cxr.classes import CLASSES
 from conftest import synthetic_xray, write_dataset
 
 COVID, NORMAL = CLASSES.index("COVID"), CLASSES.index("Normal")
@@ -88,14 +88,14 @@ def test_adapt_writes_a_checkpoint_with_its_card_and_refuses_bad_input(tiny_mode
     with pytest.raises(FileNotFoundError, match="not a folder"):
         adapt.adapt(run.checkpoint, tmp_path / "nowhere", out, config=cfg)
     (tmp_path / "empty" / "Normal" / "images").mkdir(parents=True)
-    with pytest.raises(ValueError, match="No usable films"):
+    with pytest.raises(ValueError, match="No usable images.*nothing to adapt on"):
         adapt.adapt(run.checkpoint, tmp_path / "empty", out, config=cfg)
     few = _site(tmp_path / "few", 2)
     with pytest.raises(ValueError, match="at least"):
         adapt.adapt(run.checkpoint, few, out, config=cfg)
     assert cli.main(["adapt", "--data", str(tmp_path / "empty"), "--model", str(run.checkpoint),
                      "--out", str(out)]) == 2
-    assert "No usable films" in capsys.readouterr().err
+    assert "No usable images" in capsys.readouterr().err
 
 
 def test_learning_curve_rows(tiny_model, tmp_path):

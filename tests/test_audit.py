@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cxr import audit, augment, targets
-from cxr.data import CLASSES
+from cxr.classes import CLASSES
 from cxr.train import symmetric_kl
 
 NORMAL, VP, LO = CLASSES.index("Normal"), CLASSES.index("Viral Pneumonia"), CLASSES.index("Lung_Opacity")

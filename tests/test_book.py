@@ -251,7 +251,7 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
     import pandas as pd
 
     from cxr import report
-    from cxr.data import CLASSES
+    from cxr.classes import CLASSES
 
     record = json.loads((_smoke_reports() / "summary.json").read_text())
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
@@ -260,8 +260,8 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
     for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
                 "roi_external", "external_accuracy", "external_normals_covid", "adapt_before", "adapt_after"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the summary page ({pasted})"
-    # the record is the evaluation of the same run, and agrees with its per-image predictions
-    assert record["run"] == Path(evaluation["checkpoint"]).parent.name
+    # the record is the evaluation of the same model (its weights), and agrees with its per-image predictions
+    assert record["model_sha256"] == evaluation["model_sha256"]
     assert record["accuracy"] == evaluation["accuracy"]
     pred = pd.read_csv(_smoke_reports() / "evaluation.csv", keep_default_na=False)
     assert record["accuracy"] == pytest.approx((pred.label == pred.pred).mean())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import cli, runtime, train, trained
+from cxr import cli, registry, runtime, train, trained
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -55,7 +55,7 @@ def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
 
 def test_models_load_and_predict_on_the_cpu_when_asked(monkeypatch):
     monkeypatch.setenv("CXR_DEVICE", "cpu")
-    model, meta = trained.load_model(trained.SHIPPED)
+    model, meta = trained.load_model(registry.SHIPPED)
     assert runtime.model_device(model).type == "cpu"
     pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     p = trained.predict(model, pixels, meta["input_size"], progress=False)
@@ -72,8 +72,8 @@ def test_autocast_leaves_the_cpu_untouched():
 @cuda
 def test_cuda_predictions_match_the_cpu(monkeypatch):
     pixels = np.random.default_rng(0).integers(0, 255, (16, 224, 224), dtype=np.uint8)
-    cpu_model, meta = trained.load_model(trained.SHIPPED, on="cpu")
-    gpu_model, _ = trained.load_model(trained.SHIPPED, on="cuda")
+    cpu_model, meta = trained.load_model(registry.SHIPPED, on="cpu")
+    gpu_model, _ = trained.load_model(registry.SHIPPED, on="cuda")
     assert runtime.model_device(gpu_model).type == "cuda"
     p_cpu = trained.predict(cpu_model, pixels, meta["input_size"], progress=False)
     p_gpu = trained.predict(gpu_model, pixels, meta["input_size"], progress=False)

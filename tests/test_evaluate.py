@@ -151,18 +151,20 @@ def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
 
 
 def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monkeypatch):
+    from cxr import registry
+
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
-    monkeypatch.setattr(trained, "SHIPPED", tmp_path / "not-shipped.pt")
-    with pytest.raises(FileNotFoundError, match="cxr train"):
-        trained.default_checkpoint()
+    monkeypatch.setattr(registry, "SHIPPED", tmp_path / "not-shipped.pt")
+    with pytest.raises(registry.MissingModel, match="cxr train"):
+        registry.default_checkpoint()
 
 
 def test_without_a_run_the_shipped_model_is_used(home: Path, tmp_path: Path, monkeypatch):
+    from cxr import registry
+
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
-    shipped = tmp_path / "shipped.pt"
-    shipped.write_bytes(b"")
-    monkeypatch.setattr(trained, "SHIPPED", shipped)
-    assert trained.default_checkpoint() == shipped
+    monkeypatch.delenv(registry.MODEL_ENV, raising=False)
+    assert registry.default_checkpoint() == registry.SHIPPED
 
 
 def test_operating_points_chosen_on_validation_reach_their_target():

@@ -82,33 +82,3 @@ def test_image_stats_columns():
     st = preprocess.image_stats(px)
     assert list(st.columns) == ["mean", "std", "p05", "p95", "black_share", "hf_energy"] and len(st) == 3
     assert np.allclose(st["mean"], px.reshape(3, -1).mean(1))
-
-
-def test_caches_are_keyed_by_their_code(dataset: Path, cfg, tmp_path, monkeypatch):
-    """An edit to the code that computes a cache gives it a new key: the pixel cache (reading and
-    preprocessing), the frozen features (model code) and the scan (data code)."""
-    import shutil
-
-    from cxr import config as config_module, data, features
-
-    table = _table(dataset, cfg)
-    pixels_key = preprocess.pixels_cache_key(dataset, table, cfg)
-    px = np.zeros((2, 8, 8), np.uint8)
-    features_key = config_module.cache_key(["lite0-imagenet-pooled", 8, features.pixels_key(px)], ("features.py", "models.py"))
-    scan_key = data._listing_key(dataset, table.file)
-    # a copy of the package with preprocess.py, models.py and data.py edited
-    pkg = tmp_path / "pkg"
-    shutil.copytree(Path(config_module.__file__).parent, pkg, ignore=shutil.ignore_patterns("weights", "__pycache__"))
-    for name in ("preprocess.py", "models.py", "data.py"):
-        (pkg / name).write_text((pkg / name).read_text() + "\n# edited\n")
-    monkeypatch.setattr(config_module, "__file__", str(pkg / "config.py"))
-    assert preprocess.pixels_cache_key(dataset, table, cfg) != pixels_key
-    assert config_module.cache_key(["lite0-imagenet-pooled", 8, features.pixels_key(px)], ("features.py", "models.py")) != features_key
-    assert data._listing_key(dataset, table.file) != scan_key
-    # an edit elsewhere (the report's code) keeps them
-    other = tmp_path / "other"
-    shutil.copytree(Path(preprocess.__file__).parent, other, ignore=shutil.ignore_patterns("weights", "__pycache__"))
-    (other / "report.py").write_text((other / "report.py").read_text() + "\n# edited\n")
-    monkeypatch.setattr(config_module, "__file__", str(other / "config.py"))
-    assert preprocess.pixels_cache_key(dataset, table, cfg) == pixels_key
-    assert data._listing_key(dataset, table.file) == scan_key

@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from cxr import report
 
 
@@ -36,17 +38,35 @@ def test_summary_text_without_an_external_set():
     assert "not measured" in t["external_accuracy"] and "not measured" in t["roi_external"]
 
 
-def test_a_record_is_reused_only_for_its_own_run(tmp_path: Path):
-    class Run:
-        path = tmp_path / "runs" / "finetune-full-abc"
+def test_a_record_is_reused_only_for_its_own_model(tmp_path: Path):
+    class Model:
+        digest = "ab" * 32
 
     path = tmp_path / "evaluation.json"
-    assert report._fresh(path, Run) is None
-    path.write_text(json.dumps({"checkpoint": "/elsewhere/runs/finetune-full-abc/checkpoint.pt", "n": 3}))
-    assert report._fresh(path, Run)["n"] == 3
-    path.write_text(json.dumps({"checkpoint": "/elsewhere/runs/finetune-full-old/checkpoint.pt"}))
-    assert report._fresh(path, Run) is None
+    assert report._fresh(path, Model) is None
+    path.write_text(json.dumps({"model_sha256": "ab" * 32, "n": 3}))
+    assert report._fresh(path, Model)["n"] == 3
+    path.write_text(json.dumps({"model_sha256": "cd" * 32, "checkpoint": "runs/finetune-full-abc/checkpoint.pt"}))
+    assert report._fresh(path, Model) is None
 
+
+def test_a_record_function_with_no_model_stops_with_the_command_and_does_not_train(home: Path, tmp_path: Path,
+                                                                                     monkeypatch):
+    from cxr import registry, train
+    from cxr.config import get_config
+    from conftest import write_dataset
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(write_dataset(tmp_path / "ds", per_class=4)))
+    monkeypatch.setenv(registry.MODEL_ENV, "retrained")
+    cfg = get_config("full", cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a record function trained a model"))
+    for record in (report.evaluation_record, report.executive_summary, report.twin_audit):
+        with pytest.raises(registry.MissingModel, match="`cxr train`"):
+            record(cfg)
+    monkeypatch.setenv(registry.MODEL_ENV, "shipped")
+    with pytest.raises(registry.MissingModel, match=r"`cxr train --no-harmonise`"):
+        report.audit_record(cfg)  # the shipped final model is there; the "before" run is not
+    assert not (tmp_path / "runs").exists()
 
 def test_metric_differences_in_points():
     full = {"accuracy": 0.9, "per_class": {"COVID": {"sensitivity": 0.8, "specificity": 0.95}}}
@@ -80,31 +100,38 @@ def test_records_and_pages_show_project_paths_not_machine_paths(tmp_path, monkey
     assert display_path(root.parent / "link" / "data") == "../link/data"
 
 
-def test_the_model_card_gets_the_twin_agreement_with_or_without_the_runs_summary(tmp_path: Path, monkeypatch):
-    """A fresh build exports the shipped model before the executive summary is written: the card then
-    takes the twin agreement measured for that run, not nothing."""
-    from cxr import ood, trained
+def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: Path, monkeypatch):
+    """The shipped model's card, operating points, twins and OOD statistics are measured on the
+    half-precision weights it ships (what every record describes), not on the full-precision run;
+    the run's history rides along."""
+    import pandas as pd
+
+    from cxr import assess, ood, registry, trained
     from cxr.config import get_config
 
     monkeypatch.setenv("CXR_HOME", str(tmp_path))
     cfg = get_config("full")
     run_path = tmp_path / "runs" / "finetune-full-abc"
-    cfg.reports_dir.mkdir(parents=True)
-    (cfg.reports_dir / "evaluation.json").write_text(json.dumps({"checkpoint": str(run_path / "checkpoint.pt")}))
-    cards, measured = [], []
+    run_path.mkdir(parents=True)
+    (run_path / "done.json").write_text(json.dumps({"best_epoch": 2}))
+    (run_path / "config.json").write_text("{}")
+    pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6]}).to_csv(run_path / "history.csv", index=False)
+    evaluated, measured, exported = [], [], []
+    monkeypatch.setattr(report, "external_dir", lambda: None)
+    monkeypatch.setattr(assess, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
     monkeypatch.setattr(trained, "load_model", lambda path: (None, {"input_size": 64}))
     monkeypatch.setattr(ood, "fit_on_split", lambda model, size, config: {})
-    monkeypatch.setattr(trained, "export", lambda ckpt, out, ev, ext, audit, stats: cards.append(audit) or Path(out))
-    monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path).name)
-                        or {"agreement": 0.95, "n": 40})
-
-    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # no summary yet: measured for this run
-    assert measured == ["finetune-full-abc"] and cards[-1]["agreement"] == 0.95 and cards[-1]["twins"] == 40
-    (cfg.reports_dir / "summary.json").write_text(json.dumps({"run": "finetune-full-abc", "twin_agreement": 0.97,
-                                                               "twins": 600}))
-    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # the run's summary: its numbers, nothing measured
-    assert measured == ["finetune-full-abc"] and cards[-1]["agreement"] == 0.97 and cards[-1]["twins"] == 600
+    monkeypatch.setattr(trained, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
+                        exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
+    monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
+    monkeypatch.setattr("cxr.data.find_dataset", lambda: tmp_path)
+    report.export_model(run_path, tmp_path / "shipped.pt", cfg)
+    (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
+    assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
+    assert evaluated == [half] and measured == [half] and half != ckpt  # measured on the half-precision file
+    assert ev == {"n": 1} and ext is None and audit["agreement"] == 0.95 and audit["twins"] == 40
+    assert training["summary"] == {"best_epoch": 2} and [r["epoch"] for r in training["history"]] == [1, 2]
     monkeypatch.setattr(report, "twin_audit", lambda config, path: {"agreement": float("nan"), "n": 0})
-    (cfg.reports_dir / "summary.json").unlink()
     report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
-    assert cards[-1] is None
+    assert exported[-1][4] is None
+

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import cli, trained
+from cxr import cli, registry, trained
 from cxr.config import repo_root
 from conftest import synthetic_xray
 
@@ -17,15 +17,15 @@ REPORTS = repo_root() / "reports"
 
 
 def test_shipped_model_loads_weights_only_and_is_small():
-    state = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True)
+    state = torch.load(registry.SHIPPED, map_location="cpu", weights_only=True)
     assert state["format"] == trained.CHECKPOINT_FORMAT and state["precision"] == "float16"
-    assert trained.SHIPPED.stat().st_size <= 10_000_000
-    model, meta = trained.load_model(trained.SHIPPED)
+    assert registry.SHIPPED.stat().st_size <= 10_000_000
+    model, meta = trained.load_model(registry.SHIPPED)
     assert meta["input_size"] == 224 and "threshold" in meta["ood"]
 
 
 def test_card_matches_the_records():
-    state = torch.load(trained.SHIPPED, map_location="cpu", weights_only=True)
+    state = torch.load(registry.SHIPPED, map_location="cpu", weights_only=True)
     evaluation = json.loads((REPORTS / "evaluation.json").read_text())
     assert state["source_run"] == Path(evaluation["checkpoint"]).parent.name
     card = state["card"]["test_split"]

@@ -151,7 +151,8 @@ def test_resnet50_trains_its_recipe_steps(tiny):
     assert run.history.step.iloc[-1] == 3
     # validation: the fixed subset the checks used (the last check's predictions); test: its own fixed
     # subset, every class in it
-    from cxr.data import CLASSES, load_table
+    from cxr.classes import CLASSES
+    from cxr.data import load_table
 
     _, table = load_table(tiny)
     y_val, _ = run.proba("val")

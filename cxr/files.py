@@ -1,0 +1,66 @@
+"""Writing files so that a reader never sees half of one: every record, table, array and
+checkpoint goes through a temporary file in the same folder and a rename. Also the one JSON
+encoder for numpy values."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def ensure(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _atomic(path: str | Path, write, suffix: str = "") -> Path:
+    """Call `write(tmp_path)`, then move the temporary file to `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", suffix=suffix, dir=ensure(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def json_default(o):
+    """What json.dumps cannot write itself: numpy scalars."""
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, (np.integer, np.floating)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON: {type(o).__name__}")
+
+
+def write_json(record, path: str | Path) -> Path:
+    """A record as indented JSON."""
+    return _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1, default=json_default)))
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    return _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def write_csv(frame, path: str | Path) -> Path:
+    return _atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> Path:
+    """np.save through a temporary file."""
+    return _atomic(path, lambda tmp: np.save(tmp, array), suffix=".npy")
+
+
+def save_state(path: str | Path, state: dict) -> Path:
+    """torch.save through a temporary file, so a killed run never leaves half a checkpoint."""
+    import torch
+
+    return _atomic(path, lambda tmp: torch.save(state, tmp))
