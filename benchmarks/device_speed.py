@@ -76,7 +76,7 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from cxr import registry, runtime, train, trained
+    from cxr import registry, runtime, speed, train, trained
 
     runtime.tune_malloc()
 
@@ -119,7 +119,7 @@ def main() -> int:
     else:
         model, meta = trained.load_model(registry.SHIPPED, on=dev.type)
     size = meta["input_size"]
-    record["inference"] = {f"batch_{b}": train.inference_speed(model, size, batch=b, repeats=15) for b in (64, 256)}
+    record["inference"] = {f"batch_{b}": speed.inference_speed(model, size, batch=b, repeats=15) for b in (64, 256)}
     pixels = np.random.default_rng(0).integers(0, 255, (2048, 224, 224), dtype=np.uint8)
     trained.predict(model, pixels[:64], size, progress=False)
     t = time.perf_counter()

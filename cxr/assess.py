@@ -20,7 +20,6 @@ from .evaluate import (by_group, choose_operating_points, confusion_matrix, ece,
                        operating_point_rules,
                        patient_level, summary, temper)
 from .classes import CLASSES
-from .runtime import show_progress
 
 
 def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,

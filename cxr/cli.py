@@ -67,7 +67,9 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{split}: accuracy {100 * m['accuracy']:.2f}%, macro AUC {m['macro_auc']:.4f}; sensitivity: {sens}")
     if args.report:
         cmd = args.command_line or "cxr " + " ".join(args.argv)
-        report = train.training_report(run, cmd)
+        from .report import training_record
+
+        report = training_record(run, cmd)
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(report, indent=1))
         print(f"wrote {args.report} (inference {report['inference_images_per_second']:.0f} images/s)")

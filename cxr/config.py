@@ -129,7 +129,7 @@ VERSIONS = {
     "scan": 1,         # data.scan: the table of readable images and their thumbnails
     "pixels": 1,       # preprocess.load_pixels: reading, resizing and enhancing
     "features": 1,     # features.embed: ImageNet EfficientNet-Lite0 pooled features
-    "activations": 1,  # train.frozen_activations: the frozen layers' output per augmented view
+    "activations": 1,  # train_finetune.frozen_activations: the frozen layers' output per augmented view
     "pooled": 1,       # adapt.pooled_split: a trained model's pooled features
     "predictions": 1,  # registry.Model.predictions: a model's probabilities on a split
     "linear": 1,       # train: the frozen-features + logistic-regression recipe

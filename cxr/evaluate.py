@@ -7,9 +7,7 @@ reported with the counts behind it.
 """
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

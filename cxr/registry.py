@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import VERSIONS, Config, cache_key, get_config
+from .config import Config, cache_key, get_config
 
 SHIPPED = Path(__file__).parent / "weights" / "cxr-efficientnet-lite0.pt"
 MODEL_ENV = "CXR_MODEL"
@@ -106,6 +106,23 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+
+def prediction_frame(table: pd.DataFrame, rows: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
+    """A run's predictions file: file, label, one probability column per class, pred."""
+    from .classes import CLASSES
+
+    df = table.loc[rows, ["file", "label"]].reset_index(drop=True)
+    df[list(CLASSES)] = proba
+    df["pred"] = [CLASSES[i] for i in np.asarray(proba).argmax(1)]
+    return df
+
+
+def write_predictions(path: Path, split: str, table: pd.DataFrame, rows: np.ndarray, proba: np.ndarray) -> None:
+    """`predictions_<split>.csv` in the run folder `path`."""
+    from .files import write_csv
+
+    write_csv(prediction_frame(table, rows, proba), Path(path) / f"predictions_{split}.csv")
 
 
 def load_run(path: str | Path) -> Run:
@@ -215,7 +232,6 @@ class Model:
         """The model's probabilities on a split (file, label, one column per class, pred): the run's
         own file when the run is at hand and covers the split, else computed once and cached (keyed by
         the weights and the images)."""
-        from .classes import CLASSES
         from .data import load_table
         from .features import pixels_key
         from .preprocess import load_pixels
@@ -236,9 +252,7 @@ class Model:
         if path.exists():
             return pd.read_csv(path, keep_default_na=False)
         proba = predict(model, pixels[rows], meta["input_size"], progress=progress, desc=f"predict {split}")
-        df = table.loc[rows, ["file", "label"]].reset_index(drop=True)
-        df[list(CLASSES)] = proba
-        df["pred"] = [CLASSES[i] for i in proba.argmax(1)]
+        df = prediction_frame(table, rows, proba)
         from .files import write_csv
 
         write_csv(df, path)

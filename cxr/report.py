@@ -141,7 +141,7 @@ def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
     from . import trained
     from .classes import CLASSES
-    from .train import inference_speed
+    from .speed import inference_speed
 
     config = config or get_config()
     final = final_model(config)
@@ -346,7 +346,7 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
     radiographs (per class) and on pictures that are not chest radiographs. Writes `<reports>/ood.json`;
     the returned record also holds every score (`scores`), for plots."""
     from . import predict
-    from .data import find_dataset, load_table
+    from .data import load_table
     from .evaluate import proportion
     from .ood import pooled_features, score
     from .preprocess import load_pixels
@@ -425,3 +425,41 @@ def precision_check(config: Config | None = None) -> dict | None:
               "allowed_points": 0.2, "shipped_accuracy": small["accuracy"], "full_accuracy": full["accuracy"]}
     write_json(record, config.reports_dir / "shipped.json")
     return record
+
+
+def training_record(run, command: str) -> dict:
+    """The reports/training.json record of a finished run (test metrics recomputed from its predictions)."""
+    import time
+
+    from . import evaluate
+    from .classes import CLASSES
+    from .config import display_path
+    from .registry import weights_digest
+    from .speed import inference_speed
+    from .trained import load_model
+
+    y, p = run.proba("test")
+    s = evaluate.summary(y, p, n_boot=1000, seed=run.config.get("seed", 0))
+    model, meta = load_model(run.checkpoint)
+    speed = inference_speed(model, meta["input_size"])
+    return {
+        "profile": run.config["profile"],
+        "approach": run.config.get("approach"),
+        "run": run.name, "model_sha256": weights_digest(run.checkpoint),
+        "history": run.history.to_dict("records"),
+        "test": {"n": s["n"], "accuracy": s["accuracy"], "accuracy_ci": s["accuracy_ci"],
+                 "macro_auc": s["macro_auc"], "macro_auc_ci": s["macro_auc_ci"],
+                 "per_class": {c: {k: s["per_class"][c][k] for k in
+                                   ("n", "sensitivity", "sensitivity_ci", "specificity", "specificity_ci", "auc")}
+                               for c in CLASSES}},
+        "val": run.summary["val"],
+        "train_wall_seconds": run.summary["train_wall_seconds"],
+        "epochs": run.summary.get("epochs"),
+        "best_epoch": run.summary.get("best_epoch"),
+        "inference_images_per_second": speed["images_per_second"],
+        "inference": speed,
+        "input_size": meta["input_size"],
+        "config": {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in run.config.items()},
+        "command": command,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

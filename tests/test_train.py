@@ -1,15 +1,14 @@
 """Training through the real code on a tiny synthetic dataset: run folders, checkpoints, resume."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from cxr import evaluate, runtime, train, trained
+from cxr import runtime, speed, train, train_finetune, trained, tta
+from cxr.classes import CLASSES
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -42,7 +41,7 @@ def test_finetune_run_folder_and_checkpoint(tiny):
 
 def test_interrupted_finetune_resumes(tiny, monkeypatch):
     calls = {"n": 0}
-    real = train.save_state
+    real = train_finetune.save_state
 
     def dies_after_first_epoch(path, state):
         real(path, state)
@@ -50,10 +49,10 @@ def test_interrupted_finetune_resumes(tiny, monkeypatch):
             calls["n"] += 1
             raise KeyboardInterrupt("killed after epoch 1")
 
-    monkeypatch.setattr(train, "save_state", dies_after_first_epoch)
+    monkeypatch.setattr(train_finetune, "save_state", dies_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train.fit("finetune", tiny, progress=False)
-    monkeypatch.setattr(train, "save_state", real)
+    monkeypatch.setattr(train_finetune, "save_state", real)
     run = train.fit("finetune", tiny, progress=False)
     assert calls["n"] == 1
     assert run.history.epoch.tolist() == [1, 2]  # epoch 1 from the first session, epoch 2 resumed
@@ -94,7 +93,7 @@ def test_load_model_rejects_wrong_files(tmp_path):
 def test_inference_speed_reports_median():
     from cxr.models import efficientnet_lite0
 
-    s = train.inference_speed(efficientnet_lite0(pretrained=False), 64, batch=4, repeats=3)
+    s = speed.inference_speed(efficientnet_lite0(pretrained=False), 64, batch=4, repeats=3)
     assert s["images_per_second"] == pytest.approx(float(np.median(s["runs"])))
 
 
@@ -106,7 +105,7 @@ def test_paired_views_and_the_selection_rule_are_recorded(tiny):
     from cxr import targets
 
     h = run.history
-    keys = [(*targets.selection_key(r.val_twin_agreement, {c: r[f"val_sensitivity_{c}"] for c in train.CLASSES},
+    keys = [(*targets.selection_key(r.val_twin_agreement, {c: r[f"val_sensitivity_{c}"] for c in CLASSES},
                                     r.val_balanced_accuracy), -r.val_loss) for _, r in h.iterrows()]
     assert run.summary["best_epoch"] == int(h.epoch[max(range(len(keys)), key=keys.__getitem__)])
     # the consistency weight is part of the recipe, so part of the run's key
@@ -125,22 +124,22 @@ def test_finetune_work_counts_what_a_run_computes(tiny, monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counted)
     drawn = {"n": 0}
-    real_draw = train.augment.augment_batch
+    real_draw = train_finetune.augment.augment_batch
 
     def counted_draw(images, transform):
         drawn["n"] += len(images)
         return real_draw(images, transform)
 
-    monkeypatch.setattr(train.augment, "augment_batch", counted_draw)
+    monkeypatch.setattr(train_finetune.augment, "augment_batch", counted_draw)
     run = train.fit("finetune", tiny, progress=False)  # cold caches: every frozen pass is this run's
     s = run.summary
-    work = train.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
+    work = train_finetune.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
     assert steps["n"] == work["steps"] > 0
     cached = sum(np.load(p, mmap_mode="r").shape[0] for p in Path(tiny.cache_dir).glob("activations-*.npy"))
     assert cached == work["frozen_images"]
     assert drawn["n"] == work["augmented_images"] + work["chained_images"] > 0
     assert work["activations_per_step"] == tiny.batch_size  # paired: half the radiographs, each twice
-    unpaired = train.finetune_work(tiny.replace(consistency=0.0), 10, 0)
+    unpaired = train_finetune.finetune_work(tiny.replace(consistency=0.0), 10, 0)
     assert unpaired["activations_per_step"] == tiny.batch_size and unpaired["frozen_images"] == tiny.views * 10
 
 
@@ -180,13 +179,13 @@ def test_the_plain_view_cache_is_shared_by_runs_that_differ_only_in_their_draws(
     root, table = load_table(tiny)
     pixels = load_pixels(root, table, tiny, progress=False)
     rows = np.flatnonzero((table.split == "train").to_numpy())
-    plain = train.frozen_activations(pixels, rows, tiny, 0, progress=False)
+    plain = train_finetune.frozen_activations(pixels, rows, tiny, 0, progress=False)
     for other in (tiny.replace(seed=1), tiny.replace(harmonise=False)):
-        again = train.frozen_activations(pixels, rows, other, 0, progress=False)
+        again = train_finetune.frozen_activations(pixels, rows, other, 0, progress=False)
         assert again.filename == plain.filename  # one file, computed once
-        drawn = train.frozen_activations(pixels, rows, other, 1, progress=False)
-        assert drawn.filename != train.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
-    assert train.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
+        drawn = train_finetune.frozen_activations(pixels, rows, other, 1, progress=False)
+        assert drawn.filename != train_finetune.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
+    assert train_finetune.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
 
 
 def test_tta_averages_its_views_and_takes_the_first_from_the_runs_predictions(tiny):
@@ -194,12 +193,12 @@ def test_tta_averages_its_views_and_takes_the_first_from_the_runs_predictions(ti
     from cxr.preprocess import load_pixels
 
     run = train.fit("finetune", tiny, progress=False)
-    tta = train.tta_predictions(run, tiny, progress=False, splits=("val",))
-    assert set(tta) == {"val"}  # the test split only when asked (chapter 03 asks when validation kept it)
+    mean = tta.tta_predictions(run, tiny, progress=False, splits=("val",))
+    assert set(mean) == {"val"}  # the test split only when asked (chapter 03 asks when validation kept it)
     root, table = load_table(tiny)
     pixels = load_pixels(root, table, tiny, progress=False)
-    views = train.tta_views(pixels[table.index[table.split == "val"].to_numpy()])
-    assert len(views) == train.TTA_VIEWS and all(not np.array_equal(views[0], v) for v in views[1:])
+    views = tta.tta_views(pixels[table.index[table.split == "val"].to_numpy()])
+    assert len(views) == tta.TTA_VIEWS and all(not np.array_equal(views[0], v) for v in views[1:])
     model, meta = trained.load_model(run.checkpoint)
     direct = np.mean([trained.predict(model, v, meta["input_size"], progress=False) for v in views], axis=0)
-    np.testing.assert_allclose(tta["val"], direct, atol=1e-6)
+    np.testing.assert_allclose(mean["val"], direct, atol=1e-6)
