@@ -76,7 +76,7 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from cxr import registry, runtime, speed, train, trained
+    from cxr import checkpoints, registry, runtime, speed, train
 
     runtime.tune_malloc()
 
@@ -115,15 +115,15 @@ def main() -> int:
                                                   "train_wall_seconds", "train_images", "safety_stop_fired")}
         history = pd.read_csv(runs[0].parent / "history.csv")
         record["run"]["epoch_wall_seconds"] = history[["epoch", "wall_seconds"]].to_dict("records")
-        model, meta = trained.load_model(runs[0].parent / "checkpoint.pt", on=dev.type)
+        model, meta = checkpoints.load_model(runs[0].parent / "checkpoint.pt", on=dev.type)
     else:
-        model, meta = trained.load_model(registry.SHIPPED, on=dev.type)
+        model, meta = checkpoints.load_model(registry.SHIPPED, on=dev.type)
     size = meta["input_size"]
     record["inference"] = {f"batch_{b}": speed.inference_speed(model, size, batch=b, repeats=15) for b in (64, 256)}
     pixels = np.random.default_rng(0).integers(0, 255, (2048, 224, 224), dtype=np.uint8)
-    trained.predict(model, pixels[:64], size, progress=False)
+    checkpoints.predict(model, pixels[:64], size, progress=False)
     t = time.perf_counter()
-    trained.predict(model, pixels, size, progress=False)
+    checkpoints.predict(model, pixels, size, progress=False)
     record["inference"]["predict_2048_uint8_images_per_second"] = len(pixels) / (time.perf_counter() - t)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=1))

@@ -58,9 +58,9 @@ def main() -> int:
 
 
 def _model(run):
-    from cxr import trained
+    from cxr import checkpoints
 
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     return model, meta["input_size"]
 
 

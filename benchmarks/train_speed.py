@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, time
 import cxr
-from cxr import config, speed, train, trained
+from cxr import checkpoints, config, speed, train
 from cxr.runtime import tune_malloc
 
 tune_malloc()
@@ -39,7 +39,7 @@ cfg = config.get_config("full")
 t = time.perf_counter()
 run = train.fit(approach, cfg, progress=False, eval_every_s=120 if approach == "resnet50" else None)
 total = time.perf_counter() - t
-model, meta = trained.load_model(run.checkpoint)
+model, meta = checkpoints.load_model(run.checkpoint)
 speed = speed.inference_speed(model, meta["input_size"], repeats=7)
 json.dump({"summary": run.summary, "history": run.history.to_dict("list"), "total_seconds": total,
            "inference": speed, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024},

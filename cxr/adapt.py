@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .config import Config, cache_key, get_config
 from .classes import CLASSES
-from .trained import pixel_config
+from .checkpoints import pixel_config
 
 METHODS = ("prior", "head")
 MIN_LOCAL = 5  # fewer local films than this are not enough to adapt on
@@ -71,7 +71,7 @@ def database_features(checkpoint: str | Path, config: Config | None = None, prog
     from .features import pixels_key
     from .ood import pooled_features
     from .preprocess import load_pixels
-    from .trained import load_model
+    from .checkpoints import load_model
 
     config = config or get_config()
     model, meta = load_model(checkpoint)
@@ -137,9 +137,9 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
           config: Config | None = None, progress: bool = False) -> dict:
     """Adapt the model of `checkpoint` to a site from its labelled films in `local_dir`; write the
     adapted model to `out`. Returns what was done and measured (on the database's test split)."""
-    from . import evaluate
+    from . import metrics
     from .files import save_state
-    from .trained import load_model, read_checkpoint
+    from .checkpoints import load_model, read_checkpoint
 
     config = config or get_config()
     if method not in METHODS:
@@ -153,15 +153,15 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
     w0, b0 = _head(state)
     w, b = fit_head(w0, b0, db["train"], (local.features, local.y), method=method)
     y_val, p_val = db["val"][1], proba(w, b, db["val"][0])
-    temperature = evaluate.fit_temperature(y_val, p_val)
+    temperature = metrics.fit_temperature(y_val, p_val)
     dtype = state["model"]["_fc.weight"].dtype
     state["model"] = dict(state["model"]) | {"_fc.weight": w.to(dtype), "_fc.bias": b.to(dtype)}
     state["temperature"] = temperature
-    points = evaluate.choose_operating_points(y_val, evaluate.temper(p_val, temperature))
-    state["operating_points"] = evaluate.operating_point_rules(points)
+    points = metrics.choose_operating_points(y_val, metrics.temper(p_val, temperature))
+    state["operating_points"] = metrics.operating_point_rules(points)
     counts = {CLASSES[k]: int(n) for k, n in enumerate(np.bincount(local.y, minlength=len(CLASSES))) if n}
-    y_test, p_test = db["test"][1], evaluate.temper(proba(w, b, db["test"][0]), temperature)
-    s = evaluate.summary(y_test, p_test, n_boot=200, seed=config.seed)
+    y_test, p_test = db["test"][1], metrics.temper(proba(w, b, db["test"][0]), temperature)
+    s = metrics.summary(y_test, p_test, n_boot=200, seed=config.seed)
     state["adapted"] = {"method": method, "site_folder": Path(local_dir).name, "films": counts,
                         "from": Path(checkpoint).name, "files_sha256": hashlib.sha256(
                             "\n".join(sorted(local.files)).encode()).hexdigest()}
@@ -196,8 +196,8 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
     films from the site folder to adapt on, the rest of the folder as the local test. Measured per
     draw: the site's false-COVID rate on its held-out films, database test accuracy and per-class
     sensitivity, and accuracy on the external radiographs (never used to choose anything)."""
-    from . import evaluate
-    from .trained import load_model, read_checkpoint
+    from . import metrics
+    from .checkpoints import load_model, read_checkpoint
 
     config = config or get_config()
     model, meta = load_model(checkpoint)
@@ -224,8 +224,8 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
                 row = {"films": int(n), "draw": draw, "method": method}
                 row |= _site_rates(proba(w, b, site.features[held]), site.y[held])
                 p_test = proba(w, b, db["test"][0])
-                row["database_accuracy"] = evaluate.accuracy_from_proba(db["test"][1], p_test)
-                row |= {f"database_sensitivity_{c}": v for c, v in evaluate.class_sensitivity(db["test"][1], p_test).items()}
+                row["database_accuracy"] = metrics.accuracy_from_proba(db["test"][1], p_test)
+                row |= {f"database_sensitivity_{c}": v for c, v in metrics.class_sensitivity(db["test"][1], p_test).items()}
                 if twins is not None:  # does the refitted layer still ignore the processing chain?
                     row["twin_agreement"] = float(np.mean(proba(w, b, twins[0]).argmax(1) == proba(w, b, twins[1]).argmax(1)))
                 if ext is not None:
@@ -254,7 +254,7 @@ def _twin_features(model, meta: dict, config: Config):
 def curve_summary(curve: dict) -> pd.DataFrame:
     """Per method and number of films: the site's false-COVID rate (pooled over draws, Wilson
     interval), database test accuracy and lowest per-class sensitivity, and external accuracy (means over draws)."""
-    from .evaluate import wilson
+    from .metrics import wilson
 
     t = pd.DataFrame(curve["rows"])
     out = []

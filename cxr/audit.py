@@ -86,9 +86,9 @@ def twin_check(predict, twins: Twins, splits=("val", "test")) -> dict:
 
 def predictor(model, size: int):
     """images -> probabilities for a loaded cxr model."""
-    from . import trained
+    from . import checkpoints
 
-    return lambda px: trained.predict(model, px, size, progress=False)
+    return lambda px: checkpoints.predict(model, px, size, progress=False)
 
 
 def chain_probe_auc(features_orig: np.ndarray, features_twin: np.ndarray, seed: int = 0, folds: int = 5) -> float:
@@ -124,10 +124,10 @@ class Audit:
 
 
 def _run_numbers(run, model, size: int, twins: Twins) -> dict:
-    from . import evaluate
+    from . import metrics
 
     y, p = run.proba("test")
-    s = evaluate.summary(y, p, n_boot=200, seed=0)
+    s = metrics.summary(y, p, n_boot=200, seed=0)
     held = twin_check(predictor(model, size), twins)
     train_twins = twin_check(predictor(model, size), twins, splits=("train",))
     return {"run": run.name, "test_accuracy": s["accuracy"], "test_macro_auc": s["macro_auc"],
@@ -142,7 +142,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     recipe without harmonisation) when given."""
     from tqdm.auto import tqdm
 
-    from . import evaluate, explain, features, trained
+    from . import checkpoints, explain, features, metrics
     from .data import load_table
     from .preprocess import load_pixels
     from .runtime import show_progress
@@ -150,14 +150,14 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     config = config or get_config()
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     size = meta["input_size"]
     bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))
     test = table.index[table.split == "test"].to_numpy()
     n_maps = min(len(test), n_maps or (400 if not config.smoke else 24))
     sample = np.sort(np.random.default_rng(config.seed).choice(test, n_maps, replace=False))
     y_all = table.label.map(CLASSES.index).to_numpy()
-    pred_s = trained.predict(model, pixels[sample], size, progress=False).argmax(1)
+    pred_s = checkpoints.predict(model, pixels[sample], size, progress=False).argmax(1)
 
     # the lung field: per image where plausible, else the prior from training images
     train_rows = table.index[table.split == "train"].to_numpy()
@@ -196,9 +196,9 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     occlusion = {}
     for name, px in (("as is", test_px), ("lungs hidden", explain.occlude(test_px, test_lungs, keep=False)),
                      ("lungs only", explain.occlude(test_px, test_lungs, keep=True))):
-        p = as_is if name == "as is" and as_is is not None else trained.predict(model, px, size, progress=False)
-        occlusion[name] = {"accuracy": evaluate.accuracy_from_proba(y_test, p),
-                           **{f"{c} sensitivity": v for c, v in evaluate.class_sensitivity(y_test, p).items()}}
+        p = as_is if name == "as is" and as_is is not None else checkpoints.predict(model, px, size, progress=False)
+        occlusion[name] = {"accuracy": metrics.accuracy_from_proba(y_test, p),
+                           **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y_test, p).items()}}
     bar.update()
 
     twins = load_twins(config, root)
@@ -212,7 +212,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     after = _run_numbers(run, model, size, twins)
     before_numbers = None
     if before is not None:
-        b_model, b_meta = trained.load_model(before.checkpoint)
+        b_model, b_meta = checkpoints.load_model(before.checkpoint)
         before_numbers = _run_numbers(before, b_model, b_meta["input_size"], twins)
     bar.update()
     bar.close()
@@ -260,21 +260,21 @@ def _flat(numbers: dict) -> dict:
 def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str | None = None) -> dict:
     """One run's numbers for the comparison: validation (what the rule may use) and test and
     external (reported, never used to choose)."""
-    from . import evaluate, trained
+    from . import checkpoints, metrics
 
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     predict = predictor(model, meta["input_size"])
     row = {"run": run.name, "name": name or run.name, "config": {
         k: run.config.get(k) for k in ("harmonise", "consistency", "epochs", "views", "lr", "seed")}}
     for split in ("val", "test"):
         y, p = run.proba(split)
-        sens = evaluate.class_sensitivity(y, p)
+        sens = metrics.class_sensitivity(y, p)
         tw = twin_check(predict, twins, splits=(split,))
-        row[split] = {"accuracy": evaluate.accuracy_from_proba(y, p), "balanced_accuracy": evaluate.balanced_accuracy(y, p),
+        row[split] = {"accuracy": metrics.accuracy_from_proba(y, p), "balanced_accuracy": metrics.balanced_accuracy(y, p),
                       "sensitivity": sens, "lowest_sensitivity": float(np.nanmin(list(sens.values()))),
                       "twin_agreement": tw["agreement"], "twins": tw["n"]}
     if external_dir is not None and Path(external_dir).is_dir():
-        from .assess import evaluate_folder
+        from .evaluate import evaluate_folder
 
         ext = evaluate_folder(external_dir, run.checkpoint, progress=False, n_boot=200)
         row["external"] = {"accuracy": ext["accuracy"], "n": ext["n"]}

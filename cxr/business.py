@@ -2,7 +2,7 @@
 
 Plain functions over one input dataclass, `Site`. The model's sensitivity and specificity are
 never typed in: they come from an evaluation record (`cxr evaluate`), at a named operating point
-chosen on validation (`evaluate.OPERATING_POINTS`), via `performance`. Every default is listed in
+chosen on validation (`metrics.OPERATING_POINTS`), via `performance`. Every default is listed in
 `FIELDS` with its source, or the word "assumption".
 
 Three workflows:
@@ -47,7 +47,7 @@ class Site:
 
     name: str = "default site: general hospital, worklist prioritisation"
     workflow: str = "prioritisation"  # prioritisation | rule_out | covid_screening
-    operating_point: str = "abnormal@95"  # a name from evaluate.OPERATING_POINTS, of the workflow's task
+    operating_point: str = "abnormal@95"  # a name from metrics.OPERATING_POINTS, of the workflow's task
     studies_per_year: float = 50_000  # chest radiographs read at the site per year
     prevalence_abnormal: float = 0.226  # share of studies with a clinically relevant abnormality
     prevalence_covid: float = 0.10  # share of studies with COVID-19
@@ -123,7 +123,7 @@ UNCERTAIN = {
 # --------------------------------------------------------------------------- checking inputs
 def validate(site: Site) -> Site:
     """The site unchanged, or an InputError naming the first bad field and what it must be."""
-    from .evaluate import OPERATING_POINTS
+    from .metrics import OPERATING_POINTS
 
     if site.workflow not in WORKFLOWS:
         raise InputError(f"workflow: {site.workflow!r} is not one of {', '.join(WORKFLOWS)}")
@@ -332,7 +332,7 @@ def tornado(site: Site, perf: Performance, seed: int = 0) -> pd.DataFrame:
     """One-way sensitivity: net annual value with each uncertain input at its low and high end
     (the rest at the site's values), and the model's sensitivity and specificity at their 95%
     interval ends; sorted by swing, largest first."""
-    from .evaluate import wilson
+    from .metrics import wilson
 
     base = roi(site, perf)["net_annual_value"]
     rows = []
@@ -625,7 +625,7 @@ CALCULATOR_FIELDS = ("studies_per_year", "prevalence_abnormal", "prevalence_covi
 
 def calculator_data(perf_sets: dict[str, dict[str, Performance]]) -> dict:
     """Everything the static calculator needs, as plain JSON."""
-    from .evaluate import OPERATING_POINTS
+    from .metrics import OPERATING_POINTS
 
     return {
         "workflows": WORKFLOWS,
@@ -736,7 +736,7 @@ def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed:
     def load_preset(*_):
         site, text = PRESETS[preset_box.value]
         busy["on"] = True
-        from .evaluate import OPERATING_POINTS
+        from .metrics import OPERATING_POINTS
 
         op_box.options = [n for n, t, _ in OPERATING_POINTS if t == WORKFLOWS[site.workflow]]
         op_box.value = site.operating_point

@@ -79,7 +79,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from .assess import evaluate_folder, format_summary
+    from .evaluate import evaluate_folder, format_summary
 
     result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split, thresholds_from=args.thresholds)
     print(format_summary(result))

@@ -1,6 +1,6 @@
 """Reading a labelled folder (the database layout, ``<class>/images/*``): the one loop that reads,
 checks and preprocesses every film, and sets aside the ones it cannot use with the reason.
-`cxr evaluate` (assess) and `cxr adapt` (adapt) read their folders through it."""
+`cxr evaluate` (evaluate.py) and `cxr adapt` (adapt.py) read their folders through it."""
 from __future__ import annotations
 
 from pathlib import Path

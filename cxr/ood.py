@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .trained import forward
+from .checkpoints import forward
 
 
 def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64) -> np.ndarray:

@@ -150,7 +150,7 @@ def expand(paths: list[str | Path]) -> tuple[list[tuple[Path, str]], list[Read]]
 # --------------------------------------------------------------------------- predicting
 def decide(proba: np.ndarray, operating_point: str | None, points: dict | None) -> list[str]:
     """The decision for each row: the most probable class, or a named operating point's call."""
-    from .evaluate import task_scores
+    from .metrics import task_scores
 
     if not operating_point or operating_point == "argmax":
         return [CLASSES[i] for i in proba.argmax(1)]
@@ -195,12 +195,12 @@ def default_model() -> Path:
 
 def load(checkpoint: str | Path | None = None) -> Predictor:
     """The model to predict with: `checkpoint`, else `default_model()`."""
-    from . import trained
+    from . import checkpoints
     from .config import get_config
 
     checkpoint = Path(checkpoint) if checkpoint else default_model()
-    model, meta = trained.load_model(checkpoint)
-    return Predictor(model, meta, trained.pixel_config(meta, get_config("full")), checkpoint)
+    model, meta = checkpoints.load_model(checkpoint)
+    return Predictor(model, meta, checkpoints.pixel_config(meta, get_config("full")), checkpoint)
 
 
 def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,
@@ -233,10 +233,10 @@ def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | 
 
 def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = None, cam_dir=None) -> list[dict]:
     """Rows for images already read (grey arrays of any size)."""
-    from . import ood, trained
+    from . import checkpoints, ood
     from .preprocess import preprocess
 
-    from .evaluate import temper
+    from .metrics import temper
 
     pixels = np.stack([preprocess(r.image, pred.config) for r in reads])
     stats = pred.ood
@@ -245,7 +245,7 @@ def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = N
         proba = temper(raw, float(pred.meta.get("temperature", 1.0)))
         scores = ood.score(stats, feats)
     else:
-        proba = trained.calibrated(pred.model, pred.meta, pixels)
+        proba = checkpoints.calibrated(pred.model, pred.meta, pixels)
         scores = np.full(len(reads), np.nan)
     decisions = decide(proba, threshold, pred.points)
     cams = _cams(pred.model, pixels, pred.size, reads, cam_dir) if cam_dir else [""] * len(reads)

@@ -168,7 +168,7 @@ def comparison_run(name: str, config: Config | None = None) -> Run:
 def weights_digest(checkpoint: str | Path) -> str:
     """SHA-256 of a checkpoint's weights: every tensor's name, dtype, shape and bytes, in name order.
     Metadata (temperature, model card, operating points) is not in it."""
-    from .trained import read_checkpoint
+    from .checkpoints import read_checkpoint
 
     return state_digest(read_checkpoint(checkpoint)["model"])
 
@@ -207,7 +207,7 @@ class Model:
         return {"model_sha256": self.digest, "model": self.name, "model_source": self.source}
 
     def meta(self) -> dict:
-        from .trained import read_checkpoint
+        from .checkpoints import read_checkpoint
 
         state = read_checkpoint(self.checkpoint)
         return {k: v for k, v in state.items() if k != "model"}
@@ -243,7 +243,7 @@ class Model:
             saved = self.run.predictions(split)
             if saved.file.tolist() == table.file[rows].tolist():
                 return saved
-        from .trained import load_model, pixel_config, predict
+        from .checkpoints import load_model, pixel_config, predict
 
         model, meta = load_model(self.checkpoint)
         pixels = load_pixels(root, table, pixel_config(meta, config), progress=progress)
@@ -264,7 +264,7 @@ def shipped(config: Config | None = None) -> Model:
     if not SHIPPED.exists():
         raise MissingModel(f"The shipped model {SHIPPED.name} is missing from cxr/weights/: restore it from git, "
                            "or train and export one with `cxr train` then `cxr export`.")
-    from .trained import read_checkpoint
+    from .checkpoints import read_checkpoint
 
     state = read_checkpoint(SHIPPED)
     return Model(SHIPPED, state_digest(state["model"]), state.get("source_run") or SHIPPED.name, "shipped",
@@ -307,7 +307,7 @@ def reproduce_check(config: Config | None = None) -> dict:
     half precision as `cxr export` does, against the shipped weights, bit for bit; and, if they
     differ, the largest difference of any class probability on the test split."""
     from .classes import CLASSES
-    from .trained import read_checkpoint
+    from .checkpoints import read_checkpoint
 
     config = config or get_config()
     run = find_run("final", config)

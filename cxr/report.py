@@ -63,7 +63,7 @@ def _fresh(path: Path, model) -> dict | None:
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
     """The test-split evaluation of the final model, with operating points chosen on validation."""
     from .data import find_dataset
-    from .assess import evaluate_folder
+    from .evaluate import evaluate_folder
 
     config = config or get_config()
     model = final_model(config)
@@ -79,7 +79,7 @@ def evaluation_record(config: Config | None = None, remake: bool = False) -> dic
 def external_record(config: Config | None = None, remake: bool = False) -> dict | None:
     """The final model on the external radiographs, at the operating points of `evaluation_record`
     (None when no external set is at hand)."""
-    from .assess import evaluate_folder
+    from .evaluate import evaluate_folder
 
     config = config or get_config()
     data = external_dir()
@@ -99,10 +99,10 @@ def twin_audit(config: Config | None = None, checkpoint: str | Path | None = Non
     """Twin agreement of the final model (or the model at `checkpoint`) on the audit twins whose
     originals are in the validation or test split (never trained on): the share of twins that get
     their original's prediction."""
-    from . import audit, trained
+    from . import audit, checkpoints
 
     config = config or get_config()
-    model, meta = trained.load_model(checkpoint or final_model(config).checkpoint)
+    model, meta = checkpoints.load_model(checkpoint or final_model(config).checkpoint)
     return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
 
 
@@ -139,7 +139,7 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
 
 def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
-    from . import trained
+    from . import checkpoints
     from .classes import CLASSES
     from .speed import inference_speed
 
@@ -148,7 +148,7 @@ def executive_summary(config: Config | None = None) -> dict:
     ev = evaluation_record(config)
     ext = external_record(config)
     twins = twin_audit(config)
-    model, meta = trained.load_model(final.checkpoint)
+    model, meta = checkpoints.load_model(final.checkpoint)
     speed = inference_speed(model, meta["input_size"])
     covid = ev["per_class"]["COVID"]
     record = {
@@ -317,8 +317,8 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     card, its twin agreement and its out-of-distribution statistics; and the run's training history."""
     import tempfile
 
-    from . import registry, trained
-    from .assess import evaluate_folder
+    from . import checkpoints, registry
+    from .evaluate import evaluate_folder
     from .data import find_dataset
     from .ood import fit_on_split
 
@@ -327,7 +327,7 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     training = {"history": run.history.to_dict("records"), "summary": run.summary}
     n_boot = 1000 if not config.smoke else 200
     with tempfile.TemporaryDirectory() as tmp:
-        half = trained.export(run.checkpoint, Path(tmp) / run.name / "checkpoint.pt", training=training)
+        half = checkpoints.export(run.checkpoint, Path(tmp) / run.name / "checkpoint.pt", training=training)
         evaluation = evaluate_folder(find_dataset(), half, split="test", config=config, progress=False,
                                      n_boot=n_boot, seed=config.seed)
         data = external_dir()
@@ -336,9 +336,9 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
         twins = twin_audit(config, half)
         audit = ({"agreement": twins["agreement"], "twins": twins["n"],
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
-        model, meta = trained.load_model(half)
+        model, meta = checkpoints.load_model(half)
         stats = fit_on_split(model, meta["input_size"], config)
-    return trained.export(run.checkpoint, out, evaluation, external, audit, stats, training=training)
+    return checkpoints.export(run.checkpoint, out, evaluation, external, audit, stats, training=training)
 
 
 def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
@@ -347,7 +347,7 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
     the returned record also holds every score (`scores`), for plots."""
     from . import predict
     from .data import load_table
-    from .evaluate import proportion
+    from .metrics import proportion
     from .ood import pooled_features, score
     from .preprocess import load_pixels
 
@@ -402,7 +402,7 @@ def precision_check(config: Config | None = None) -> dict | None:
     the test split, in `<reports>/shipped.json`: the record of this shipped file when there is one,
     else measured when that run is on this machine (`cxr train` makes it), else None."""
     from . import registry
-    from .assess import evaluate_folder
+    from .evaluate import evaluate_folder
     from .data import find_dataset
 
     config = config or get_config()
@@ -431,15 +431,15 @@ def training_record(run, command: str) -> dict:
     """The reports/training.json record of a finished run (test metrics recomputed from its predictions)."""
     import time
 
-    from . import evaluate
+    from . import metrics
     from .classes import CLASSES
     from .config import display_path
     from .registry import weights_digest
     from .speed import inference_speed
-    from .trained import load_model
+    from .checkpoints import load_model
 
     y, p = run.proba("test")
-    s = evaluate.summary(y, p, n_boot=1000, seed=run.config.get("seed", 0))
+    s = metrics.summary(y, p, n_boot=1000, seed=run.config.get("seed", 0))
     model, meta = load_model(run.checkpoint)
     speed = inference_speed(model, meta["input_size"])
     return {

@@ -1,4 +1,4 @@
-"""How fast a trained model predicts: batched inference throughput, as `trained.predict` runs it."""
+"""How fast a trained model predicts: batched inference throughput, as `checkpoints.predict` runs it."""
 from __future__ import annotations
 
 import time
@@ -15,7 +15,7 @@ def inference_speed(model: torch.nn.Module, size: int, batch: int = 64, repeats:
     """Median images/s of batched inference at `size` px over `repeats` timed batches (after one warm-up)."""
     if threads:
         torch.set_num_threads(threads)
-    model = folded(model.eval())  # as `trained.predict` runs a batch
+    model = folded(model.eval())  # as `checkpoints.predict` runs a batch
     dev = model_device(model)
     x = torch.rand(batch, 1, size, size).to(dev).contiguous(memory_format=torch.channels_last)
     with autocast(dev):

@@ -24,7 +24,7 @@ def shortfall(twin_agreement: float | None, sensitivity: dict[str, float]) -> fl
     """How far a model is from meeting the twin target and every sensitivity floor: the largest
     relative shortfall (0 when all are met; 0.1 means one number is 10% below its target). Without twins
     (`twin_agreement` None or nan) only the floors count; a class the data does not have (its
-    sensitivity nan, as `evaluate.class_sensitivity` gives it) has no floor to miss."""
+    sensitivity nan, as `metrics.class_sensitivity` gives it) has no floor to miss."""
     gaps = [] if twin_agreement is None or twin_agreement != twin_agreement else [1 - twin_agreement / TWIN_AGREEMENT]
     gaps += [1 - sensitivity[c] / SENSITIVITY_FLOORS[c] for c in CLASSES if sensitivity[c] == sensitivity[c]]
     return max(0.0, *gaps)
@@ -61,7 +61,7 @@ COVID_SENSITIVITY = 0.95  # the training issue's COVID-19 target, above its floo
 
 
 def training_check(summary: dict) -> list[tuple[str, float, float]]:
-    """(metric, measured, target) for the headline targets, from `evaluate.summary` of the test split:
+    """(metric, measured, target) for the headline targets, from `metrics.summary` of the test split:
     accuracy, macro ROC-AUC, COVID-19 sensitivity and every class's sensitivity floor."""
     rows = [("accuracy", summary["accuracy"], ACCURACY), ("macro ROC-AUC", summary["macro_auc"], MACRO_AUC),
             ("COVID sensitivity", summary["per_class"]["COVID"]["sensitivity"], COVID_SENSITIVITY)]

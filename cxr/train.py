@@ -24,7 +24,7 @@ import time
 import pandas as pd
 import torch
 
-from . import evaluate, train_finetune, train_linear, train_resnet50
+from . import metrics, train_finetune, train_linear, train_resnet50
 from .classes import CLASSES
 from .config import VERSIONS, Config, get_config, source_hash
 from .data import load_table
@@ -68,7 +68,7 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
     model_info.setdefault("train_wall_seconds", time.perf_counter() - start)
     # temperature scaling, fitted on validation only; stored with the weights
     val = pd.read_csv(path / "predictions_val.csv", keep_default_na=False)
-    temperature = evaluate.fit_temperature(val.label.map(CLASSES.index).to_numpy(), val[list(CLASSES)].to_numpy())
+    temperature = metrics.fit_temperature(val.label.map(CLASSES.index).to_numpy(), val[list(CLASSES)].to_numpy())
     state = torch.load(path / "checkpoint.pt", map_location="cpu", weights_only=True)
     state["temperature"] = temperature
     save_state(path / "checkpoint.pt", state)
@@ -76,7 +76,7 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
                **model_info}
     for split in ("val", "test"):
         p = pd.read_csv(path / f"predictions_{split}.csv", keep_default_na=False)
-        s = evaluate.summary(p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy(), n_boot=200,
+        s = metrics.summary(p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy(), n_boot=200,
                              seed=config.seed)
         summary[split] = {"n": s["n"], "accuracy": s["accuracy"], "macro_auc": s["macro_auc"],
                           "per_class": {c: {k: s["per_class"][c][k] for k in ("sensitivity", "specificity")}

@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import augment, evaluate, targets
+from . import augment, metrics, targets
 from .classes import CLASSES
 from .config import Config, cache_key
 from .data import load_audit
@@ -28,7 +28,7 @@ from .models import efficientnet_lite0
 from .preprocess import load_pixels
 from .registry import write_predictions
 from .runtime import autocast, device, model_device, show_progress, to_numpy
-from .trained import load_model, predict, save_checkpoint
+from .checkpoints import load_model, predict, save_checkpoint
 
 log = logging.getLogger("cxr.train")
 
@@ -265,11 +265,11 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
         val_loss = float(F.nll_loss(torch.log(torch.from_numpy(pv).clamp_min(1e-8)), torch.from_numpy(yv)))
         twin_agreement = (float(np.mean(pv[val_twin_orig].argmax(1) == _top_proba(model, val_twin_acts, cut).argmax(1)))
                           if len(val_twin_orig) else float("nan"))
-        sensitivity = evaluate.class_sensitivity(yv, pv)
+        sensitivity = metrics.class_sensitivity(yv, pv)
         row = {"epoch": epoch + 1, "view": epoch % len(views), "train_loss": total_loss / max(seen, 1),
-               "val_loss": val_loss, "val_accuracy": evaluate.accuracy_from_proba(yv, pv),
-               "val_balanced_accuracy": evaluate.balanced_accuracy(yv, pv),
-               "val_macro_auc": evaluate.macro_auc(yv, pv), "val_twin_agreement": twin_agreement,
+               "val_loss": val_loss, "val_accuracy": metrics.accuracy_from_proba(yv, pv),
+               "val_balanced_accuracy": metrics.balanced_accuracy(yv, pv),
+               "val_macro_auc": metrics.macro_auc(yv, pv), "val_twin_agreement": twin_agreement,
                **{f"val_sensitivity_{c}": v for c, v in sensitivity.items()}, "lr": sched.get_last_lr()[0],
                "wall_seconds": time.perf_counter() - start - eval_seconds}
         history.append(row)

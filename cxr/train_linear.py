@@ -10,12 +10,12 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import evaluate
+from . import metrics
 from .classes import CLASSES
 from .features import embed
 from .models import efficientnet_lite0
 from .registry import write_predictions
-from .trained import save_checkpoint
+from .checkpoints import save_checkpoint
 
 
 def fit_linear_head(features: np.ndarray, y: np.ndarray, seed: int = 0, cs=(0.003, 0.01, 0.03, 0.1)) -> Pipeline:
@@ -45,7 +45,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
     for s in ("val", "test"):
         write_predictions(path, s, table, np.flatnonzero(masks[s]), proba_all_classes(head, feats[masks[s]]))
     lr = head[-1]
-    pd.DataFrame([{"epoch": 1, "val_accuracy": evaluate.accuracy_from_proba(
+    pd.DataFrame([{"epoch": 1, "val_accuracy": metrics.accuracy_from_proba(
         y[masks["val"]], proba_all_classes(head, feats[masks["val"]]))}]).to_csv(path / "history.csv", index=False)
     # the scaler folded into the logistic regression, as the network's own final layer: the
     # checkpoint is then an ordinary EfficientNet-Lite0 checkpoint that load_model can read

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import augment, evaluate
+from . import augment, metrics
 from .classes import CLASSES
 from .data import stratified_sample
 from .features import to_tensor
@@ -19,7 +19,7 @@ from .files import save_state
 from .models import resnet50
 from .registry import write_predictions
 from .runtime import autocast, device, show_progress
-from .trained import predict, save_checkpoint
+from .checkpoints import predict, save_checkpoint
 
 log = logging.getLogger("cxr.train")
 
@@ -98,8 +98,8 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
         if trained >= next_eval or step % 100 == 0 or step == steps:
             pv = predict(model, pixels[va], config.input_size, progress=False)
             history.append({"step": step, "images_seen": seen, "epochs_seen": seen / len(tr), "train_loss": loss.item(),
-                            "val_accuracy": evaluate.accuracy_from_proba(y[va], pv),
-                            "val_macro_auc": evaluate.macro_auc(y[va], pv), "wall_seconds": trained})
+                            "val_accuracy": metrics.accuracy_from_proba(y[va], pv),
+                            "val_macro_auc": metrics.macro_auc(y[va], pv), "wall_seconds": trained})
             next_eval = trained + (eval_every_s or math.inf)
             pd.DataFrame(history).to_csv(path / "history.csv", index=False)
             save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),

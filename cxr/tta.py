@@ -7,7 +7,7 @@ from .classes import CLASSES
 from .config import Config
 from .data import load_table
 from .preprocess import load_pixels
-from .trained import load_model, predict
+from .checkpoints import load_model, predict
 
 
 TTA_VIEWS = 3

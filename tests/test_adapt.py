@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import adapt, cli, train, trained
+from cxr import adapt, checkpoints, cli, train
 from cxr.config import get_config
 from cxr.classes import CLASSES
 from conftest import synthetic_xray, write_dataset
@@ -77,7 +77,7 @@ def test_adapt_writes_a_checkpoint_with_its_card_and_refuses_bad_input(tiny_mode
     out = tmp_path / "adapted.pt"
     result = adapt.adapt(run.checkpoint, site, out, config=cfg)
     assert result["films"] == {"Normal": 8} and [s["file"] for s in result["skipped"]] == ["Normal/images/broken.png"]
-    model, meta = trained.load_model(out)  # an ordinary cxr checkpoint (weights_only)
+    model, meta = checkpoints.load_model(out)  # an ordinary cxr checkpoint (weights_only)
     assert meta["adapted"]["films"] == {"Normal": 8} and meta["adapted"]["method"] == "head"
     assert "8 local films" in meta["card"]["adapted"] and set(meta["operating_points"]) >= {"covid@95"}
     state0 = torch.load(run.checkpoint, weights_only=True)["model"]

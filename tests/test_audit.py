@@ -9,7 +9,7 @@ import torch
 
 from cxr import audit, augment, targets
 from cxr.classes import CLASSES
-from cxr.train import symmetric_kl
+from cxr.train_finetune import symmetric_kl
 
 NORMAL, VP, LO = CLASSES.index("Normal"), CLASSES.index("Viral Pneumonia"), CLASSES.index("Lung_Opacity")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr import business, cli, evaluate
+from cxr import business, cli, metrics
 from cxr.business import InputError, Performance, Site
 
 
@@ -23,7 +23,7 @@ def perf(task="abnormal", op="abnormal@95", se=0.9, sp=0.5, n=100) -> Performanc
 def record(se=0.9, sp=0.5) -> dict:
     """An evaluation record as `cxr evaluate --split test` writes it, with every operating point."""
     ops = {}
-    for name, task, target in evaluate.OPERATING_POINTS:
+    for name, task, target in metrics.OPERATING_POINTS:
         m = {"tp": int(90 * se / 0.9), "fn": 100 - int(90 * se / 0.9), "tn": int(100 * sp), "fp": 100 - int(100 * sp),
              "sensitivity": {"value": se}, "specificity": {"value": sp}}
         ops[name] = {"task": task, "target_sensitivity": target, "threshold": 0.5, "measured": m}

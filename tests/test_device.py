@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import cli, registry, runtime, train, trained
+from cxr import checkpoints, cli, registry, runtime, train
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -55,10 +55,10 @@ def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
 
 def test_models_load_and_predict_on_the_cpu_when_asked(monkeypatch):
     monkeypatch.setenv("CXR_DEVICE", "cpu")
-    model, meta = trained.load_model(registry.SHIPPED)
+    model, meta = checkpoints.load_model(registry.SHIPPED)
     assert runtime.model_device(model).type == "cpu"
     pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
-    p = trained.predict(model, pixels, meta["input_size"], progress=False)
+    p = checkpoints.predict(model, pixels, meta["input_size"], progress=False)
     assert p.shape == (3, 4) and p.dtype == np.float32 and np.allclose(p.sum(1), 1, atol=1e-5)
 
 
@@ -72,11 +72,11 @@ def test_autocast_leaves_the_cpu_untouched():
 @cuda
 def test_cuda_predictions_match_the_cpu(monkeypatch):
     pixels = np.random.default_rng(0).integers(0, 255, (16, 224, 224), dtype=np.uint8)
-    cpu_model, meta = trained.load_model(registry.SHIPPED, on="cpu")
-    gpu_model, _ = trained.load_model(registry.SHIPPED, on="cuda")
+    cpu_model, meta = checkpoints.load_model(registry.SHIPPED, on="cpu")
+    gpu_model, _ = checkpoints.load_model(registry.SHIPPED, on="cuda")
     assert runtime.model_device(gpu_model).type == "cuda"
-    p_cpu = trained.predict(cpu_model, pixels, meta["input_size"], progress=False)
-    p_gpu = trained.predict(gpu_model, pixels, meta["input_size"], progress=False)
+    p_cpu = checkpoints.predict(cpu_model, pixels, meta["input_size"], progress=False)
+    p_gpu = checkpoints.predict(gpu_model, pixels, meta["input_size"], progress=False)
     assert np.abs(p_cpu - p_gpu).max() < 0.05  # bfloat16 on the GPU
     assert (p_cpu.argmax(1) == p_gpu.argmax(1)).mean() >= 0.9
 
@@ -90,5 +90,5 @@ def test_cuda_training_runs_and_reloads_on_the_cpu(home: Path, tmp_path: Path, m
                      cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
     run = train.fit("finetune", cfg, progress=False)
     assert len(run.history) == 2 and np.isfinite(run.history.val_loss).all()
-    model, _ = trained.load_model(run.checkpoint, on="cpu")
+    model, _ = checkpoints.load_model(run.checkpoint, on="cpu")
     assert runtime.model_device(model).type == "cpu"

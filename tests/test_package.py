@@ -37,5 +37,5 @@ def test_no_import_cycles():
 
 def test_metrics_do_not_run_models():
     graph = import_graph()
-    assert not graph["evaluate"] & {"train", "trained", "assess"}
-    assert "train" not in graph["trained"] and "train" not in graph["assess"]
+    assert not graph["metrics"] & {"train", "checkpoints", "evaluate"}
+    assert "train" not in graph["checkpoints"] and "train" not in graph["evaluate"]

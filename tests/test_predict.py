@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import cli, ood, predict, trained
+from cxr import checkpoints, cli, ood, predict
 from conftest import synthetic_xray
 from test_evaluate import tiny_run
 
@@ -62,13 +62,13 @@ def model_file(tmp_path_factory) -> Path:
     mp.setenv("CXR_HOME", str(tmp / "home"))
     (tmp / "home" / "data").mkdir(parents=True)
     ds, cfg, run = tiny_run(tmp, mp, per_class=10)
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     stats = ood.fit_on_split(model, meta["input_size"], cfg, k=8)
     evaluation = {"n": 4, "accuracy": 0.5, "accuracy_ci": [0.1, 0.9], "macro_auc": 0.6, "macro_auc_ci": [0.4, 0.8],
                   "per_class": {}, "operating_points": {
                       "covid@95": {"task": "covid", "target_sensitivity": 0.95, "threshold": 0.25},
                       "abnormal@99": {"task": "abnormal", "target_sensitivity": 0.99, "threshold": 0.5}}}
-    out = trained.export(run.checkpoint, tmp / "shipped.pt", evaluation, None, {"agreement": 1.0}, stats)
+    out = checkpoints.export(run.checkpoint, tmp / "shipped.pt", evaluation, None, {"agreement": 1.0}, stats)
     mp.undo()
     return out
 
@@ -154,7 +154,7 @@ def test_exported_model_loads_weights_only_and_flags_strange_images(model_file: 
     state = torch.load(model_file, map_location="cpu", weights_only=True)
     assert state["precision"] == "float16" and "not_for_clinical_use" in state["card"]
     assert {"threshold", "mean", "components"} <= set(state["ood"])
-    model, meta = trained.load_model(model_file)
+    model, meta = checkpoints.load_model(model_file)
     assert next(model.parameters()).dtype == torch.float32
     # a chequerboard is far from the synthetic training radiographs
     board = (np.indices((64, 64)).sum(0) % 2 * 255).astype(np.uint8)[None]

@@ -106,7 +106,7 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     the run's history rides along."""
     import pandas as pd
 
-    from cxr import assess, ood, registry, trained
+    from cxr import checkpoints, evaluate, ood, registry
     from cxr.config import get_config
 
     monkeypatch.setenv("CXR_HOME", str(tmp_path))
@@ -118,10 +118,10 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6]}).to_csv(run_path / "history.csv", index=False)
     evaluated, measured, exported = [], [], []
     monkeypatch.setattr(report, "external_dir", lambda: None)
-    monkeypatch.setattr(assess, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
-    monkeypatch.setattr(trained, "load_model", lambda path: (None, {"input_size": 64}))
+    monkeypatch.setattr(evaluate, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
+    monkeypatch.setattr(checkpoints, "load_model", lambda path: (None, {"input_size": 64}))
     monkeypatch.setattr(ood, "fit_on_split", lambda model, size, config: {})
-    monkeypatch.setattr(trained, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
+    monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
     monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
     monkeypatch.setattr("cxr.data.find_dataset", lambda: tmp_path)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import cli, registry, trained
+from cxr import checkpoints, cli, registry
 from cxr.config import repo_root
 from conftest import synthetic_xray
 
@@ -18,9 +18,9 @@ REPORTS = repo_root() / "reports"
 
 def test_shipped_model_loads_weights_only_and_is_small():
     state = torch.load(registry.SHIPPED, map_location="cpu", weights_only=True)
-    assert state["format"] == trained.CHECKPOINT_FORMAT and state["precision"] == "float16"
+    assert state["format"] == checkpoints.CHECKPOINT_FORMAT and state["precision"] == "float16"
     assert registry.SHIPPED.stat().st_size <= 10_000_000
-    model, meta = trained.load_model(registry.SHIPPED)
+    model, meta = checkpoints.load_model(registry.SHIPPED)
     assert meta["input_size"] == 224 and "threshold" in meta["ood"]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr import runtime, speed, train, train_finetune, trained, tta
+from cxr import checkpoints, runtime, speed, train, train_finetune, tta
 from cxr.classes import CLASSES
 from cxr.config import get_config
 from conftest import write_dataset
@@ -29,7 +29,7 @@ def test_finetune_run_folder_and_checkpoint(tiny):
     assert not (run.path / "last.pt").exists()
     state = torch.load(run.checkpoint, map_location="cpu", weights_only=True)
     assert state["arch"] == "efficientnet_lite0" and state["temperature"] > 0
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     assert meta["input_size"] == 64
     assert len(run.history) == 2 and {"val_loss", "val_accuracy", "wall_seconds"} <= set(run.history.columns)
     preds = run.predictions("test")
@@ -60,13 +60,13 @@ def test_interrupted_finetune_resumes(tiny, monkeypatch):
 
 def test_linear_head_checkpoint_is_an_ordinary_model(tiny):
     run = train.fit("linear", tiny, progress=False)
-    model, meta = trained.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint)
     from cxr.data import load_table
     from cxr.preprocess import load_pixels
 
     root, table = load_table(tiny)
     test = table[table.split == "test"]
-    p = trained.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
+    p = checkpoints.predict(model, load_pixels(root, test.reset_index(drop=True), tiny, progress=False), 64, progress=False)
     _, saved = run.proba("test")
     # the folded-in scaler and head reproduce sklearn's output (to bfloat16's precision on a GPU)
     assert np.allclose(p, saved, atol=1e-3 if runtime.model_device(model).type == "cpu" else 1e-2)
@@ -76,18 +76,18 @@ def test_load_model_rejects_wrong_files(tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
-        trained.load_model(junk)
+        checkpoints.load_model(junk)
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.zeros(2)}, plain)
     with pytest.raises(ValueError, match="not a cxr checkpoint"):
-        trained.load_model(plain)
+        checkpoints.load_model(plain)
     other = tmp_path / "other.pt"
-    torch.save({"format": trained.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0", "classes": ["cat", "dog"],
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0", "classes": ["cat", "dog"],
                 "model": {}}, other)
     with pytest.raises(ValueError, match="predicts classes"):
-        trained.load_model(other)
+        checkpoints.load_model(other)
     with pytest.raises(FileNotFoundError):
-        trained.load_model(tmp_path / "missing.pt")
+        checkpoints.load_model(tmp_path / "missing.pt")
 
 
 def test_inference_speed_reports_median():
@@ -199,6 +199,6 @@ def test_tta_averages_its_views_and_takes_the_first_from_the_runs_predictions(ti
     pixels = load_pixels(root, table, tiny, progress=False)
     views = tta.tta_views(pixels[table.index[table.split == "val"].to_numpy()])
     assert len(views) == tta.TTA_VIEWS and all(not np.array_equal(views[0], v) for v in views[1:])
-    model, meta = trained.load_model(run.checkpoint)
-    direct = np.mean([trained.predict(model, v, meta["input_size"], progress=False) for v in views], axis=0)
+    model, meta = checkpoints.load_model(run.checkpoint)
+    direct = np.mean([checkpoints.predict(model, v, meta["input_size"], progress=False) for v in views], axis=0)
     np.testing.assert_allclose(mean["val"], direct, atol=1e-6)

@@ -5,7 +5,7 @@ A checkpoint is a plain dict of tensors and JSON-like metadata, so `torch.load(.
 weights_only=True)` reads it without unpickling code: ``format``, ``arch``, ``classes``,
 ``input_size``, ``config`` (the training config), ``model`` (the weights), ``temperature``
 (fitted on validation) and, for an exported model, ``precision``, ``operating_points`` and
-``card``. `train`, `assess`, `explain`, `report` and `predict` all load and run models through
+``card``. `train`, `evaluate`, `explain`, `report` and `predict` all load and run models through
 this module; it imports none of them.
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 
 
 def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
     """Temperature-scaled class probabilities (the checkpoint's temperature, 1 if it has none)."""
-    from .evaluate import temper
+    from .metrics import temper
 
     return temper(predict(model, pixels, meta["input_size"], progress=progress), float(meta.get("temperature", 1.0)))
 
@@ -145,7 +145,7 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     # the shipped file names no folder of the machine that exported it
     state["config"] = {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in state["config"].items()}
     if evaluation is not None:
-        from .evaluate import operating_point_rules
+        from .metrics import operating_point_rules
 
         state["operating_points"] = operating_point_rules(evaluation.get("operating_points", {}))
     if ood is not None:
