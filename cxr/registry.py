@@ -212,14 +212,14 @@ class Model:
         state = read_checkpoint(self.checkpoint)
         return {k: v for k, v in state.items() if k != "model"}
 
-    def training(self) -> tuple[pd.DataFrame, dict]:
-        """The training history (one row per validation) and the run's summary (done.json)."""
+    def training(self) -> tuple[pd.DataFrame, dict] | None:
+        """The training history (one row per validation) and the summary (done.json) of the run
+        this model came from: the run's own files, or what the exported file carries; None when
+        neither is here (a file exported before checkpoints carried them)."""
         if self.run is not None:
             return self.run.history, self.run.summary
         t = self.meta().get("training")
-        if not t:
-            raise MissingModel(f"{self.checkpoint.name} carries no training history: export it again with `cxr export`.")
-        return pd.DataFrame(t["history"]), t["summary"]
+        return (pd.DataFrame(t["history"]), t["summary"]) if t else None
 
     def proba(self, split: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(labels, uncalibrated probabilities) of a split of the profile's table, as a run saves them."""

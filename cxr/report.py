@@ -427,6 +427,18 @@ def precision_check(config: Config | None = None) -> dict | None:
     return record
 
 
+def training_text(training: tuple | None, model) -> str:
+    """Chapter 03's sentence on how the model was trained (`registry.Model.training()`)."""
+    if training is None:
+        return (f"The file {model.checkpoint.name} ({model.name}) does not carry its run's training history, so "
+                "this build cannot show it; `make reproduce` retrains the recipe on this machine and builds this "
+                "chapter from that run, history included.")
+    history, summary = training
+    return (f"The report's rule kept epoch {summary['best_epoch']} of {len(history)}. Training took "
+            f"{summary['train_wall_seconds'] / 60:.1f} min on the machine that trained it, "
+            f"{summary['activation_cache_seconds'] / 60:.1f} min of it for the frozen-layer cache.")
+
+
 def training_record(run, command: str) -> dict:
     """The reports/training.json record of a finished run (test metrics recomputed from its predictions)."""
     import time
