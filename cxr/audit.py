@@ -222,7 +222,8 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
         "twin_agreement": after["twin_agreement"], "twin_to_lung_opacity": after["twin_to_lung_opacity"],
         "twins_evaluated": after["twins"], "twins_evaluated_from": "originals in the val and test splits",
         "twin_agreement_train_twins": after["twin_agreement_train_twins"],
-        "train_twins_used_in_training": int(run.summary.get("train_twins", 0)),
+        # None when the model file does not say (the shipped file carries no run summary)
+        "train_twins_used_in_training": (None if (n := run.summary.get("train_twins")) is None else int(n)),
         "probe_auc": probe,
         "cam_energy_in_lung": {c: float(by_class.loc[c, "lung"]) for c in CLASSES if c in by_class.index},
         "cam_energy_in_border": {c: float(by_class.loc[c, "border"]) for c in CLASSES if c in by_class.index},

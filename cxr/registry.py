@@ -202,6 +202,12 @@ class Model:
         return self.run.config if self.run is not None else self.meta().get("config", {})
 
     @property
+    def summary(self) -> dict:
+        """The summary (done.json) of the run the model came from; empty when it is not known."""
+        training = self.training()
+        return training[1] if training else {}
+
+    @property
     def ref(self) -> dict:
         """How a record names this model."""
         return {"model_sha256": self.digest, "model": self.name, "model_source": self.source}
