@@ -123,7 +123,8 @@ class Audit:
     details: dict = field(default_factory=dict)
 
 
-def _run_numbers(run, model, size: int, twins: Twins) -> dict:
+def run_numbers(run, model, size: int, twins: Twins) -> dict:
+    """A run's test numbers and twin agreement, as the before/after comparison shows them."""
     from . import metrics
 
     y, p = run.proba("test")
@@ -136,10 +137,33 @@ def _run_numbers(run, model, size: int, twins: Twins) -> dict:
             "twin_agreement_train_twins": train_twins["agreement"]}
 
 
+def map_sample(table: pd.DataFrame, config: Config, n_maps: int | None = None) -> np.ndarray:
+    """The test images whose saliency maps the audit computes (sorted table rows, fixed by the seed)."""
+    test = table.index[table.split == "test"].to_numpy()
+    n_maps = min(len(test), n_maps or (400 if not config.smoke else 24))
+    return np.sort(np.random.default_rng(config.seed).choice(test, n_maps, replace=False))
+
+
+def sample_predictions(run, table: pd.DataFrame, sample: np.ndarray) -> np.ndarray:
+    """The predicted class of each sampled row, from the model's test predictions."""
+    saved = run.predictions("test").set_index("file")
+    return saved.loc[table.file[sample], list(CLASSES)].to_numpy().argmax(1)
+
+
+def cam_cases(sample: np.ndarray, y: np.ndarray, pred: np.ndarray) -> list[tuple[int, str]]:
+    """The images chapter 05 draws maps of: per class, the first sampled image the model gets right
+    and the first it gets wrong (table rows, with "correct" or "wrong")."""
+    cases = []
+    for c in range(len(CLASSES)):
+        cases += [(int(i), "correct") for i in sample[(y == c) & (pred == c)][:1]]
+        cases += [(int(i), "wrong") for i in sample[(y == c) & (pred != c)][:1]]
+    return cases
+
+
 def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int | None = None,
                    progress: bool = False) -> Audit:
-    """The shortcut audit of `run` (a finished finetune run), against `before` (a run of the same
-    recipe without harmonisation) when given."""
+    """The shortcut audit of `run` (a `registry.Model` or finished finetune run), against `before`
+    (a run of the same recipe without harmonisation, or its `run_numbers` already measured) when given."""
     from tqdm.auto import tqdm
 
     from . import checkpoints, explain, features, metrics
@@ -154,10 +178,10 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     size = meta["input_size"]
     bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))
     test = table.index[table.split == "test"].to_numpy()
-    n_maps = min(len(test), n_maps or (400 if not config.smoke else 24))
-    sample = np.sort(np.random.default_rng(config.seed).choice(test, n_maps, replace=False))
+    sample = map_sample(table, config, n_maps)
+    n_maps = len(sample)
     y_all = table.label.map(CLASSES.index).to_numpy()
-    pred_s = checkpoints.predict(model, pixels[sample], size, progress=False).argmax(1)
+    pred_s = sample_predictions(run, table, sample)
 
     # the lung field: per image where plausible, else the prior from training images
     train_rows = table.index[table.split == "train"].to_numpy()
@@ -209,11 +233,11 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
         probe = chain_probe_auc(f_orig, f_twin, seed=config.seed)
     bar.update()
 
-    after = _run_numbers(run, model, size, twins)
-    before_numbers = None
-    if before is not None:
+    after = run_numbers(run, model, size, twins)
+    before_numbers = before if isinstance(before, dict) else None  # measured already (the comparison record)
+    if before is not None and before_numbers is None:
         b_model, b_meta = checkpoints.load_model(before.checkpoint)
-        before_numbers = _run_numbers(before, b_model, b_meta["input_size"], twins)
+        before_numbers = run_numbers(before, b_model, b_meta["input_size"], twins)
     bar.update()
     bar.close()
 
@@ -313,15 +337,15 @@ def comparison_table(record: dict) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("run")
 
 
-def sweep(config: Config | None = None, runs: dict | None = None, external_dir: str | Path | None = None) -> dict:
-    """The comparison the chapter shows: `<reports>/mitigation.json` (every run tried, written by
-    `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists and names every run
-    of `runs`, else a comparison of `runs` made now."""
+def sweep(config: Config | None = None, final: str | None = None, fallback: dict | None = None) -> dict | None:
+    """The comparison chapter 05 shows: `<reports>/mitigation.json` (every run tried, written by
+    `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists and names the final
+    model's run `final`, else `fallback` (the before/after comparison of the comparison record). A
+    record made before the final model existed (another recipe, another build) does not describe it."""
     config = config or get_config()
     path = config.reports_dir / "mitigation.json"
     if path.exists():
         record = json.loads(path.read_text())
-        # a record made before these runs existed (another recipe, another build) does not describe them
-        if {r.name for r in (runs or {}).values()} <= {row["run"] for row in record["runs"]}:
+        if final in {row["run"] for row in record["runs"]}:
             return record
-    return compare(runs or {}, config, external_dir=external_dir)
+    return fallback

@@ -139,7 +139,8 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     state = dict(read_checkpoint(checkpoint))
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state["precision"] = "float16"
-    state["source_run"] = Path(checkpoint).parent.name
+    # a shipped file measured again keeps the run it came from and the history it carries
+    state["source_run"] = state.get("source_run") or Path(checkpoint).parent.name
     if training is not None:
         state["training"] = json.loads(json.dumps(training))
     # the shipped file names no folder of the machine that exported it

@@ -122,11 +122,40 @@ def _export(args: argparse.Namespace) -> int:
     from . import registry, report
     from .config import get_config
 
+    if args.remeasure:  # the shipped file's card, operating points and OOD statistics measured on its own weights
+        out = report.export_model(registry.SHIPPED, registry.SHIPPED)
+        print(f"measured {out} again on its own weights (weights unchanged: {registry.shipped().digest[:12]})")
+        return 0
     run = Path(args.run) if args.run else registry.find_run("final", get_config("full")).path
     if not (run / "checkpoint.pt").exists():
         raise registry.MissingModel(f"{run} has no checkpoint.pt: pass a finished run folder, or train one with `cxr train`.")
     out = report.export_model(run, args.out or registry.SHIPPED)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision) from {run.name}")
+    return 0
+
+
+def _enhancement(args: argparse.Namespace) -> int:
+    from . import enhancement
+    from .config import get_config
+
+    config = get_config(args.profile)
+    record = enhancement.enhancement_record(config, remake=args.remake, progress=True)
+    print(enhancement.table(record).to_string())
+    print("; ".join(record["verdicts"]))
+    print(f"wrote {config.reports_dir / 'enhancement.json'}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from . import comparisons
+    from .config import get_config
+
+    config = get_config(args.profile)
+    record = comparisons.comparison_record(config, remake=args.remake)
+    for row in record["rows"]:
+        print(", ".join(f"{k} {v}" for k, v in row.items()))
+    print(record["tta"]["verdict"])
+    print(f"wrote {comparisons.record_path(config)}")
     return 0
 
 
@@ -309,7 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
     p.add_argument("--run", help="run folder (default: the full profile's final run)")
     p.add_argument("--out", help="file to write (default: the package's shipped model)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the shipped file again on its own weights and rewrite its card (no run needed)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("enhancement", help="chapter 02's experiment: does CLAHE or gamma help a linear probe "
+                                            "on validation? (make comparisons)")
+    p.add_argument("--profile", choices=["full", "smoke"], help="default: $CXR_PROFILE or full")
+    p.add_argument("--remake", action="store_true", help="measure again even if the record describes this data")
+    p.set_defaults(func=_enhancement)
+
+    p = sub.add_parser("compare", help="the comparison record the book shows (the linear head, ResNet50 and "
+                                        "before models beside the final one; make comparisons)")
+    p.add_argument("--profile", choices=["full", "smoke"], help="default: $CXR_PROFILE or full")
+    p.add_argument("--remake", action="store_true", help="measure again even if the record describes these models")
+    p.set_defaults(func=_compare)
 
     p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
     p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")

@@ -71,7 +71,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     result = {
         "data": display_path(data_dir), "split": split, "checkpoint": display_path(checkpoint),
         "model_sha256": weights_digest(checkpoint), "temperature": temperature,
-        **{k: s[k] for k in ("n", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
+        **{k: s[k] for k in ("n", "correct", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
         "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
         "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},
         "confusion": confusion_matrix(y, proba.argmax(1)).tolist(),

@@ -54,6 +54,18 @@ def rows_digest(table: pd.DataFrame) -> str:
                           .encode()).hexdigest()
 
 
+def data_ref(config: Config | None = None) -> dict:
+    """How a record names the data it was made from: the profile and the digest of its split table
+    (`rows_digest`), and the version of the record code (`VERSIONS["records"]`). A record is reused
+    only for the same model, the same data and the same version."""
+    from .config import VERSIONS
+    from .data import load_table
+
+    config = config or get_config()
+    return {"profile": config.profile, "data_sha256": rows_digest(load_table(config)[1]),
+            "records_version": VERSIONS["records"]}
+
+
 def run_key(config: Config, approach: str, table: pd.DataFrame) -> str:
     """A run's identity: the approach, the config fields it reads, the data and the approach's
     explicit recipe version. No source text is in it: the code's hash is written to the run's
@@ -209,8 +221,8 @@ class Model:
 
     @property
     def ref(self) -> dict:
-        """How a record names this model."""
-        return {"model_sha256": self.digest, "model": self.name, "model_source": self.source}
+        """How a record names this model, and the data it was measured on (`data_ref`)."""
+        return {"model_sha256": self.digest, "model": self.name, "model_source": self.source} | data_ref(self.data)
 
     def meta(self) -> dict:
         from .checkpoints import read_checkpoint

@@ -53,11 +53,13 @@ def final_model(config: Config | None = None):
 
 
 def _fresh(path: Path, model) -> dict | None:
-    """The record at `path` if it was made from `model` (a `registry.Model`): the same weights."""
+    """The record at `path` if it was made from `model` (a `registry.Model`) on the same data: the
+    same weights and the same split table (`Model.ref`)."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if record.get("model_sha256") == model.digest else None
+    ref = model.ref
+    return record if all(record.get(k) == ref[k] for k in ("model_sha256", "data_sha256", "records_version")) else None
 
 
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
@@ -107,15 +109,19 @@ def twin_audit(config: Config | None = None, checkpoint: str | Path | None = Non
 
 
 def audit_record(config: Config | None = None):
-    """The shortcut audit of the final model against the "before" run (`audit.shortcut_audit`):
-    the record and what chapter 05 draws. The full profile's record goes to `reports/explain.json`.
-    Never trains: a missing "before" run stops with the command that makes it."""
-    from . import audit, registry
+    """The shortcut audit of the final model against the "before" model (`audit.shortcut_audit`;
+    the before model's numbers come from the comparison record): the record and what chapter 05
+    draws. The full profile's record goes to `reports/explain.json`. Never trains: a missing
+    comparison record stops with the command that makes it."""
+    from . import audit, comparisons
 
     config = config or get_config()
-    result = audit.shortcut_audit(final_model(config), config, before=registry.comparison_run("before", config))
-    if config.profile == "full":
-        write_json(result.record | {"command": "cxr audit --out reports/explain.json"}, config.reports_dir / "explain.json")
+    model = final_model(config)
+    before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
+    result = audit.shortcut_audit(model, config, before=before)
+    path = config.reports_dir / "explain.json"
+    if config.profile == "full" and _fresh(path, model) is None:
+        write_json(result.record | model.ref | {"command": "cxr audit --out reports/explain.json"}, path)
     return result
 
 
@@ -138,13 +144,17 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
 
 
 def executive_summary(config: Config | None = None) -> dict:
-    """The executive summary's numbers for the profile's final model; writes `<reports>/summary.json`."""
+    """The executive summary's numbers for the profile's final model, in `<reports>/summary.json`
+    (reused while it names this model and data)."""
     from . import checkpoints
     from .classes import CLASSES
     from .speed import inference_speed
 
     config = config or get_config()
     final = final_model(config)
+    path = config.reports_dir / "summary.json"
+    if (record := _fresh(path, final)) is not None:
+        return record
     ev = evaluation_record(config)
     ext = external_record(config)
     twins = twin_audit(config)
@@ -185,7 +195,7 @@ def executive_summary(config: Config | None = None) -> dict:
                                     "false_covid_after_ci": [head["site CI low %"] / 100, head["site CI high %"] / 100],
                                     "database_accuracy_after": head["database accuracy %"] / 100,
                                     "database_covid_sensitivity_after": head["COVID sensitivity %"] / 100}
-    write_json(record, config.reports_dir / "summary.json")
+    write_json(record, path)
     return record
 
 
@@ -311,7 +321,7 @@ def shipped_model(config: Config | None = None) -> Path:
 
 
 def export_model(run_path: str | Path, out: str | Path, config: Config | None = None) -> Path:
-    """`cxr export`: a run's model in half precision, with what the shipped file carries measured on
+    """`cxr export`: a run's model (or an exported file, measured again) in half precision, with what the shipped file carries measured on
     the half-precision weights themselves (the model users run and every record describes): the
     operating points chosen on its validation predictions, the test and external numbers of its
     card, its twin agreement and its out-of-distribution statistics; and the run's training history."""
@@ -323,11 +333,15 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     from .ood import fit_on_split
 
     config = config or get_config("full")
-    run = registry.load_run(run_path)
-    training = {"history": run.history.to_dict("records"), "summary": run.summary}
+    if Path(run_path).is_file():  # an exported file measured again (`cxr export --remeasure`): same weights
+        checkpoint, name, training = Path(run_path), Path(run_path).stem, None
+    else:
+        run = registry.load_run(run_path)
+        checkpoint, name = run.checkpoint, run.name
+        training = {"history": run.history.to_dict("records"), "summary": run.summary}
     n_boot = 1000 if not config.smoke else 200
     with tempfile.TemporaryDirectory() as tmp:
-        half = checkpoints.export(run.checkpoint, Path(tmp) / run.name / "checkpoint.pt", training=training)
+        half = checkpoints.export(checkpoint, Path(tmp) / name / "checkpoint.pt", training=training)
         evaluation = evaluate_folder(find_dataset(), half, split="test", config=config, progress=False,
                                      n_boot=n_boot, seed=config.seed)
         data = external_dir()
@@ -338,7 +352,7 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
         model, meta = checkpoints.load_model(half)
         stats = fit_on_split(model, meta["input_size"], config)
-    return checkpoints.export(run.checkpoint, out, evaluation, external, audit, stats, training=training)
+    return checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
 
 
 def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:

@@ -38,16 +38,22 @@ def test_summary_text_without_an_external_set():
     assert "not measured" in t["external_accuracy"] and "not measured" in t["roi_external"]
 
 
-def test_a_record_is_reused_only_for_its_own_model(tmp_path: Path):
-    class Model:
-        digest = "ab" * 32
+def test_a_record_is_reused_only_for_its_own_model_data_and_version(tmp_path: Path):
+    ref = {"model_sha256": "ab" * 32, "data_sha256": "d1" * 32, "records_version": 1}
 
+    class Model:
+        digest = ref["model_sha256"]
+
+    Model.ref = ref
     path = tmp_path / "evaluation.json"
     assert report._fresh(path, Model) is None
-    path.write_text(json.dumps({"model_sha256": "ab" * 32, "n": 3}))
+    path.write_text(json.dumps(ref | {"n": 3}))
     assert report._fresh(path, Model)["n"] == 3
-    path.write_text(json.dumps({"model_sha256": "cd" * 32, "checkpoint": "runs/finetune-full-abc/checkpoint.pt"}))
-    assert report._fresh(path, Model) is None
+    for change in ({"model_sha256": "cd" * 32}, {"data_sha256": "d2" * 32}, {"records_version": 0}):
+        path.write_text(json.dumps(ref | change | {"n": 3}))
+        assert report._fresh(path, Model) is None, change
+    path.write_text(json.dumps({"model_sha256": "ab" * 32, "checkpoint": "runs/finetune-full-abc/checkpoint.pt"}))
+    assert report._fresh(path, Model) is None  # a record from before records named their data
 
 
 def test_a_record_function_with_no_model_stops_with_the_command_and_does_not_train(home: Path, tmp_path: Path,
@@ -64,8 +70,10 @@ def test_a_record_function_with_no_model_stops_with_the_command_and_does_not_tra
         with pytest.raises(registry.MissingModel, match="`cxr train`"):
             record(cfg)
     monkeypatch.setenv(registry.MODEL_ENV, "shipped")
-    with pytest.raises(registry.MissingModel, match=r"`cxr train --no-harmonise`"):
-        report.audit_record(cfg)  # the shipped final model is there; the "before" run is not
+    monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path / "reports"))
+    # the shipped final model is there; the comparison record of this data and its runs are not
+    with pytest.raises(registry.MissingModel, match=r"make comparisons.*|.*`cxr train --no-harmonise`"):
+        report.audit_record(cfg)
     assert not (tmp_path / "runs").exists()
 
 def test_metric_differences_in_points():

@@ -1,0 +1,80 @@
+"""The records made once by commands and shown by the book: the comparison record (`cxr compare`)
+and chapter 02's enhancement experiment (`cxr enhancement`)."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cxr import comparisons, enhancement, registry
+from cxr.config import get_config
+
+REF = {"model_sha256": "ab" * 32, "data_sha256": "d1" * 32, "records_version": 1, "model": "m", "profile": "full"}
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    cfg = get_config("full")
+    monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path))
+    monkeypatch.setattr(registry, "final_model", lambda config=None: SimpleNamespace(ref=REF))
+
+    def missing(name, config=None):
+        raise registry.MissingModel(f"the {name} run is not here: `cxr train --approach {name}`")
+    monkeypatch.setattr(registry, "comparison_run", missing)
+    return cfg, tmp_path / "comparisons.json"
+
+
+def test_the_stored_record_is_shown_without_its_runs_while_it_names_the_model_and_data(setup):
+    cfg, path = setup
+    with pytest.raises(registry.MissingModel, match="comparisons.json is missing.*make comparisons"):
+        comparisons.comparison_record(cfg)
+    path.write_text(json.dumps(REF | {"models": {}, "rows": [1]}))
+    assert comparisons.comparison_record(cfg)["rows"] == [1]
+    path.write_text(json.dumps(REF | {"data_sha256": "d2" * 32, "models": {}}))  # other data: made again
+    with pytest.raises(registry.MissingModel, match="another model or other data"):
+        comparisons.comparison_record(cfg)
+
+
+def test_a_record_describes_the_runs_at_hand_by_name():
+    final = SimpleNamespace(ref=REF)
+    record = REF | {"models": {"linear": {"run": "linear-full-1"}}}
+    assert comparisons.describes(record, final, None)
+    assert comparisons.describes(record, final, {"linear": SimpleNamespace(name="linear-full-1")})
+    assert not comparisons.describes(record, final, {"linear": SimpleNamespace(name="linear-full-2")})
+    assert not comparisons.describes(record | {"records_version": 0}, final, None)
+
+
+def test_a_stored_map_comes_back_at_the_asked_size():
+    m = np.zeros((comparisons.MAP_SIZE, comparisons.MAP_SIZE))
+    m[:14] = 1
+    record = {"resnet50_maps": {"files": ["a.png"], "size": comparisons.MAP_SIZE, "maps": [m.tolist()]}}
+    out = comparisons.map_of(record, "a.png", 224)
+    assert out.shape == (224, 224) and out[:100].mean() > 0.99 and out[124:].mean() < 0.01
+    assert comparisons.map_of(record, "b.png", 224) is None
+
+
+def test_the_enhancement_record_is_reused_for_the_same_data_and_settings(tmp_path, monkeypatch):
+    cfg = get_config("full")
+    monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path))
+    monkeypatch.setattr(enhancement, "_ref", lambda config: {"data_sha256": "d1", "pixels": config.key("clahe")})
+    calls = []
+    result = {"enhancements": {"none": {"accuracy_vs_none": [0.0, [0.0, 0.0]]}}, "verdicts": [], "adopted": []}
+    monkeypatch.setattr(enhancement, "measure", lambda config, progress=False: calls.append(1) or result)
+    enhancement.enhancement_record(cfg)
+    enhancement.enhancement_record(cfg)
+    assert len(calls) == 1
+    enhancement.enhancement_record(cfg.replace(clahe=not cfg.clahe))  # other settings: measured again
+    assert len(calls) == 2
+
+
+def test_the_enhancement_table_shows_each_variant_against_none():
+    row = {"accuracy": 0.9, "accuracy_ci": [0.88, 0.92], "macro_auc": 0.98, "macro_auc_ci": [0.97, 0.99],
+           "covid_sensitivity": 0.9, "covid_sensitivity_ci": [0.85, 0.94]}
+    record = {"enhancements": {"none": row | {"accuracy_vs_none": [0.0, [0.0, 0.0]], "macro_auc_vs_none": [0, [0, 0]]},
+                               "gamma 0.8": row | {"accuracy_vs_none": [-0.012, [-0.02, -0.004]],
+                                                   "macro_auc_vs_none": [0.001, [-0.001, 0.003]]}}}
+    t = enhancement.table(record)
+    assert list(t.index) == ["none", "gamma 0.8"]
+    assert t.loc["gamma 0.8", "accuracy vs none (points)"].startswith("-1.20 [-2.00,")
