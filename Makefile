@@ -15,12 +15,12 @@ endif
 
 .PHONY: setup comparisons book reproduce test lab clean-book
 
-# The venv is rebuilt when pyproject.toml changes.
-$(VENV)/.installed: pyproject.toml
+# The venv is rebuilt when pyproject.toml or constraints.txt (the exact versions) changes.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

@@ -29,7 +29,7 @@ def main() -> int:
 
     from cxr import audit, train
     from cxr.config import get_config
-    from cxr.report import external_dir
+    from cxr.dataset import external_dir
     from cxr.runtime import tune_malloc
 
     tune_malloc()

@@ -63,7 +63,9 @@ class Twins:
 
 def load_twins(config: Config | None = None, root: str | Path | None = None) -> Twins:
     """Every audit twin of the dataset whose original is in the main set, with both images preprocessed."""
-    from .data import find_dataset, load_audit, main_subset, scan
+    from .data import load_audit
+    from .dataset import find_dataset
+    from .scanning import main_subset, scan
     from .preprocess import load_pixels
 
     config = config or get_config()

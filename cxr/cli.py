@@ -12,18 +12,18 @@ from .runtime import DEVICE_ENV, DEVICES, device
 
 
 def _data(args: argparse.Namespace) -> int:
-    from . import data
+    from . import dataset, scanning, splits
     from .config import get_config
 
     config = get_config(args.profile)
     if args.action == "import":
-        data.import_kaggle(args.path)
+        dataset.import_kaggle(args.path)
         return 0
-    root = Path(args.path) if args.path else data.find_dataset()
+    root = Path(args.path) if args.path else dataset.find_dataset()
     if args.action == "where":
         print(root)
         return 0
-    s = data.scan(root, config=config)
+    s = scanning.scan(root, config=config)
     if args.action == "scan":
         counts = s.images.groupby(["subset", "label"]).size()
         print(f"{root}: {len(s.images)} images")
@@ -33,12 +33,12 @@ def _data(args: argparse.Namespace) -> int:
             print(s.skipped.to_string(index=False))
         return 0
     if args.action == "split":
-        path = data.splits_path(root)
+        path = splits.splits_path(root)
         if path.exists() and not args.force:
             print(f"{path} exists; pass --force to make it again.")
             return 1
         path.unlink(missing_ok=True)
-        split = data.load_split(root, config.replace(profile="full"))
+        split = splits.load_split(root, config.replace(profile="full"))
         print(split.groupby(["label", "split"]).size().unstack().to_string())
         return 0
     raise AssertionError(args.action)
@@ -93,28 +93,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _roi(args: argparse.Namespace) -> int:
     import json
 
-    from . import business
+    from . import roi_cases, roi_format, roi_inputs, roi_model, roi_uncertainty
 
     if args.list:
-        for name, (site, story) in business.PRESETS.items():
-            print(f"{name:<22} {site.name} ({business.WORKFLOW_NAMES[site.workflow]}, {site.operating_point})")
+        for name, (site, story) in roi_cases.PRESETS.items():
+            print(f"{name:<22} {site.name} ({roi_inputs.WORKFLOW_NAMES[site.workflow]}, {site.operating_point})")
         return 0
     changes = {}
     for item in args.set or []:
         if "=" not in item:
-            raise business.InputError(f"--set {item!r}: write FIELD=VALUE, e.g. --set studies_per_year=80000")
+            raise roi_inputs.InputError(f"--set {item!r}: write FIELD=VALUE, e.g. --set studies_per_year=80000")
         k, v = item.split("=", 1)
         changes[k.strip()] = v.strip()
-    site = business.site_from(args.preset, changes)
+    site = roi_cases.site_from(args.preset, changes)
     record = Path(args.evaluation) if args.evaluation else _default_record(args.data)
-    perf = business.performance(record, site.operating_point)
-    result = business.roi(site, perf)
-    u = business.psa(site, perf, n=args.draws, seed=args.seed)
+    perf = roi_inputs.performance(record, site.operating_point)
+    result = roi_model.roi(site, perf)
+    u = roi_uncertainty.psa(site, perf, n=args.draws, seed=args.seed)
     if args.json:
         print(json.dumps({"site": site.__dict__, "performance": perf.to_dict(), "result": result,
                           "psa": {k: v for k, v in u.items() if k != "net_values"}}, indent=1, default=str))
     else:
-        print(business.format_result(site, perf, result, u))
+        print(roi_format.format_result(site, perf, result, u))
     return 0
 
 
@@ -201,7 +201,7 @@ def _audit(args: argparse.Namespace) -> int:
     from . import audit, registry
     from .config import get_config
     from .files import write_json
-    from .report import external_dir
+    from .dataset import external_dir
 
     config = get_config(args.profile)
     if args.compare:

@@ -100,7 +100,7 @@ def make_record(final, runs: dict, config: Config) -> dict:
     models["before"] = {"run": before.name, "model_sha256": registry.weights_digest(before.checkpoint),
                         "label": "before: no harmonisation",
                         "numbers": audit.run_numbers(before, net, meta["input_size"], audit.load_twins(config))}
-    from .report import external_dir
+    from .dataset import external_dir
 
     sweep = audit.compare({"before: no harmonisation": before, "after: final model": final}, config,
                           external_dir=external_dir())

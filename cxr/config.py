@@ -126,7 +126,7 @@ SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=2, input_size=128, batch_size
 # helper lives renames nothing. Bump a number by hand when that path's output changes;
 # tests/test_keys.py fails when the smoke training path changes its weights without a bump.
 VERSIONS = {
-    "scan": 1,         # data.scan: the table of readable images and their thumbnails
+    "scan": 1,         # scanning.scan: the table of readable images and their thumbnails
     "pixels": 1,       # preprocess.load_pixels: reading, resizing and enhancing
     "features": 1,     # features.embed: ImageNet EfficientNet-Lite0 pooled features
     "activations": 1,  # train_finetune.frozen_activations: the frozen layers' output per augmented view

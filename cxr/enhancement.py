@@ -50,7 +50,8 @@ def measure(config: Config, progress: bool = False) -> dict:
     import pandas as pd
 
     from . import features, metrics
-    from .data import load_table, stratified_sample
+    from .data import load_table
+    from .splits import stratified_sample
     from .preprocess import load_pixels
     from .train_linear import fit_linear_head, proba_all_classes
 

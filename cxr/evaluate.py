@@ -41,7 +41,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     `manifest.csv` that has a `collection` column is also evaluated per collection.
     """
     from .config import get_config
-    from .data import load_split
+    from .splits import load_split
     from .registry import default_checkpoint, weights_digest
     from .checkpoints import load_model, pixel_config
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -64,3 +65,20 @@ def save_state(path: str | Path, state: dict) -> Path:
     import torch
 
     return _atomic(path, lambda tmp: torch.save(state, tmp))
+
+
+def ensure_dir(path: Path) -> Path:
+    """`path`, made with its parents when missing."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Atomically move a finished temporary folder into place (a concurrent winner is kept)."""
+    try:
+        os.replace(tmp, final)
+    except OSError:
+        if final.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            raise

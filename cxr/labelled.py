@@ -14,7 +14,7 @@ from .runtime import show_progress
 
 def list_labelled(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The folder's image files with their labels, and the files skipped by name (with the reason)."""
-    from .data import list_files
+    from .dataset import list_files
 
     folder = Path(folder)
     if not folder.is_dir():

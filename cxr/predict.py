@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .classes import CLASSES
-from .data import IMAGE_EXTS, ImageError, decode_gray
+from .images import IMAGE_EXTS, ImageError, decode_gray
 
 DICOM_EXTS = {".dcm", ".dicom"}
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (8000 x 8000)

@@ -20,7 +20,8 @@ import pandas as pd
 
 from .runtime import show_progress
 from .config import Config, cache_key, get_config
-from .data import _ensure, _publish, read_gray
+from .files import ensure_dir, publish_dir
+from .images import read_gray
 
 
 def clahe(gray: np.ndarray, clip: float = 2.0, tile: int = 8) -> np.ndarray:
@@ -75,7 +76,7 @@ def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = N
     n, s = len(table), config.image_size
     folder = Path(config.cache_dir) / f"pixels-{pixels_cache_key(root, table, config)}"
     if not (folder / "meta.json").exists():
-        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=_ensure(folder.parent)))
+        tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".tmp-", dir=ensure_dir(folder.parent)))
         try:
             arr = np.lib.format.open_memmap(tmp / "pixels.npy", mode="w+", dtype=np.uint8, shape=(n, s, s))
             for i, f in enumerate(tqdm(table.file, desc=f"preprocess {s}px", disable=not show_progress(progress))):
@@ -85,7 +86,7 @@ def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = N
             table[["file", "sha256"]].to_csv(tmp / "index.csv", index=False)
             meta = {p: getattr(config, p) for p in PARAMS} | {"n": n, "root": str(root)}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))  # written last: marks completion
-            _publish(tmp, folder)
+            publish_dir(tmp, folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return np.load(folder / "pixels.npy", mmap_mode="r")

@@ -15,34 +15,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .book import interval, pct
-from .config import Config, get_config, repo_root
+from .config import Config, get_config
+from .dataset import external_dir, site_dir
 from .files import write_json
-
-EXTERNAL_ENV = "CXR_EXTERNAL_DIR"
-
-
-def external_dir() -> Path | None:
-    """The external evaluation set: $CXR_EXTERNAL_DIR, else ../shared/cxr-external-dev; None if absent."""
-    if os.environ.get(EXTERNAL_ENV):
-        return Path(os.environ[EXTERNAL_ENV])
-    p = repo_root().parent / "shared" / "cxr-external-dev"
-    return p if p.is_dir() else None
-
-
-def site_dir() -> Path | None:
-    """One outside hospital's normal films for site adaptation: $CXR_SITE_DIR, else
-    ../shared/cxr-site-normal; None if absent."""
-    if os.environ.get("CXR_SITE_DIR"):
-        return Path(os.environ["CXR_SITE_DIR"])
-    p = repo_root().parent / "shared" / "cxr-site-normal"
-    return p if p.is_dir() else None
-
 
 def final_model(config: Config | None = None):
     """The model every record of the profile is made from (`registry.final_model`: the shipped one
@@ -64,7 +44,7 @@ def _fresh(path: Path, model) -> dict | None:
 
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
     """The test-split evaluation of the final model, with operating points chosen on validation."""
-    from .data import find_dataset
+    from .dataset import find_dataset
     from .evaluate import evaluate_folder
 
     config = config or get_config()
@@ -128,17 +108,17 @@ def audit_record(config: Config | None = None):
 def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
                 seed: int = 0) -> dict:
     """The net annual value of a preset site under the database and the external performance."""
-    from . import business
+    from . import roi_cases, roi_inputs, roi_model, roi_uncertainty
 
-    site = business.preset(preset)
+    site = roi_cases.preset(preset)
     out = {"site": site.name, "operating_point": site.operating_point}
     for name, rec in (("database", evaluation), ("external", external)):
         if rec is None:
             continue
-        perf = business.performance(rec, site.operating_point)
-        u = business.psa(site, perf, n=n, seed=seed)
+        perf = roi_inputs.performance(rec, site.operating_point)
+        u = roi_uncertainty.psa(site, perf, n=n, seed=seed)
         out[name] = {"sensitivity": perf.sensitivity, "specificity": perf.specificity,
-                     "net_annual_value": business.roi(site, perf)["net_annual_value"],
+                     "net_annual_value": roi_model.roi(site, perf)["net_annual_value"],
                      "median": u["median"], "interval90": u["interval90"], "p_positive": u["p_positive"]}
     return out
 
@@ -201,7 +181,7 @@ def executive_summary(config: Config | None = None) -> dict:
 
 def summary_text(record: dict) -> dict[str, str]:
     """The executive summary's numbers as the page shows them (the page glues exactly these)."""
-    from .business import money
+    from .roi_format import money
 
     t = {
         "accuracy": pct(record["accuracy"], record["accuracy_ci"]),
@@ -329,7 +309,7 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
 
     from . import checkpoints, registry
     from .evaluate import evaluate_folder
-    from .data import find_dataset
+    from .dataset import find_dataset
     from .ood import fit_on_split
 
     config = config or get_config("full")
@@ -417,7 +397,7 @@ def precision_check(config: Config | None = None) -> dict | None:
     else measured when that run is on this machine (`cxr train` makes it), else None."""
     from . import registry
     from .evaluate import evaluate_folder
-    from .data import find_dataset
+    from .dataset import find_dataset
 
     config = config or get_config()
     shipped = registry.shipped(config)

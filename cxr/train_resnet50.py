@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from . import augment, metrics
 from .classes import CLASSES
-from .data import stratified_sample
+from .splits import stratified_sample
 from .features import to_tensor
 from .files import save_state
 from .models import resnet50

@@ -297,24 +297,24 @@ return {out: out, state: root.dataset.state, error: root.querySelector('#cxr-roi
 
 @pytest.mark.browser
 def test_static_calculator_matches_python(browser, server: str):
-    from cxr import business
+    from cxr import roi_cases, roi_format, roi_inputs, roi_model
 
     browser.get(f"{server}/notebooks/07_business.html")
     data = json.loads(browser.execute_script("return document.getElementById('cxr-roi-json').textContent"))
     # the performance in the page is the one the evaluation records of this build measured
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
     for op, p in data["performance"]["database test split"].items():
-        measured = business.performance(evaluation, op)
+        measured = roi_inputs.performance(evaluation, op)
         assert (p["sensitivity"], p["specificity"]) == (measured.sensitivity, measured.specificity)
     assert "external radiographs" in data["performance"]
     for preset, which, changes in CALCULATOR_CASES:
         got = browser.execute_script(_SET_CALCULATOR, preset, which, changes)
         assert got["state"] == "ok", got["error"]
-        site = business.site_from(preset, changes)
+        site = roi_cases.site_from(preset, changes)
         assert got["op"] == site.operating_point
-        result = business.roi(site, business.Performance(**data["performance"][which][site.operating_point]))
+        result = roi_model.roi(site, roi_inputs.Performance(**data["performance"][which][site.operating_point]))
         for key, (text, value) in got["out"].items():
-            assert text == business.format_output(key, result[key]), (preset, key)
+            assert text == roi_format.format_output(key, result[key]), (preset, key)
             assert float(value) == pytest.approx(result[key], rel=1e-9, abs=1e-9), (preset, key)
     bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"studies_per_year": -5})
     assert bad["state"] == "error" and "studies_per_year" in bad["error"]
@@ -380,10 +380,10 @@ return r ? {net: r.dataset.net, inputs: r.dataset.inputs, data: r.dataset.data, 
 @pytest.mark.browser
 def test_roi_widget_in_jupyterlab(browser, lab: str):
     """Open chapter 07 in JupyterLab, Run All, move a slider: the net value changes and equals
-    cxr.business for the new inputs."""
+    cxr.roi_model for the new inputs."""
     from selenium.webdriver.common.keys import Keys
 
-    from cxr import business, report
+    from cxr import report, roi_format, roi_inputs, roi_model
     from cxr.config import get_config
 
     browser.get(f"{lab}/lab/tree/notebooks/07_business.ipynb?reset")
@@ -421,7 +421,7 @@ def test_roi_widget_in_jupyterlab(browser, lab: str):
     records = {"database test split": report.evaluation_record(cfg)}
     if (ext := report.external_record(cfg)) is not None:
         records["external radiographs"] = ext
-    perf = business.performance_sets(records)[after["data"]][inputs["operating_point"]]
-    expected = business.roi(business.Site(**inputs), perf)["net_annual_value"]
+    perf = roi_inputs.performance_sets(records)[after["data"]][inputs["operating_point"]]
+    expected = roi_model.roi(roi_inputs.Site(**inputs), perf)["net_annual_value"]
     assert float(after["net"]) == pytest.approx(expected, rel=1e-9)
-    assert after["shown"] == business.format_output("net_annual_value", expected)
+    assert after["shown"] == roi_format.format_output("net_annual_value", expected)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr import business, cli, metrics
-from cxr.business import InputError, Performance, Site
+from cxr import cli, metrics, roi_calculator, roi_cases, roi_inputs, roi_model, roi_uncertainty
+from cxr.roi_inputs import InputError, Performance, Site
 
 
 def perf(task="abnormal", op="abnormal@95", se=0.9, sp=0.5, n=100) -> Performance:
@@ -34,7 +34,7 @@ def test_prioritisation_by_hand():
     site = Site(workflow="prioritisation", operating_point="abnormal@95", studies_per_year=3600, prevalence_abnormal=0.5,
                 prevalence_covid=0.1, read_s_without_ai=20, read_s_ai_normal=10, read_s_ai_flagged=20,
                 radiologist_cost_per_hour=100, ai_cost_per_study=1, ai_cost_per_year=100, deployment_cost=1000)
-    r = business.roi(site, perf(se=1.0, sp=1.0))
+    r = roi_model.roi(site, perf(se=1.0, sp=1.0))
     # half flagged (read in 20 s), half called normal (10 s): 15 s against 20 s, 5 s x 3600 = 5 h
     assert r["flagged_share"] == pytest.approx(0.5)
     assert r["reader_hours_saved"] == pytest.approx(5.0)
@@ -49,7 +49,7 @@ def test_rule_out_by_hand():
     site = Site(workflow="rule_out", operating_point="abnormal@99", studies_per_year=1000, prevalence_abnormal=0.2,
                 prevalence_covid=0.1, read_s_without_ai=20, read_s_ai_flagged=20, radiologist_cost_per_hour=360,
                 ai_cost_per_study=0, ai_cost_per_year=0, cost_missed=10, reader_sensitivity=0.9, deployment_cost=100)
-    r = business.roi(site, perf(op="abnormal@99", se=0.9, sp=0.5))
+    r = roi_model.roi(site, perf(op="abnormal@99", se=0.9, sp=0.5))
     # flagged: 0.2 x 0.9 + 0.8 x 0.5 = 0.58, read in 20 s; the other 42% are not read
     assert r["flagged_share"] == pytest.approx(0.58)
     assert r["worklist_share_removed"] == pytest.approx(0.42)
@@ -66,7 +66,7 @@ def test_covid_screening_by_hand():
                 prevalence_covid=0.2, read_s_without_ai=10, read_s_ai_normal=10, read_s_ai_flagged=10,
                 ai_cost_per_study=0, ai_cost_per_year=0, cost_missed=100, cost_false_alarm=10,
                 reader_sensitivity=0.7, reader_specificity=0.8)
-    r = business.roi(site, perf(task="covid", op="covid@95", se=0.9, sp=0.6))
+    r = roi_model.roi(site, perf(task="covid", op="covid@95", se=0.9, sp=0.6))
     assert r["extra_missed"] == pytest.approx(1000 * 0.2 * (0.7 - 0.9))  # fewer misses than the reader: negative
     assert r["extra_workups"] == pytest.approx(1000 * 0.8 * (0.8 - 0.6))
     assert r["net_annual_value"] == pytest.approx(-(-40 * 100) - 160 * 10)
@@ -83,53 +83,53 @@ def test_invariants(workflow, op, task):
         site = Site(workflow=workflow, operating_point=op, prevalence_abnormal=rng.uniform(0.2, 0.5),
                     prevalence_covid=rng.uniform(0, 0.2), read_s_ai_normal=rng.uniform(5, 14),
                     read_s_ai_flagged=rng.uniform(5, 14), read_s_without_ai=14.8)
-        r = business.roi(site, p)
-        more = business.roi(site.replace(studies_per_year=site.studies_per_year * 2), p)
+        r = roi_model.roi(site, p)
+        more = roi_model.roi(site.replace(studies_per_year=site.studies_per_year * 2), p)
         # the AI saves time per study here, so more volume never lowers the hours saved
         assert r["reader_hours_saved"] > 0 and more["reader_hours_saved"] >= r["reader_hours_saved"]
         # a dearer AI never raises the net value; a costlier miss never raises it
-        dearer = business.roi(site.replace(ai_cost_per_study=site.ai_cost_per_study + 1), p)
+        dearer = roi_model.roi(site.replace(ai_cost_per_study=site.ai_cost_per_study + 1), p)
         assert dearer["net_annual_value"] < r["net_annual_value"]
         if workflow == "rule_out":
-            costlier = business.roi(site.replace(cost_missed=site.cost_missed * 2), p)
+            costlier = roi_model.roi(site.replace(cost_missed=site.cost_missed * 2), p)
             assert costlier["net_annual_value"] <= r["net_annual_value"]
-            better = business.roi(site, dataclasses.replace(p, sensitivity=min(1.0, se + 0.05)))
+            better = roi_model.roi(site, dataclasses.replace(p, sensitivity=min(1.0, se + 0.05)))
             assert better["extra_missed"] <= r["extra_missed"]
 
 
 def test_psa_is_reproducible_and_brackets_the_point_estimate():
     site, p = Site(), perf()
-    a, b = business.psa(site, p, n=400, seed=3), business.psa(site, p, n=400, seed=3)
+    a, b = roi_uncertainty.psa(site, p, n=400, seed=3), roi_uncertainty.psa(site, p, n=400, seed=3)
     assert np.array_equal(a["net_values"], b["net_values"])
-    c = business.psa(site, p, n=400, seed=4)
+    c = roi_uncertainty.psa(site, p, n=400, seed=4)
     assert not np.array_equal(a["net_values"], c["net_values"])
     lo, hi = a["interval90"]
     assert lo < a["median"] < hi
     assert 0 <= a["p_positive"] <= 1
-    draws = business.draw_inputs(site, 1000, seed=0)
-    for name, (kind, low, high, _) in business.UNCERTAIN.items():
+    draws = roi_uncertainty.draw_inputs(site, 1000, seed=0)
+    for name, (kind, low, high, _) in roi_inputs.UNCERTAIN.items():
         base = getattr(site, name)
         lo_b, hi_b = (low, high) if kind == "absolute" else (base * low, base * high)
-        assert draws[name].min() >= min(lo_b, 1.0 if name in business.SHARES else lo_b) - 1e-9
+        assert draws[name].min() >= min(lo_b, 1.0 if name in roi_inputs.SHARES else lo_b) - 1e-9
         assert draws[name].max() <= hi_b + 1e-9
 
 
 def test_tornado_and_break_even():
     site, p = Site(), perf()
-    t = business.tornado(site, p)
+    t = roi_uncertainty.tornado(site, p)
     assert list(t.swing) == sorted(t.swing, reverse=True)
     assert t.input.iloc[0] == "AI price per study"  # at the default site the licence dominates
-    grid = business.break_even(site, p, np.array([0.0, 2.0]), np.array([0.0, 4.0]))
-    assert grid.loc[0.0, 2.0] == pytest.approx(business.roi(site.replace(read_s_ai_normal=14.8), p)["net_annual_value"])
+    grid = roi_uncertainty.break_even(site, p, np.array([0.0, 2.0]), np.array([0.0, 4.0]))
+    assert grid.loc[0.0, 2.0] == pytest.approx(roi_model.roi(site.replace(read_s_ai_normal=14.8), p)["net_annual_value"])
     assert grid.loc[4.0, 0.0] > grid.loc[0.0, 0.0] and grid.loc[4.0, 0.0] > grid.loc[4.0, 2.0]
 
 
 def test_volume_for_a_claim():
     site = Site(workflow="rule_out", operating_point="abnormal@99", cost_missed=0.0, ai_cost_per_study=0.1)
     p = perf(op="abnormal@99", se=0.99, sp=0.6)
-    v = business.volume_for(site, p, 1e6)
-    assert business.roi(site.replace(studies_per_year=v), p)["net_annual_value"] == pytest.approx(1e6)
-    assert business.volume_for(Site(), perf(), 1e6) == math.inf  # prioritisation at $2 a study never pays
+    v = roi_uncertainty.volume_for(site, p, 1e6)
+    assert roi_model.roi(site.replace(studies_per_year=v), p)["net_annual_value"] == pytest.approx(1e6)
+    assert roi_uncertainty.volume_for(Site(), perf(), 1e6) == math.inf  # prioritisation at $2 a study never pays
 
 
 @pytest.mark.parametrize("change,field", [
@@ -140,52 +140,52 @@ def test_volume_for_a_claim():
 ])
 def test_bad_inputs_name_the_field(change, field):
     with pytest.raises(InputError, match=field):
-        business.validate(Site().replace(**change))
+        roi_inputs.validate(Site().replace(**change))
 
 
 def test_text_inputs_and_presets():
-    assert business.site_from("ed_triage", {"studies_per_year": "40,000"}).studies_per_year == 40_000
+    assert roi_cases.site_from("ed_triage", {"studies_per_year": "40,000"}).studies_per_year == 40_000
     with pytest.raises(InputError, match="studies_per_year: 'many' is not a number"):
-        business.site_from("default", {"studies_per_year": "many"})
+        roi_cases.site_from("default", {"studies_per_year": "many"})
     with pytest.raises(InputError, match="unknown field 'volume'"):
-        business.site_from("default", {"volume": "3"})
+        roi_cases.site_from("default", {"volume": "3"})
     with pytest.raises(InputError, match="unknown preset 'mars'"):
-        business.preset("mars")
-    for name, (site, story) in business.PRESETS.items():
-        business.validate(site)
+        roi_cases.preset("mars")
+    for name, (site, story) in roi_cases.PRESETS.items():
+        roi_inputs.validate(site)
         assert story
-    assert set(business.ORIGINAL_CLAIMS) <= set(business.PRESETS)
+    assert set(roi_cases.ORIGINAL_CLAIMS) <= set(roi_cases.PRESETS)
 
 
 def test_performance_is_read_from_the_record(tmp_path: Path):
     rec = record(se=0.9, sp=0.5)
-    p = business.performance(rec, "abnormal@98")
+    p = roi_inputs.performance(rec, "abnormal@98")
     assert (p.sensitivity, p.specificity, p.task) == (0.9, 0.5, "abnormal")
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(rec))
-    assert business.performance(path, "covid@95").task == "covid"
+    assert roi_inputs.performance(path, "covid@95").task == "covid"
     with pytest.raises(FileNotFoundError, match="cxr evaluate"):
-        business.performance(tmp_path / "missing.json", "covid@95")
+        roi_inputs.performance(tmp_path / "missing.json", "covid@95")
     with pytest.raises(InputError, match="no operating points"):
-        business.performance({"data": "x"}, "covid@95")
+        roi_inputs.performance({"data": "x"}, "covid@95")
     with pytest.raises(InputError, match="operating_point"):
-        business.performance(rec, "covid@50")
+        roi_inputs.performance(rec, "covid@50")
     with pytest.raises(InputError, match="covid task"):
-        business.roi(Site(), business.performance(rec, "covid@95").__class__(**{**p.to_dict(), "task": "covid"}))
+        roi_model.roi(Site(), roi_inputs.performance(rec, "covid@95").__class__(**{**p.to_dict(), "task": "covid"}))
 
 
 def test_use_cases_and_verdicts(tmp_path: Path):
-    sets = business.performance_sets({"database": record(0.99, 0.99), "external": record(0.95, 0.4)})
-    cases = business.use_cases(sets, n=200, seed=0)
-    assert set(cases) == set(business.ORIGINAL_CLAIMS)
+    sets = roi_inputs.performance_sets({"database": record(0.99, 0.99), "external": record(0.95, 0.4)})
+    cases = roi_cases.use_cases(sets, n=200, seed=0)
+    assert set(cases) == set(roi_cases.ORIGINAL_CLAIMS)
     for c in cases.values():
         assert set(c["by_data"]) == {"database", "external"} and c["verdict"]
     # a claim far above the interval is called unsupported, with what it would need
     assert "not supported" in cases["ed_triage"]["verdict"]
-    table = business.use_case_table(cases)
+    table = roi_cases.use_case_table(cases)
     assert len(table) == 5 and ("", "original claim") in table.columns
-    assert "**ed_triage**" in business.verdicts_markdown(cases)
-    path = business.write_record(cases, tmp_path / "business.json")
+    assert "**ed_triage**" in roi_cases.verdicts_markdown(cases)
+    path = roi_cases.write_record(cases, tmp_path / "business.json")
     saved = json.loads(path.read_text())
     assert saved["use_cases"]["ed_triage"]["by_data"]["database"]["result"]["payback_years"] is None
 
@@ -198,8 +198,8 @@ def test_roi_command(tmp_path: Path, capsys):
     assert cli.main(["roi", "--evaluation", str(path), "--preset", "ed_triage", "--set", "studies_per_year=40000",
                      "--draws", "100", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    site = business.site_from("ed_triage", {"studies_per_year": 40000})
-    expected = business.roi(site, business.performance(path, site.operating_point))
+    site = roi_cases.site_from("ed_triage", {"studies_per_year": 40000})
+    expected = roi_model.roi(site, roi_inputs.performance(path, site.operating_point))
     assert out["result"]["net_annual_value"] == pytest.approx(expected["net_annual_value"])
     assert cli.main(["roi", "--evaluation", str(path), "--set", "prevalence_covid=2"]) == 2
     assert "prevalence_covid: 2.0 is outside 0-1" in capsys.readouterr().err
@@ -223,15 +223,15 @@ def _result_attrs(box) -> dict:
 
 
 def test_widget_updates_and_matches_the_model():
-    sets = business.performance_sets({"database": record(0.99, 0.9), "external": record(0.95, 0.4)})
-    box = business.widget(sets, draws=50)
+    sets = roi_inputs.performance_sets({"database": record(0.99, 0.9), "external": record(0.95, 0.4)})
+    box = roi_calculator.widget(sets, draws=50)
     first = _result_attrs(box)
     slider = next(c for c in box.children if getattr(c, "description", "") == "studies per year")
     slider.value = 120_000
     after = _result_attrs(box)
     assert after["net"] != first["net"] and after["inputs"]["studies_per_year"] == 120_000
     site = Site(**after["inputs"])
-    assert after["net"] == pytest.approx(business.roi(site, sets["database"][site.operating_point])["net_annual_value"])
+    assert after["net"] == pytest.approx(roi_model.roi(site, sets["database"][site.operating_point])["net_annual_value"])
     preset_box = box.children[0]
     preset_box.value = "pandemic_surveillance"
     assert _result_attrs(box)["inputs"]["workflow"] == "covid_screening"
@@ -245,27 +245,27 @@ def test_widget_updates_and_matches_the_model():
 
 
 def test_static_calculator_is_self_contained():
-    sets = business.performance_sets({"database": record()})
-    page = business.calculator_html(sets)
+    sets = roi_inputs.performance_sets({"database": record()})
+    page = roi_calculator.calculator_html(sets)
     assert "http://" not in page and "https://" not in page
     assert 'id="cxr-roi-json"' in page and "function roi(" in page
-    data = business.calculator_data(sets)
-    assert set(data["presets"]) == set(business.PRESETS)
+    data = roi_calculator.calculator_data(sets)
+    assert set(data["presets"]) == set(roi_cases.PRESETS)
     assert data["performance"]["database"]["abnormal@95"]["sensitivity"] == 0.9
 
 
 def test_break_even_price_and_summary_of_use_cases():
     site, p = Site(), perf()
-    price = business.break_even_price(site, p)
+    price = roi_uncertainty.break_even_price(site, p)
     if price > 0:
-        assert business.roi(site.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
+        assert roi_model.roi(site.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
     cheap = site.replace(ai_cost_per_year=0.0, read_s_ai_normal=5.0)
-    price = business.break_even_price(cheap, p)
+    price = roi_uncertainty.break_even_price(cheap, p)
     assert price > 0
-    assert business.roi(cheap.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
-    sets = business.performance_sets({"database": record(0.99, 0.99), "external": record(0.95, 0.2)})
-    cases = business.use_cases(sets, n=200, seed=0)
-    s = business.summarise_use_cases(cases)
+    assert roi_model.roi(cheap.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
+    sets = roi_inputs.performance_sets({"database": record(0.99, 0.99), "external": record(0.95, 0.2)})
+    cases = roi_cases.use_cases(sets, n=200, seed=0)
+    s = roi_cases.summarise_use_cases(cases)
     assert s["money_claims"] == 4 and 0 <= s["claims_above_interval"] <= 4
     assert set(s["pays_first_not_second"]) <= set(s["pays"]["database"])
     for name in s["pays"]["database"]:

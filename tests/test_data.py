@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr import data
+from cxr import classes, dataset, images, scanning, splits
 from cxr.config import repo_root
 from conftest import synthetic_xray, write_dataset
 
@@ -17,17 +17,17 @@ from conftest import synthetic_xray, write_dataset
 # ---------------------------------------------------------------- discovery order
 def test_discovery_order(home: Path, tmp_path: Path, monkeypatch):
     shared = write_dataset(home.parent / "shared" / "cxr-radiography", per_class=1)
-    assert data.find_dataset() == shared.resolve()
-    kaggle = write_dataset(home / "data" / data.KAGGLE_NAME, per_class=1)
-    assert data.find_dataset() == kaggle
+    assert dataset.find_dataset() == shared.resolve()
+    kaggle = write_dataset(home / "data" / dataset.KAGGLE_NAME, per_class=1)
+    assert dataset.find_dataset() == kaggle
     env = write_dataset(tmp_path / "mine", per_class=1)
     monkeypatch.setenv("CXR_DATA_DIR", str(env))
-    assert data.find_dataset() == env
+    assert dataset.find_dataset() == env
 
 
 def test_no_dataset_says_how_to_get_it(home: Path):
-    with pytest.raises(data.DataNotFoundError) as e:
-        data.find_dataset()
+    with pytest.raises(dataset.DataNotFoundError) as e:
+        dataset.find_dataset()
     msg = str(e.value)
     assert "cxr data import" in msg and "kaggle datasets download" in msg and str(home / "data") in msg
 
@@ -35,8 +35,8 @@ def test_no_dataset_says_how_to_get_it(home: Path):
 def test_wrong_data_dir_is_not_silently_replaced(home: Path, tmp_path: Path, monkeypatch):
     write_dataset(home.parent / "shared" / "cxr-radiography", per_class=1)
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "nothing-here"))
-    with pytest.raises(data.DataNotFoundError, match="CXR_DATA_DIR"):
-        data.find_dataset()
+    with pytest.raises(dataset.DataNotFoundError, match="CXR_DATA_DIR"):
+        dataset.find_dataset()
 
 
 # ---------------------------------------------------------------- validation
@@ -57,7 +57,7 @@ def test_bad_files_are_reported_and_good_ones_normalised(dataset: Path, cfg):
     unknown.mkdir(parents=True)
     cv2.imwrite(str(unknown / "tb-1.png"), synthetic_xray(7005))
 
-    s = data.scan(dataset, cfg, progress=False)
+    s = scanning.scan(dataset, cfg, progress=False)
     reasons = dict(zip(s.skipped.file.map(lambda f: Path(f).name), s.skipped.reason))
     assert reasons["empty.png"] == "empty file"
     assert "not a decodable image" in reasons["corrupt.png"]
@@ -71,28 +71,28 @@ def test_bad_files_are_reported_and_good_ones_normalised(dataset: Path, cfg):
     assert "16-bit rescaled" in notes["deep.png"]
     assert "not square" in notes["wide.png"]
     assert len(s.images) == 4 * 6 + 4  # the good files all survive
-    deep = data.read_gray(d / "deep.png")
+    deep = images.read_gray(d / "deep.png")
     assert deep.dtype == np.uint8 and deep.min() == 0 and deep.max() == 255
 
 
 def test_scan_is_cached_and_notices_changes(dataset: Path, cfg):
-    first = data.scan(dataset, cfg, progress=False)
-    again = data.scan(dataset, cfg, progress=False)
+    first = scanning.scan(dataset, cfg, progress=False)
+    again = scanning.scan(dataset, cfg, progress=False)
     pd.testing.assert_frame_equal(first.images, again.images)
     cv2.imwrite(str(dataset / "Normal" / "images" / "Normal-99.png"), synthetic_xray(4242))
-    assert len(data.scan(dataset, cfg, progress=False).images) == len(first.images) + 1
+    assert len(scanning.scan(dataset, cfg, progress=False).images) == len(first.images) + 1
 
 
 def test_labels_are_canonical():
-    assert data.canonical_label("viral_pneumonia") == "Viral Pneumonia"
-    assert data.canonical_label("Lung Opacity") == "Lung_Opacity"
-    assert data.canonical_label("COVID-19") == "COVID"
-    assert data.canonical_label("Tuberculosis") is None
+    assert dataset.canonical_label("viral_pneumonia") == "Viral Pneumonia"
+    assert dataset.canonical_label("Lung Opacity") == "Lung_Opacity"
+    assert dataset.canonical_label("COVID-19") == "COVID"
+    assert dataset.canonical_label("Tuberculosis") is None
 
 
 # ---------------------------------------------------------------- import
 def test_import_kaggle_zip(home: Path, tmp_path: Path):
-    src = write_dataset(tmp_path / "unpacked" / data.KAGGLE_NAME, per_class=2)
+    src = write_dataset(tmp_path / "unpacked" / dataset.KAGGLE_NAME, per_class=2)
     (src / "COVID" / "masks").mkdir()
     cv2.imwrite(str(src / "COVID" / "masks" / "COVID-1.png"), synthetic_xray(1))
     (src / "COVID.metadata.xlsx").write_bytes(b"placeholder")
@@ -102,14 +102,14 @@ def test_import_kaggle_zip(home: Path, tmp_path: Path):
         for p in src.rglob("*"):
             zf.write(p, p.relative_to(src.parent).as_posix())
         zf.writestr("__MACOSX/junk", "x")
-    dest = data.import_kaggle(z, progress=False)
-    assert dest == repo_root() / "data" / data.KAGGLE_NAME
+    dest = dataset.import_kaggle(z, progress=False)
+    assert dest == repo_root() / "data" / dataset.KAGGLE_NAME
     assert sorted(p.name for p in (dest / "Viral Pneumonia" / "images").iterdir()) == \
         ["Viral Pneumonia-1.png", "Viral Pneumonia-2.png"]
     assert (dest / "COVID" / "masks" / "COVID-1.png").exists()
     assert (dest / "COVID.metadata.xlsx").exists()
     assert not (dest / "__MACOSX").exists()
-    assert data.find_dataset() == dest
+    assert dataset.find_dataset() == dest
 
 
 def test_import_rejects_other_archives(home: Path, tmp_path: Path):
@@ -117,8 +117,8 @@ def test_import_rejects_other_archives(home: Path, tmp_path: Path):
     with zipfile.ZipFile(z, "w") as zf:
         zf.writestr("cats/1.png", "x")
     with pytest.raises(ValueError, match="No class folders"):
-        data.import_kaggle(z, progress=False)
-    assert not (home / "data" / data.KAGGLE_NAME).exists()
+        dataset.import_kaggle(z, progress=False)
+    assert not (home / "data" / dataset.KAGGLE_NAME).exists()
 
 
 # ---------------------------------------------------------------- duplicates and split
@@ -129,27 +129,27 @@ def test_duplicates_found_and_kept_together(dataset: Path, cfg):
     noisy = np.clip(base.astype(int) + np.random.default_rng(1).integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
     ok, jpg = cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 75])
     (d / "Normal-near.jpg").write_bytes(jpg.tobytes())  # near: noise and JPEG
-    s = data.scan(dataset, cfg, progress=False)
-    images, thumbs = data.main_subset(s)
-    pairs = data.duplicate_pairs(images, thumbs, cfg.near_duplicate_bits, cfg.near_duplicate_corr)
+    s = scanning.scan(dataset, cfg, progress=False)
+    images, thumbs = scanning.main_subset(s)
+    pairs = splits.duplicate_pairs(images, thumbs, cfg.near_duplicate_bits, cfg.near_duplicate_corr)
     names = {frozenset((images.file[i].split("/")[-1], images.file[j].split("/")[-1])): k
              for i, j, k in zip(pairs.i, pairs.j, pairs.kind)}
     assert names[frozenset(("Normal-1.png", "Normal-copy.png"))] == "exact"
     assert names[frozenset(("Normal-1.png", "Normal-near.jpg"))] == "near"
     assert len(pairs) == 3  # the three files pair with each other and nothing else does
-    groups = data.group_ids(len(images), pairs)
-    split = data.make_split(images, groups, seed=3)
+    groups = splits.group_ids(len(images), pairs)
+    split = splits.make_split(images, groups, seed=3)
     trio = split[split.file.str.contains("Normal-1.png|Normal-copy|Normal-near")]
     assert trio.group.nunique() == 1 and trio.split.nunique() == 1
 
 
 def test_split_is_deterministic_stratified_and_order_free(dataset: Path, cfg):
     write_dataset(dataset, per_class=40)
-    images, thumbs = data.main_subset(data.scan(dataset, cfg, progress=False))
-    groups = data.group_ids(len(images), data.duplicate_pairs(images, thumbs))
-    a = data.make_split(images, groups)
+    images, thumbs = scanning.main_subset(scanning.scan(dataset, cfg, progress=False))
+    groups = splits.group_ids(len(images), splits.duplicate_pairs(images, thumbs))
+    a = splits.make_split(images, groups)
     perm = np.random.default_rng(0).permutation(len(images))
-    b = data.make_split(images.iloc[perm].reset_index(drop=True), groups[perm])
+    b = splits.make_split(images.iloc[perm].reset_index(drop=True), groups[perm])
     pd.testing.assert_frame_equal(a.sort_values("file").reset_index(drop=True),
                                   b.sort_values("file").reset_index(drop=True))
     shares = pd.crosstab(a.label, a.split, normalize="index")
@@ -164,7 +164,7 @@ def test_committed_split_invariants():
     split = pd.read_csv(SPLITS, keep_default_na=False)
     assert {"file", "label", "split", "group"} <= set(split.columns)
     assert set(split.split) == {"train", "val", "test"}
-    assert set(split.label) == set(data.CLASSES)
+    assert set(split.label) == set(classes.CLASSES)
     assert split.file.is_unique
     assert split.groupby("group").split.nunique().max() == 1, "a duplicate group straddles two splits"
     assert not split.file.str.startswith("audit/").any(), "the audit subset must stay out of the split"
@@ -175,7 +175,7 @@ def test_committed_split_invariants():
 def test_stratified_sample_keeps_class_shares_and_does_not_depend_on_row_order():
     import pandas as pd
 
-    from cxr.data import stratified_sample
+    from cxr.splits import stratified_sample
 
     rows = pd.DataFrame({"file": [f"f{i}.png" for i in range(1000)],
                          "label": ["Normal"] * 600 + ["COVID"] * 300 + ["Viral Pneumonia"] * 100})

@@ -12,7 +12,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr import checkpoints, data, evaluate, metrics, train
+from cxr import checkpoints, classes, evaluate, metrics, train
 from cxr.config import get_config
 from conftest import write_dataset
 
@@ -184,8 +184,8 @@ def test_operating_points_chosen_on_validation_reach_their_target():
     for name in chosen:
         assert again[name]["measured"]["tp"] == chosen[name]["validation"]["tp"]
     truth, score = metrics.task_scores("abnormal", y, proba)
-    assert np.array_equal(truth, y != data.CLASSES.index("Normal"))
-    assert np.allclose(score, 1 - proba[:, data.CLASSES.index("Normal")])
+    assert np.array_equal(truth, y != classes.CLASSES.index("Normal"))
+    assert np.allclose(score, 1 - proba[:, classes.CLASSES.index("Normal")])
     with pytest.raises(ValueError, match="unknown task"):
         metrics.task_scores("pneumothorax", y, proba)
 

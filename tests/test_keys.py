@@ -24,13 +24,13 @@ KEYS = r"""
 import json, sys
 import numpy as np
 from pathlib import Path
-from cxr import config, data, features, preprocess, registry
+from cxr import config, data, features, preprocess, registry, scanning
 root = Path(sys.argv[1])
 cfg = config.get_config("full", cache_dir=root / "cache", runs_dir=root / "runs")
 _, table = data.load_table(cfg, root=root / "ds")
 px = np.zeros((2, 8, 8), np.uint8)
 print(json.dumps({
-    "scan": data._listing_key(root / "ds", table.file),
+    "scan": scanning._listing_key(root / "ds", table.file),
     "pixels": preprocess.pixels_cache_key(root / "ds", table, cfg),
     "features": config.cache_key(["lite0-imagenet-pooled", 8, features.pixels_key(px)], "features"),
     **{a: registry.run_key(cfg, a, table) for a in registry.APPROACHES},

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr import data, preprocess
+from cxr import images, preprocess, scanning
 from conftest import synthetic_xray
 
 
@@ -27,7 +27,7 @@ def test_gamma_lut():
 
 
 def _table(dataset, cfg):
-    images, _ = data.main_subset(data.scan(dataset, cfg, progress=False))
+    images, _ = scanning.main_subset(scanning.scan(dataset, cfg, progress=False))
     return images
 
 
@@ -35,11 +35,11 @@ def test_cache_is_reused(dataset: Path, cfg, monkeypatch):
     table = _table(dataset, cfg)
     first = preprocess.load_pixels(dataset, table, cfg, progress=False)
     assert first.shape == (len(table), cfg.image_size, cfg.image_size)
-    expected = preprocess.preprocess(data.read_gray(dataset / table.file[0]), cfg)
+    expected = preprocess.preprocess(images.read_gray(dataset / table.file[0]), cfg)
     assert np.array_equal(first[0], expected)
 
     calls = []
-    monkeypatch.setattr(preprocess, "read_gray", lambda p: calls.append(p) or data.read_gray(p))
+    monkeypatch.setattr(preprocess, "read_gray", lambda p: calls.append(p) or images.read_gray(p))
     again = preprocess.load_pixels(dataset, table, cfg, progress=False)
     assert calls == [] and np.array_equal(np.asarray(first), np.asarray(again))
 
@@ -65,16 +65,16 @@ def test_killed_run_leaves_no_trusted_cache(dataset: Path, cfg, monkeypatch):
         n["k"] += 1
         if n["k"] > len(table) // 2:
             raise KeyboardInterrupt("killed")
-        return data.read_gray(path)
+        return images.read_gray(path)
 
     monkeypatch.setattr(preprocess, "read_gray", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         preprocess.load_pixels(dataset, table, cfg, progress=False)
     assert not list(Path(cfg.cache_dir).glob("pixels-*/meta.json"))
     assert not list(Path(cfg.cache_dir).glob("pixels-*.tmp-*"))  # cleaned up on the way out
-    monkeypatch.setattr(preprocess, "read_gray", data.read_gray)
+    monkeypatch.setattr(preprocess, "read_gray", images.read_gray)
     pixels = preprocess.load_pixels(dataset, table, cfg, progress=False)
-    assert np.array_equal(pixels[-1], preprocess.preprocess(data.read_gray(dataset / table.file.iloc[-1]), cfg))
+    assert np.array_equal(pixels[-1], preprocess.preprocess(images.read_gray(dataset / table.file.iloc[-1]), cfg))
 
 
 def test_image_stats_columns():

@@ -132,7 +132,7 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
     monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
-    monkeypatch.setattr("cxr.data.find_dataset", lambda: tmp_path)
+    monkeypatch.setattr("cxr.dataset.find_dataset", lambda: tmp_path)
     report.export_model(run_path, tmp_path / "shipped.pt", cfg)
     (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
     assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
