@@ -123,6 +123,29 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
     return out
 
 
+def performance_sets(config: Config | None = None) -> dict:
+    """The final model's performance at every operating point, on the database test split and (when
+    at hand) the external radiographs: what the ROI model reads (`roi_inputs.performance_sets`)."""
+    from . import roi_inputs
+
+    config = config or get_config()
+    records = {"database test split": evaluation_record(config)}
+    if (external := external_record(config)) is not None:
+        records["external radiographs"] = external
+    return roi_inputs.performance_sets(records)
+
+
+def use_case_record(config: Config | None = None) -> dict:
+    """The five use cases under the final model's measured performance (`roi_cases.use_cases`),
+    written to `<reports>/business.json`."""
+    from . import roi_cases
+
+    config = config or get_config()
+    cases = roi_cases.use_cases(performance_sets(config), n=2000, seed=config.seed)
+    roi_cases.write_record(cases, config.reports_dir / "business.json")
+    return cases
+
+
 def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model, in `<reports>/summary.json`
     (reused while it names this model and data)."""
