@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -219,9 +220,10 @@ class Model:
         training = self.training()
         return training[1] if training else {}
 
-    @property
+    @cached_property
     def ref(self) -> dict:
-        """How a record names this model, and the data it was measured on (`data_ref`)."""
+        """How a record names this model, and the data it was measured on (`data_ref`); worked out
+        once per model (it digests the whole split table), however many records ask."""
         return {"model_sha256": self.digest, "model": self.name, "model_source": self.source} | data_ref(self.data)
 
     def meta(self) -> dict:
