@@ -224,6 +224,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
                      ("lungs only", explain.occlude(test_px, test_lungs, keep=True))):
         p = as_is if name == "as is" and as_is is not None else checkpoints.predict(model, px, size, progress=False)
         occlusion[name] = {"accuracy": metrics.accuracy_from_proba(y_test, p),
+                           "balanced accuracy": metrics.balanced_accuracy(y_test, p),
                            **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y_test, p).items()}}
     bar.update()
 
@@ -259,7 +260,10 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
         "road_combined": {"gradcam": float(road.mean()), "random_map": float(road_random.mean()), "images": int(n_road)},
         "occlusion": {"lungs_hidden_accuracy": occlusion["lungs hidden"]["accuracy"],
                       "lungs_only_accuracy": occlusion["lungs only"]["accuracy"],
-                      "as_is_accuracy": occlusion["as is"]["accuracy"]},
+                      "as_is_accuracy": occlusion["as is"]["accuracy"],
+                      "lungs_hidden_balanced_accuracy": occlusion["lungs hidden"]["balanced accuracy"],
+                      "lungs_only_balanced_accuracy": occlusion["lungs only"]["balanced accuracy"],
+                      "as_is_balanced_accuracy": occlusion["as is"]["balanced accuracy"]},
         "after_mitigation": {k: after[k] for k in ("test_accuracy", "test_macro_auc", "sensitivity")},
         "before_mitigation": ({k: before_numbers[k] for k in ("run", "twin_agreement", "twin_to_lung_opacity",
                                                               "test_accuracy", "test_macro_auc", "sensitivity")}
@@ -267,15 +271,59 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
         "targets": {"twin_agreement": targets.TWIN_AGREEMENT, "sensitivity_floors": targets.SENSITIVITY_FLOORS},
         "verdicts": targets.verdicts(after["twin_agreement"], after["sensitivity"]),
         "n_map_images": int(n_maps),
+        # what chapter 05 shows beyond the headline numbers, so that it reads them instead of
+        # auditing again (`view`)
+        "map_images": {"files": table.file[sample].tolist(), "predicted": [CLASSES[k] for k in pred_s]},
+        "randomisation_similarity_per_image": [float(v) for v in similarity],
+        "lung_sources": {s: sum(1 for _, t in regions if t == s) for s in ("segmented", "prior")},
+        "energy_by_class": by_class.to_dict(orient="index"),
+        "occlusion_by_class": occlusion,
+        "twins_total": len(twins),
+        "runs": {"after: final model": _flat(after),
+                 **({"before: no harmonisation": _flat(before_numbers)} if before_numbers else {})},
         "command": "cxr audit --out reports/explain.json",
     }
-    details = {"sample": sample, "pred": pred_s, "lungs": lungs_s, "lung_sources": [s for _, s in regions],
-               "prior": prior, "gradcam": gradcam, "random_maps": random_maps, "similarity": similarity,
-               "energy": energy, "energy_by_class": by_class, "road": road, "road_random": road_random,
-               "occlusion": pd.DataFrame(occlusion).T, "test_lungs": test_lungs[:6], "twins": twins,
-               "runs": pd.DataFrame({"after: final model": _flat(after),
-                                     **({"before: no harmonisation": _flat(before_numbers)} if before_numbers else {})})}
+    details = {"sample": sample, "pred": pred_s, "lungs": lungs_s, "prior": prior, "gradcam": gradcam,
+               "random_maps": random_maps, "energy": energy, "road": road, "road_random": road_random,
+               "twins": twins}
     return Audit(record, details)
+
+
+#: the record keys `view` reads (a record made before they were added is audited again)
+VIEW_KEYS = ("map_images", "randomisation_similarity_per_image", "lung_sources", "energy_by_class",
+             "occlusion_by_class", "twins_total", "runs")
+
+
+def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Config | None = None,
+         n_shown: int = 4) -> dict:
+    """What chapter 05 draws, from an audit record (`shortcut_audit`) and the images: the map sample
+    and its predictions, the lung prior, the tables, and the maps of the first `n_shown` sampled
+    images (trained and randomised; recomputed, as the audit computed them). Nothing of the audit is
+    measured again."""
+    from . import explain
+
+    config = config or get_config()
+    row_of = pd.Series(table.index, index=table.file)
+    maps = record["map_images"]
+    sample = row_of.loc[maps["files"]].to_numpy()
+    pred = np.array([CLASSES.index(c) for c in maps["predicted"]])
+    train_rows = table.index[table.split == "train"].to_numpy()
+    prior = explain.lung_prior(pixels[train_rows], n=2000 if not config.smoke else len(train_rows), seed=config.seed)
+    shown = sample[:n_shown]
+    randomised = explain.randomise_last_stages(model, from_block=11, seed=config.seed)
+    test = table.index[table.split == "test"].to_numpy()
+    return {
+        "sample": sample, "pred": pred, "prior": prior,
+        "gradcam": explain.cam_maps(model, pixels[shown], size, method="GradCAM"),
+        "random_maps": explain.cam_maps(randomised, pixels[shown], size, targets=list(pred[:n_shown]), method="GradCAM"),
+        "similarity": np.asarray(record["randomisation_similarity_per_image"], float),
+        "lung_sources": record["lung_sources"],
+        "energy_by_class": pd.DataFrame(record["energy_by_class"]).T[["lung", "border", "corners"]],
+        "occlusion": pd.DataFrame(record["occlusion_by_class"]).T,
+        "test_lungs": np.stack([explain.lung_region(np.asarray(pixels[i]), prior)[0] for i in test[:6]]),
+        "n_twins": record["twins_total"],
+        "runs": pd.DataFrame(record["runs"]),
+    }
 
 
 def _flat(numbers: dict) -> dict:

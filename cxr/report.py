@@ -91,18 +91,28 @@ def twin_audit(config: Config | None = None, checkpoint: str | Path | None = Non
 def audit_record(config: Config | None = None):
     """The shortcut audit of the final model against the "before" model (`audit.shortcut_audit`;
     the before model's numbers come from the comparison record): the record and what chapter 05
-    draws. The full profile's record goes to `reports/explain.json`. Never trains: a missing
-    comparison record stops with the command that makes it."""
+    draws (`audit.view`). The full profile's record is `reports/explain.json`, reused while it names
+    this model and data, else audited again and written. Never trains: a missing comparison record
+    stops with the command that makes it."""
     from . import audit, comparisons
+
+    from . import checkpoints
+    from .data import load_table
+    from .preprocess import load_pixels
 
     config = config or get_config()
     model = final_model(config)
-    before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
-    result = audit.shortcut_audit(model, config, before=before)
     path = config.reports_dir / "explain.json"
-    if config.profile == "full" and _fresh(path, model) is None:
-        write_json(result.record | model.ref | {"command": "cxr audit --out reports/explain.json"}, path)
-    return result
+    record = _fresh(path, model) if config.profile == "full" else None
+    if record is None or not all(k in record for k in audit.VIEW_KEYS):
+        before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
+        record = audit.shortcut_audit(model, config, before=before).record | model.ref
+        if config.profile == "full":
+            write_json(record, path)
+    net, meta = checkpoints.load_model(model.checkpoint)
+    root, table = load_table(config)
+    pixels = load_pixels(root, table, config, progress=False)
+    return audit.Audit(record, audit.view(record, net, meta["input_size"], table, pixels, config))
 
 
 def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
@@ -316,6 +326,24 @@ def external_text(external: dict, evaluation: dict) -> dict[str, str]:
     return t
 
 
+def test_predictions(config: Config | None = None) -> pd.DataFrame:
+    """The shipped model's calibrated probabilities on the test split (file, label, one column per
+    class, pred): the per-image file of the evaluation record (`<reports>/evaluation.csv`) when the
+    final model is the shipped one, else computed (and cached) by the registry."""
+    from . import registry
+    from .classes import CLASSES
+    from .metrics import temper
+
+    config = config or get_config()
+    ship = registry.shipped(config)
+    if final_model(config).digest == ship.digest:
+        evaluation_record(config)  # made (or checked fresh) with its per-image file
+        return pd.read_csv(config.reports_dir / "evaluation.csv", keep_default_na=False)
+    p = ship.predictions("test")
+    proba = temper(p[list(CLASSES)].to_numpy(), float(ship.meta().get("temperature", 1.0)))
+    return p.assign(**{c: proba[:, i] for i, c in enumerate(CLASSES)}, pred=[CLASSES[i] for i in proba.argmax(1)])
+
+
 def shipped_model(config: Config | None = None) -> Path:
     """The model that ships with the package (`cxr/weights/`): the file chapter 08 describes."""
     from . import registry
@@ -360,16 +388,25 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
 
 def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
     """How often the out-of-distribution flag fires: on the database's test split, on the external
-    radiographs (per class) and on pictures that are not chest radiographs. Writes `<reports>/ood.json`;
-    the returned record also holds every score (`scores`), for plots."""
+    radiographs (per class) and on pictures that are not chest radiographs, in `<reports>/ood.json`
+    (reused while it names this model and data); `scores` holds every score, for plots."""
     from . import predict
     from .data import load_table
     from .metrics import proportion
     from .ood import pooled_features, score
     from .preprocess import load_pixels
 
+    from .registry import Model, shipped, weights_digest
+
     config = config or get_config()
-    pred = predict.load(checkpoint or shipped_model(config))
+    ship = shipped(config)
+    checkpoint = Path(checkpoint or ship.checkpoint)
+    model = ship if checkpoint.resolve() == ship.checkpoint.resolve() else Model(
+        checkpoint, weights_digest(checkpoint), checkpoint.name, "given", data=config)
+    path = config.reports_dir / "ood.json"
+    if (record := _fresh(path, model)) is not None and "scores" in record:
+        return record | {"scores": {k: np.asarray(v, float) for k, v in record["scores"].items()}}
+    pred = predict.load(checkpoint)
     stats = pred.ood
     if stats is None:
         raise ValueError(f"{pred.checkpoint} has no out-of-distribution statistics: export it with `cxr export`.")
@@ -395,14 +432,13 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
         p = proportion(int((v > stats["threshold"]).sum()), len(v))
         groups[k] = {"n": p["n"], "flagged": p["k"], "rate": p["value"], "rate_ci": p["ci"],
                      "median_score": float(np.median(v)) if len(v) else math.nan}
-    from .registry import weights_digest
-
-    record = {"checkpoint": Path(pred.checkpoint).name, "source_run": pred.meta.get("source_run"),
-              "model_sha256": weights_digest(pred.checkpoint),
+    record = {"checkpoint": Path(pred.checkpoint).name, "source_run": pred.meta.get("source_run"), **model.ref,
               "threshold": stats["threshold"], "flag_rate_target": stats["flag_rate"], "groups": groups,
-              "not_chest_flagged": [k for k, r in zip(others, rows) if r["status"] == predict.OOD]}
-    write_json(record, config.reports_dir / "ood.json")
-    return {**record, "scores": scores}
+              "not_chest_flagged": [k for k, r in zip(others, rows) if r["status"] == predict.OOD],
+              # every score, for the chapter's histogram (a fresh record is read, not measured again)
+              "scores": {k: [round(float(x), 5) for x in v] for k, v in scores.items()}}
+    write_json(record, path)
+    return record | {"scores": scores}
 
 
 def metric_differences(full: dict, shipped: dict) -> dict:

@@ -143,3 +143,66 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
     assert exported[-1][4] is None
 
+
+
+def _small_full_profile(home: Path, tmp_path: Path, monkeypatch, per_class: int = 4):
+    """The full profile on a small synthetic dataset, with its records in a folder of its own."""
+    from cxr.config import get_config
+    from conftest import write_dataset
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(write_dataset(tmp_path / "ds", per_class=per_class)))
+    cfg = get_config("full", cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
+    monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path / "reports"))
+    (tmp_path / "reports").mkdir()
+    return cfg
+
+
+def test_the_chapter_05_view_is_read_from_a_fresh_audit_record_and_nothing_is_audited_again(home, tmp_path, monkeypatch):
+    from cxr import audit, registry
+    from cxr.classes import CLASSES
+    from cxr.data import load_table
+
+    cfg = _small_full_profile(home, tmp_path, monkeypatch)
+    _, table = load_table(cfg)
+    test_files = table.file[table.split == "test"].tolist()[:3]
+    record = registry.shipped(cfg).ref | {
+        "map_images": {"files": test_files, "predicted": ["Normal", "COVID", "Normal"][:len(test_files)]},
+        "randomisation_similarity_per_image": [0.1, 0.2, 0.3][:len(test_files)],
+        "lung_sources": {"segmented": 2, "prior": 1}, "lung_area_fraction": 0.3,
+        "energy_by_class": {c: {"lung": 0.4, "border": 0.2, "corners": 0.1} for c in CLASSES},
+        "occlusion_by_class": {"as is": {"accuracy": 0.9, "balanced accuracy": 0.8},
+                               "lungs hidden": {"accuracy": 0.5, "balanced accuracy": 0.3}},
+        "twins_total": 7, "runs": {"after: final model": {"test_accuracy": 0.9}}}
+    (tmp_path / "reports" / "explain.json").write_text(json.dumps(record))
+    monkeypatch.setattr(audit, "shortcut_audit", lambda *a, **k: pytest.fail("a fresh record was audited again"))
+    result = report.audit_record(cfg)
+    d = result.details
+    assert table.file[d["sample"]].tolist() == test_files
+    assert [CLASSES[k] for k in d["pred"]] == record["map_images"]["predicted"]
+    assert d["occlusion"].loc["lungs hidden", "balanced accuracy"] == 0.3 and d["n_twins"] == 7
+    assert list(d["energy_by_class"].columns) == ["lung", "border", "corners"]
+    assert d["gradcam"].shape[0] == len(test_files) and d["random_maps"].shape == d["gradcam"].shape
+
+    # a record of another model, or one made before the view's keys existed, is audited again
+    (tmp_path / "reports" / "explain.json").write_text(json.dumps({k: v for k, v in record.items() if k != "runs"}))
+    monkeypatch.setattr(audit, "shortcut_audit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("audited")))
+    monkeypatch.setattr("cxr.comparisons.comparison_record", lambda config: {"models": {"before": {"numbers": {}}}})
+    with pytest.raises(RuntimeError, match="audited"):
+        report.audit_record(cfg)
+
+
+def test_the_ood_record_is_read_while_it_names_the_model_and_data(home, tmp_path, monkeypatch):
+    import numpy as np
+
+    from cxr import predict, registry
+
+    cfg = _small_full_profile(home, tmp_path, monkeypatch)
+    ship = registry.shipped(cfg)
+    record = ship.ref | {"threshold": 3.0, "groups": {}, "scores": {"database test split": [1.0, 2.5]}}
+    (tmp_path / "reports" / "ood.json").write_text(json.dumps(record))
+    monkeypatch.setattr(predict, "load", lambda *a, **k: pytest.fail("a fresh record was measured again"))
+    got = report.ood_record(cfg)
+    assert isinstance(got["scores"]["database test split"], np.ndarray) and got["threshold"] == 3.0
+    (tmp_path / "reports" / "ood.json").write_text(json.dumps(record | {"data_sha256": "0" * 64}))
+    with pytest.raises(pytest.fail.Exception, match="measured again"):
+        report.ood_record(cfg)
