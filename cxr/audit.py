@@ -326,6 +326,24 @@ def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Co
     }
 
 
+def lung_reading(occlusion: dict) -> dict:
+    """What the occlusion pair (the record's `occlusion`, balanced accuracies) says about whether a
+    model reads the lungs, against `targets.LUNGS_HIDDEN_MAX` and `targets.LUNGS_ONLY_GAP`, in words
+    chosen from the numbers."""
+    hidden, only = occlusion["lungs_hidden_balanced_accuracy"], occlusion["lungs_only_balanced_accuracy"]
+    as_is = occlusion["as_is_balanced_accuracy"]
+    needs = hidden <= targets.LUNGS_HIDDEN_MAX + 1e-9  # at the target counts as meeting it
+    enough = as_is - only <= targets.LUNGS_ONLY_GAP + 1e-9
+    words = {(False, False): "it does not need the lungs, and the lungs alone are not enough for it: most of what it "
+                             "uses lies outside them",
+             (False, True): "it can read the lungs, but it does not need them: something outside the lungs also "
+                            "tells it the class",
+             (True, False): "it needs the lungs, but also what lies around them",
+             (True, True): "it needs the lungs, and they are enough: what it uses lies inside them"}
+    return {"lungs_hidden": hidden, "lungs_only": only, "as_is": as_is, "needs_lungs": needs,
+            "lungs_enough": enough, "text": words[(needs, enough)]}
+
+
 def _flat(numbers: dict) -> dict:
     out = {k: v for k, v in numbers.items() if k not in ("sensitivity", "run")}
     return out | {f"{c} sensitivity": v for c, v in numbers["sensitivity"].items()}

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from .book import interval, pct
 from .config import Config, get_config
@@ -91,9 +92,8 @@ def twin_audit(config: Config | None = None, checkpoint: str | Path | None = Non
 def audit_record(config: Config | None = None):
     """The shortcut audit of the final model against the "before" model (`audit.shortcut_audit`;
     the before model's numbers come from the comparison record): the record and what chapter 05
-    draws (`audit.view`). The full profile's record is `reports/explain.json`, reused while it names
-    this model and data, else audited again and written. Never trains: a missing comparison record
-    stops with the command that makes it."""
+    draws (`audit.view`). The record is `<reports>/explain.json` (`audit_numbers`). Never trains: a
+    missing comparison record stops with the command that makes it."""
     from . import audit, comparisons
 
     from . import checkpoints
@@ -102,17 +102,27 @@ def audit_record(config: Config | None = None):
 
     config = config or get_config()
     model = final_model(config)
-    path = config.reports_dir / "explain.json"
-    record = _fresh(path, model) if config.profile == "full" else None
-    if record is None or not all(k in record for k in audit.VIEW_KEYS):
-        before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
-        record = audit.shortcut_audit(model, config, before=before).record | model.ref
-        if config.profile == "full":
-            write_json(record, path)
+    record = audit_numbers(config)
     net, meta = checkpoints.load_model(model.checkpoint)
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     return audit.Audit(record, audit.view(record, net, meta["input_size"], table, pixels, config))
+
+
+def audit_numbers(config: Config | None = None) -> dict:
+    """The shortcut audit's record of the final model (`audit.shortcut_audit`): `<reports>/explain.json`
+    while it names this model and data, else audited again and written there. Never trains."""
+    from . import audit, comparisons
+
+    config = config or get_config()
+    model = final_model(config)
+    path = config.reports_dir / "explain.json"
+    record = _fresh(path, model)
+    if record is None or not all(k in record for k in audit.VIEW_KEYS):
+        before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
+        record = audit.shortcut_audit(model, config, before=before).record | model.ref
+        write_json(record, path)
+    return record
 
 
 def roi_summary(evaluation: dict, external: dict | None, preset: str = "default", n: int = 2000,
@@ -166,7 +176,7 @@ def executive_summary(config: Config | None = None) -> dict:
     config = config or get_config()
     final = final_model(config)
     path = config.reports_dir / "summary.json"
-    if (record := _fresh(path, final)) is not None:
+    if (record := _fresh(path, final)) is not None and "occlusion" in record:
         return record
     ev = evaluation_record(config)
     ext = external_record(config)
@@ -181,6 +191,7 @@ def executive_summary(config: Config | None = None) -> dict:
         "covid_sensitivity": covid["sensitivity"], "covid_sensitivity_ci": covid["sensitivity_ci"],
         "covid_sensitivity_counts": [covid["tp"], covid["tp"] + covid["fn"]],
         "twin_agreement": twins["agreement"], "twins": twins["n"],
+        "occlusion": audit_numbers(config)["occlusion"],
         "inference_ms_per_image": 1000.0 / speed["images_per_second"],
         "inference": {k: speed[k] for k in ("images_per_second", "batch", "size", "threads")},
         "roi": roi_summary(ev, ext),
@@ -212,6 +223,19 @@ def executive_summary(config: Config | None = None) -> dict:
     return record
 
 
+def _lung_text(occlusion: dict | None) -> dict[str, str]:
+    from .audit import lung_reading
+    from .targets import LUNGS_HIDDEN_MAX, LUNGS_ONLY_GAP
+
+    if not occlusion or "lungs_hidden_balanced_accuracy" not in occlusion:
+        return {k: "not measured" for k in ("lungs_hidden", "lungs_only", "lungs_as_is", "lungs_reading")} | {
+            "lungs_hidden_target": pct(LUNGS_HIDDEN_MAX, digits=0), "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
+    r = lung_reading(occlusion)
+    return {"lungs_hidden": pct(r["lungs_hidden"]), "lungs_only": pct(r["lungs_only"]), "lungs_as_is": pct(r["as_is"]),
+            "lungs_reading": r["text"], "lungs_hidden_target": pct(LUNGS_HIDDEN_MAX, digits=0),
+            "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
+
+
 def summary_text(record: dict) -> dict[str, str]:
     """The executive summary's numbers as the page shows them (the page glues exactly these)."""
     from .roi_format import money
@@ -224,6 +248,7 @@ def summary_text(record: dict) -> dict[str, str]:
         "test_images": f"{record['test_images']:,}",
         "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
+        **_lung_text(record.get("occlusion")),
         "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
         "roi_operating_point": record["roi"]["operating_point"],

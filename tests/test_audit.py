@@ -168,3 +168,17 @@ def test_cxr_audit_compare_writes_a_record_and_names_the_chosen_run(home, tmp_pa
     monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path))
     assert audit.sweep(cfg, a.path.name, {"runs": []}) == record
     assert audit.sweep(cfg, "finetune-full-another", {"runs": []}) == {"runs": []}
+
+
+def test_the_occlusion_pair_chooses_its_words_from_the_numbers():
+    def occ(hidden, only, as_is=0.95):
+        return {"lungs_hidden_balanced_accuracy": hidden, "lungs_only_balanced_accuracy": only,
+                "as_is_balanced_accuracy": as_is}
+
+    shortcut = audit.lung_reading(occ(0.88, 0.50))
+    assert not shortcut["needs_lungs"] and not shortcut["lungs_enough"] and "does not need the lungs" in shortcut["text"]
+    reader = audit.lung_reading(occ(0.30, 0.93))
+    assert reader["needs_lungs"] and reader["lungs_enough"] and "they are enough" in reader["text"]
+    assert audit.lung_reading(occ(targets.LUNGS_HIDDEN_MAX, 0.95 - targets.LUNGS_ONLY_GAP))["text"] == reader["text"]
+    assert "also what lies around" in audit.lung_reading(occ(0.30, 0.60))["text"]
+    assert "does not need them" in audit.lung_reading(occ(0.60, 0.94))["text"]
