@@ -247,6 +247,36 @@ def _adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segmenter(args: argparse.Namespace) -> int:
+    from . import segmenter_train
+    from .config import repo_root
+    from .runtime import device
+
+    record = Path(args.record) if args.record else repo_root() / "reports" / "segmenter.json"
+    r = segmenter_train.train(args.data, args.out, record, epochs=args.epochs, seed=args.seed, device=str(device()))
+    h = r["held_out"]
+    print(f"lung segmenter: held-out Dice {h['dice_mean']:.4f} (patient mean 95% interval "
+          f"{h['dice_patient_mean_ci'][0]:.4f}-{h['dice_patient_mean_ci'][1]:.4f}; target {r['target_dice']}) on "
+          f"{r['split']['held_out_images']} films of {r['split']['held_out_patients']} patients; "
+          f"{h['failed']} masks failed the check; {r['weights_bytes'] / 1e6:.2f} MB; {r['wall_seconds'] / 60:.1f} min")
+    print(f"wrote {r['weights']} and {record}")
+    return 0
+
+
+def _lung_masks(args: argparse.Namespace) -> int:
+    from . import mask_audit
+    from .config import get_config
+
+    r = mask_audit.mask_record(get_config(args.profile), args.weights)
+    for c, row in r["by_class"].items():
+        print(f"{c}: {row['masks']} masks, area {row['area mean']:.3f} (sd {row['area sd']:.3f}), "
+              f"balance {row['balance mean']:.2f}, failed {100 * row['failure rate']:.1f}%")
+    p = r["shape_probe"]
+    print(f"mask shape alone: balanced accuracy {100 * p['balanced_accuracy']:.1f}% (chance {100 * p['chance']:.0f}%), "
+          f"macro AUC {p['macro_auc']:.3f}")
+    return 0
+
+
 def _default_record(which: str) -> Path:
     from .config import get_config
 
@@ -353,6 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", choices=["full", "smoke"], help="default: $CXR_PROFILE or full")
     p.add_argument("--remake", action="store_true", help="measure again even if the record describes these models")
     p.set_defaults(func=_compare)
+
+    p = sub.add_parser("segmenter", parents=[on], help="train the lung segmenter on cxr-lung-masks (patients held out)")
+    p.add_argument("--data", help="the cxr-lung-masks folder (default: $CXR_LUNG_MASKS_DIR, else ../shared/cxr-lung-masks)")
+    p.add_argument("--out", help="weights to write (default: the package's cxr/weights/lung_segmenter.pt)")
+    p.add_argument("--record", help="record to write (default: reports/segmenter.json)")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_segmenter)
+
+    p = sub.add_parser("lung-masks", help="the lung segmenter's masks of the test split, per class, and whether "
+                                           "mask shape alone tells the classes apart (reports/lung_masks.json)")
+    p.add_argument("--weights", help="segmenter weights (default: cxr/weights/lung_segmenter.pt)")
+    p.set_defaults(func=_lung_masks)
 
     p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
     p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")

@@ -135,6 +135,7 @@ VERSIONS = {
     "linear": 1,       # train: the frozen-features + logistic-regression recipe
     "finetune": 1,     # train: the final model's recipe
     "resnet50": 1,     # train: the original project's recipe
+    "segmenter": 1,    # segmenter_train: the lung segmenter's recipe
     "records": 1,      # report, comparisons: how a record in reports/ is computed from a model and the data
 }
 

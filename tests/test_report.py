@@ -206,3 +206,12 @@ def test_the_ood_record_is_read_while_it_names_the_model_and_data(home, tmp_path
     (tmp_path / "reports" / "ood.json").write_text(json.dumps(record | {"data_sha256": "0" * 64}))
     with pytest.raises(pytest.fail.Exception, match="measured again"):
         report.ood_record(cfg)
+
+
+def test_the_summary_answers_does_it_read_the_lungs_with_the_occlusion_pair():
+    r = summary_record() | {"occlusion": {"lungs_hidden_balanced_accuracy": 0.878, "lungs_only_balanced_accuracy": 0.502,
+                                          "as_is_balanced_accuracy": 0.956}}
+    t = report.summary_text(r)
+    assert t["lungs_hidden"] == "87.8%" and t["lungs_only"] == "50.2%" and t["lungs_as_is"] == "95.6%"
+    assert t["lungs_reading"].startswith("it does not need the lungs")
+    assert report.summary_text(summary_record())["lungs_hidden"] == "not measured"
