@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from .config import LUNG_INPUTS
 from .runtime import DEVICE_ENV, DEVICES, device
 
 
@@ -50,7 +51,8 @@ def _train(args: argparse.Namespace) -> int:
     from . import train
     from .config import get_config
 
-    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr).items() if v is not None}
+    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr, lungs=args.lungs).items()
+                 if v is not None}
     if args.no_harmonise:
         overrides["harmonise"] = False
     if args.budget_min is not None:
@@ -308,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float)
     p.add_argument("--budget-min", type=float, help="wall-time budget in minutes")
     p.add_argument("--no-harmonise", action="store_true", help="no processing-chain augmentation")
+    p.add_argument("--lungs", choices=LUNG_INPUTS,
+                   help="the input: the whole film (none, the default), or its lung fields as the lung segmenter "
+                        "draws them: cropped to their box with a margin, masked outside, or both")
     p.add_argument("--retrain", action="store_true", help="train again even if an identical run exists")
     p.add_argument("--report", help="also write a JSON report (e.g. reports/training.json)")
     p.add_argument("--command-line", help=argparse.SUPPRESS)

@@ -83,6 +83,11 @@ class Config:
     resnet_lr: float = 3e-4
     resnet_val_subset: int = 300  # validation images checked during ResNet50 training (a full pass is slow)
     resnet_test_subset: int = 600  # test images of its comparison row (stratified; the whole split takes 90 s)
+    # the classifier's input (issue 25): "none" (the whole film), "crop" (the box around both lungs,
+    # drawn by the lung segmenter, widened by `lung_margin` of its size on each side), "mask" (the
+    # whole film with everything outside the lungs blanked) or "crop+mask"
+    lungs: str = "none"
+    lung_margin: float = 0.1
     # where things go
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_CACHE_DIR", repo_root() / ".cache")))
     runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_RUNS_DIR", repo_root() / "runs")))
@@ -104,11 +109,17 @@ class Config:
         d = dataclasses.asdict(self)
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
+    def values(self, *names: str) -> dict:
+        """The named fields and their values, as keys read them: a field added after runs and caches
+        were made (`LATER_FIELDS`) is left out while it holds its default, so what was made before it
+        keeps its key."""
+        d = self.to_dict()
+        return {k: d[k] for k in names if not (k in LATER_FIELDS and d[k] == LATER_FIELDS[k])}
+
     def key(self, *names: str) -> str:
         """A short hash of the named fields (all fields but paths when none are named)."""
-        d = self.to_dict()
-        names = names or tuple(k for k in d if k not in ("cache_dir", "runs_dir"))
-        blob = json.dumps({k: d[k] for k in names}, sort_keys=True, default=str)
+        names = names or tuple(k for k in self.to_dict() if k not in ("cache_dir", "runs_dir"))
+        blob = json.dumps(self.values(*names), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -116,6 +127,10 @@ class Config:
                 if self.smoke else "full: every image of the dataset")
         return f"profile = {self.profile} ({what})"
 
+
+#: fields added after runs and caches existed, with the default that leaves their keys as they were
+LATER_FIELDS = {"lungs": "none", "lung_margin": 0.1}
+LUNG_INPUTS = ("none", "crop", "mask", "crop+mask")
 
 SMOKE_OVERRIDES = dict(epochs=2, patience=2, views=2, input_size=128, batch_size=32, wall_budget_s=900,
                        resnet_steps=4, resnet_batch_size=16)

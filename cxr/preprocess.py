@@ -53,17 +53,23 @@ def enhance(gray: np.ndarray, config: Config) -> np.ndarray:
 
 
 def preprocess(gray: np.ndarray, config: Config) -> np.ndarray:
+    """The classifier's input: the lung fields when the config asks for them (`lung_crop`), then
+    resized and enhanced."""
+    if config.lungs != "none":
+        from .lung_crop import lung_input
+
+        gray = lung_input(gray, config.lungs, config.lung_margin)[0]
     return enhance(resize(gray, config.image_size), config)
 
 
-PARAMS = ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma")
+PARAMS = ("image_size", "clahe", "clahe_clip", "clahe_tile", "gamma", "lungs", "lung_margin")
 
 
 def pixels_cache_key(root: Path, table: pd.DataFrame, config: Config) -> str:
     """Keyed by the parameters, the folder, every file's path and SHA-256, and the reading and
     preprocessing code."""
     files = hashlib.sha256("".join(f"{f}\0{sha}\n" for f, sha in zip(table.file, table.sha256)).encode()).hexdigest()
-    return cache_key([{p: getattr(config, p) for p in PARAMS}, str(Path(root).resolve()), files], "pixels")
+    return cache_key([config.values(*PARAMS), str(Path(root).resolve()), files], "pixels")
 
 
 def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = None,

@@ -122,3 +122,45 @@ def test_folding_the_batch_norms_changes_nothing_but_speed():
         want = model.eval()(x)
         got = segmenter.for_inference(copy.deepcopy(model))(x.contiguous(memory_format=torch.channels_last))
     assert torch.allclose(want, got, atol=1e-4)
+
+
+def test_a_lung_at_a_known_place_lands_where_expected_in_the_crop_and_the_mask():
+    from cxr import lung_crop
+
+    gray = np.full((100, 120), 50, np.uint8)
+    mask = np.zeros((100, 120), bool)
+    mask[20:60, 30:50] = mask[20:60, 70:90] = True  # two lungs: rows 20-59, columns 30-49 and 70-89
+    gray[mask] = 200
+    assert lung_crop.box(mask, 0.0) == (20, 60, 30, 90)
+    assert lung_crop.box(mask, 0.1) == (16, 64, 24, 96)  # 10% of 40 rows and of 60 columns each side
+    assert lung_crop.box(mask, 1.0) == (0, 100, 0, 120)  # kept inside the image
+    crop = lung_crop.apply(gray, mask, "crop", 0.0)
+    assert crop.shape == (40, 60) and (crop[:, :20] == 200).all() and (crop[:, 20:40] == 50).all()
+    masked = lung_crop.apply(gray, mask, "mask")
+    assert masked.shape == gray.shape and (masked[~mask] == 0).all() and (masked[mask] == 200).all()
+    both = lung_crop.apply(gray, mask, "crop+mask", 0.1)
+    assert both.shape == (48, 72) and both[0, 0] == 0 and both[4 + 10, 6 + 10] == 200
+
+
+def test_a_film_whose_mask_fails_is_passed_whole_with_its_status(monkeypatch):
+    from cxr import lung_crop
+
+    gray = np.full((64, 64), 80, np.uint8)
+    monkeypatch.setattr(lung_crop, "_segmenter", lambda: None)
+    monkeypatch.setattr("cxr.segmenter.segment", lambda model, images: [np.zeros((64, 64), bool)])
+    out, status = lung_crop.lung_input(gray, "crop")
+    assert status == "empty" and out.shape == gray.shape
+    tiny = np.zeros((64, 64), bool)
+    tiny[28:36, 16:26] = tiny[28:36, 38:48] = True  # two lungs of 4% of the image together
+    monkeypatch.setattr("cxr.segmenter.segment", lambda model, images: [tiny])
+    assert lung_crop.lung_input(gray, "crop")[1] == "too small"
+
+
+def test_the_lung_input_is_a_preprocessing_setting_that_leaves_earlier_keys_alone():
+    from cxr.config import get_config
+    from cxr.preprocess import PARAMS
+
+    base = get_config("smoke")
+    assert base.key() == base.replace(lungs="none", lung_margin=0.1).key()
+    assert base.key() != base.replace(lungs="crop").key()
+    assert "lungs" not in base.values(*PARAMS) and base.replace(lungs="crop").values(*PARAMS)["lungs"] == "crop"
