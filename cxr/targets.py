@@ -72,3 +72,25 @@ def training_check(summary: dict) -> list[tuple[str, float, float]]:
             ("COVID sensitivity", summary["per_class"]["COVID"]["sensitivity"], COVID_SENSITIVITY)]
     return rows + [(f"{c} sensitivity", summary["per_class"][c]["sensitivity"], SENSITIVITY_FLOORS[c])
                    for c in CLASSES if c != "COVID"]
+
+
+def input_key(numbers: dict) -> tuple:
+    """Larger is better: meeting the twin target and every sensitivity floor first; then reading
+    the lungs (lungs-hidden balanced accuracy at most `LUNGS_HIDDEN_MAX`); then, among models that
+    read the lungs, higher balanced accuracy, and among models that do not, a lower lungs-hidden
+    balanced accuracy."""
+    meets = shortfall(numbers["twin_agreement"], numbers["sensitivity"]) == 0
+    hidden = numbers["lungs_hidden_balanced_accuracy"]
+    reads = hidden <= LUNGS_HIDDEN_MAX + 1e-9
+    return (meets, reads, round(numbers["balanced_accuracy"], 4) if reads else -round(hidden, 4))
+
+
+def choose_input(candidates: list[dict]) -> int:
+    """The index of the model that ships, by `input_key` on validation numbers only (twin agreement
+    on twins of validation originals, per-class sensitivity, balanced accuracy, lungs-hidden
+    balanced accuracy); ties go to the first. Written before any external number of a lung model
+    was measured, and never given one.
+
+    Each candidate: twin_agreement, sensitivity (per class), balanced_accuracy and
+    lungs_hidden_balanced_accuracy, all on validation."""
+    return max(range(len(candidates)), key=lambda i: (input_key(candidates[i]), -i))

@@ -182,3 +182,18 @@ def test_the_occlusion_pair_chooses_its_words_from_the_numbers():
     assert audit.lung_reading(occ(targets.LUNGS_HIDDEN_MAX, 0.95 - targets.LUNGS_ONLY_GAP))["text"] == reader["text"]
     assert "also what lies around" in audit.lung_reading(occ(0.30, 0.60))["text"]
     assert "does not need them" in audit.lung_reading(occ(0.60, 0.94))["text"]
+
+
+def test_the_input_rule_reads_the_lungs_before_accuracy_and_the_targets_before_both():
+    floors = {c: 0.95 for c in CLASSES}
+    whole = {"twin_agreement": 0.975, "sensitivity": floors, "balanced_accuracy": 0.96,
+             "lungs_hidden_balanced_accuracy": 0.88}
+    lungs = {"twin_agreement": 0.98, "sensitivity": floors, "balanced_accuracy": 0.93,
+             "lungs_hidden_balanced_accuracy": 0.30}
+    assert targets.choose_input([whole, lungs]) == 1  # reads the lungs, though less accurate
+    weak = lungs | {"sensitivity": floors | {"COVID": 0.80}}
+    assert targets.choose_input([whole, weak]) == 0  # a floor missed loses first
+    half = lungs | {"lungs_hidden_balanced_accuracy": 0.50}
+    assert targets.choose_input([whole, half]) == 1  # neither reads the lungs: the one that needs them more
+    assert targets.choose_input([lungs, lungs | {"balanced_accuracy": 0.94}]) == 1
+    assert targets.choose_input([lungs, dict(lungs)]) == 0  # a tie goes to the first
