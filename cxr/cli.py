@@ -279,6 +279,27 @@ def _lung_masks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lung_compare(args: argparse.Namespace) -> int:
+    from . import lung_model, registry
+    from .config import get_config
+
+    config = get_config(args.profile)
+    models = {"whole film (shipped)": registry.shipped(config).checkpoint}
+    for name in args.runs:
+        try:
+            models[name] = registry.find_run(name, config).checkpoint
+        except registry.MissingModel as e:
+            print(f"left out: {e}")
+    for item in args.model or []:
+        name, _, path = item.partition("=")
+        models[name] = Path(path)
+    out = Path(args.out) if args.out else config.reports_dir / "lung_model.json"
+    rec = lung_model.record(models, config, out)
+    print(lung_model.table(rec).to_string())
+    print(f"chosen by the rule (validation only): {rec['chosen']}; wrote {out}")
+    return 0
+
+
 def _default_record(which: str) -> Path:
     from .config import get_config
 
@@ -401,6 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                                            "mask shape alone tells the classes apart (reports/lung_masks.json)")
     p.add_argument("--weights", help="segmenter weights (default: cxr/weights/lung_segmenter.pt)")
     p.set_defaults(func=_lung_masks)
+
+    p = sub.add_parser("lung-compare", parents=[on], help="the lung models against the shipped whole-film model, "
+                                                          "side by side, and the one the rule chooses (reports/lung_model.json)")
+    p.add_argument("--runs", nargs="*", default=["lung-crop", "lung-crop+mask"],
+                   help="lung runs of the profile to compare (default: lung-crop lung-crop+mask; missing ones are left out)")
+    p.add_argument("--model", action="append", metavar="NAME=CHECKPOINT", help="another model to compare (repeatable)")
+    p.add_argument("--out", help="record to write (default: <reports>/lung_model.json)")
+    p.set_defaults(func=_lung_compare)
 
     p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
     p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")

@@ -238,7 +238,7 @@ def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = N
 
     from .metrics import temper
 
-    pixels = np.stack([preprocess(r.image, pred.config) for r in reads])
+    pixels = np.stack([preprocess(r.image, pred.config, r.notes) for r in reads])
     stats = pred.ood
     if stats and hasattr(pred.model, "head"):  # one forward pass for both
         raw, feats = ood.proba_and_features(pred.model, pixels, pred.size)

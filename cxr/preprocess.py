@@ -52,13 +52,15 @@ def enhance(gray: np.ndarray, config: Config) -> np.ndarray:
     return gray
 
 
-def preprocess(gray: np.ndarray, config: Config) -> np.ndarray:
+def preprocess(gray: np.ndarray, config: Config, notes: list | None = None) -> np.ndarray:
     """The classifier's input: the lung fields when the config asks for them (`lung_crop`), then
-    resized and enhanced."""
+    resized and enhanced. A lung mask that fails its check is said in `notes` when given."""
     if config.lungs != "none":
-        from .lung_crop import lung_input
+        from .lung_crop import WHOLE_FILM, lung_input
 
-        gray = lung_input(gray, config.lungs, config.lung_margin)[0]
+        gray, status = lung_input(gray, config.lungs, config.lung_margin)
+        if notes is not None and status != "ok":
+            notes.append(f"lung mask {status}" + (": the whole film was used" if status in WHOLE_FILM else ""))
     return enhance(resize(gray, config.image_size), config)
 
 

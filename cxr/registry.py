@@ -152,6 +152,8 @@ COMPARISONS = {
     "before": ("finetune", {"harmonise": False}, "cxr train --no-harmonise"),
     "linear": ("linear", {}, "cxr train --approach linear"),
     "resnet50": ("resnet50", {}, "cxr train --approach resnet50"),
+    "lung-crop": ("finetune", {"lungs": "crop"}, "cxr train --lungs crop"),
+    "lung-crop+mask": ("finetune", {"lungs": "crop+mask"}, "cxr train --lungs crop+mask"),
 }
 
 

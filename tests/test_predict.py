@@ -171,3 +171,23 @@ def test_predict_uses_the_shipped_model_whatever_runs_there_are(model_file: Path
     (tmp_path / "runs" / "finetune-full-newer").mkdir(parents=True)
     assert predict.default_model() == model_file  # it carries the operating points and OOD statistics
 
+
+
+def test_a_lung_model_predicts_every_input_and_says_when_a_lung_mask_fails(model_file: Path, inputs: Path,
+                                                                          tmp_path: Path):
+    import torch
+
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    state["config"] = dict(state.get("config", {}), lungs="crop")  # the same weights, reading the lungs' box
+    lung_file = tmp_path / "lungs.pt"
+    torch.save(state, lung_file)
+    cv2.imwrite(str(inputs / "blank.png"), np.full((256, 256), 128, np.uint8))  # no lungs to find
+    rows = predict.predict_paths([inputs], lung_file, progress=False).set_index("file")
+    assert predict.load(lung_file).config.lungs == "crop"
+    for name, status in EXPECTED.items():
+        got = rows.loc[f"inputs/{name}", "status"]
+        assert (status == "ok" and got in (predict.OK, predict.OOD)) or got.startswith(status), (name, got)
+    note = rows.loc["inputs/blank.png", "notes"]
+    assert note.startswith("lung mask ") and note.split()[2].rstrip(":") in {"empty", "too small", "fragmented",
+                                                                            "one piece", "lopsided", "too large"}
+    assert rows.loc["inputs/dx.dcm", "status"] in (predict.OK, predict.OOD)

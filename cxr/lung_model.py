@@ -1,0 +1,218 @@
+"""A model that reads the lungs against one that reads the whole film (issue 25): every measure
+side by side on the same splits (`measure`), one record (`reports/lung_model.json`, `cxr
+lung-compare`), and the choice of which ships by `targets.choose_input`, a rule that reads
+validation numbers only. The external radiographs and the outside hospital's normal films are
+measured and reported; the rule never sees them.
+
+The lung fields of the occlusion pair and of the Grad-CAM energy are the lung segmenter's masks
+of each model's own input (`real_lungs`); a mask that fails the check is replaced by the mean of
+the masks that pass, and the record counts how often.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import targets
+from .book import interval, pct
+from .classes import CLASSES
+from .config import Config, get_config
+
+
+def real_lungs(pixels: np.ndarray, seg=None) -> tuple[np.ndarray, int]:
+    """The segmenter's lung mask of each image (bool, N x S x S), a failed mask replaced by the
+    mean of the masks that passed the check; and how many were replaced."""
+    from . import lung_masks, segmenter
+
+    seg = seg or segmenter.load()[0]
+    masks = np.stack(segmenter.segment(seg, np.asarray(pixels)))
+    ok = np.array([lung_masks.status(m) == lung_masks.OK for m in masks])
+    if ok.any() and not ok.all():
+        masks[~ok] = masks[ok].mean(0) >= 0.5
+    return masks, int((~ok).sum())
+
+
+def occlusion_pair(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray) -> dict:
+    """Accuracy and balanced accuracy as is, with the lungs hidden and with only the lungs shown."""
+    from . import metrics
+    from .explain import occlude
+
+    out = {}
+    for name, px in (("as_is", pixels), ("lungs_hidden", occlude(pixels, lungs, keep=False)),
+                     ("lungs_only", occlude(pixels, lungs, keep=True))):
+        p = predict(px)
+        out[f"{name}_accuracy"] = metrics.accuracy_from_proba(y, p)
+        out[f"{name}_balanced_accuracy"] = metrics.balanced_accuracy(y, p)
+    return out
+
+
+def _folder_numbers(folder: Path | None, checkpoint: Path, seed: int) -> dict | None:
+    from .evaluate import evaluate_folder
+
+    if folder is None or not Path(folder).is_dir():
+        return None
+    ev = evaluate_folder(folder, checkpoint, progress=False, n_boot=1000, seed=seed)
+    confusion = np.asarray(ev["confusion"])
+    normal, covid = CLASSES.index("Normal"), CLASSES.index("COVID")
+    pl = ev.get("patient_level") or {}
+    return {"images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": pl.get("accuracy_ci", ev["accuracy_ci"]),
+            "interval": "patients" if pl else "images", "normals": int(confusion[normal].sum()),
+            "normals_called_covid": int(confusion[normal, covid])}
+
+
+def measure(checkpoint: str | Path, config: Config | None = None, name: str | None = None,
+            progress: bool = False) -> dict:
+    """Every measure of the comparison for one model, on the profile's data: validation (what the
+    rule reads), test, the twins, the occlusion pair and Grad-CAM energy with real lung masks, the
+    external radiographs and the outside hospital's normal films (reported only)."""
+    from . import audit, checkpoints, explain, metrics, segmenter
+    from .data import load_table
+    from .registry import weights_digest
+    from .dataset import external_dir, site_dir
+    from .preprocess import load_pixels
+
+    config = config or get_config()
+    checkpoint = Path(checkpoint)
+    model, meta = checkpoints.load_model(checkpoint)
+    size, temperature = meta["input_size"], float(meta.get("temperature", 1.0))
+    pcfg = checkpoints.pixel_config(meta, config)
+    root, table = load_table(config)
+    pixels = load_pixels(root, table, pcfg, progress=progress)
+    y_all = table.label.map(CLASSES.index).to_numpy()
+
+    def predict(px):
+        return metrics.temper(checkpoints.predict(model, px, size, progress=False), temperature)
+
+    seg = segmenter.load()[0]
+    twins = audit.load_twins(pcfg, root)
+    row = {"name": name or checkpoint.stem, "checkpoint": str(checkpoint), "input": pcfg.lungs,
+           "model_sha256": weights_digest(checkpoint)}
+    for split in ("val", "test"):
+        rows = table.index[table.split == split].to_numpy()
+        px, y = np.asarray(pixels[rows]), y_all[rows]
+        p = predict(px)
+        s = metrics.summary(y, p, n_boot=1000 if not config.smoke else 100, seed=config.seed)
+        lungs, replaced = real_lungs(px, seg)
+        tw = audit.twin_check(predict, twins, splits=(split,))
+        row[split] = {
+            "images": int(len(rows)), "accuracy": s["accuracy"], "accuracy_ci": s["accuracy_ci"],
+            "balanced_accuracy": metrics.balanced_accuracy(y, p),
+            "macro_auc": s["macro_auc"], "macro_auc_ci": s["macro_auc_ci"],
+            "sensitivity": {c: s["per_class"][c]["sensitivity"] for c in CLASSES},
+            "covid_sensitivity_ci": s["per_class"]["COVID"]["sensitivity_ci"],
+            "twin_agreement": tw["agreement"], "twins": tw["n"],
+            "occlusion": occlusion_pair(predict, px, y, lungs), "masks_replaced": replaced}
+    sample = audit.map_sample(table, config)
+    cams = explain.cam_maps(model, pixels[sample], size, method="GradCAM")
+    lungs, _ = real_lungs(np.asarray(pixels[sample]), seg)
+    energy = explain.energy_table(cams, lungs, table.label.iloc[sample])
+    row["cam_energy"] = {"images": int(len(sample)), "lung": float(energy.lung.mean()),
+                         "border": float(energy.border.mean()), "lung_area": float(energy.lung_area.mean()),
+                         "lung_by_class": energy.groupby("label").lung.mean().to_dict()}
+    row["external"] = _folder_numbers(external_dir(), checkpoint, config.seed)
+    site = _folder_numbers(site_dir(), checkpoint, config.seed)
+    if site is not None:
+        from .metrics import proportion
+
+        pr = proportion(site["normals_called_covid"], site["normals"])
+        site |= {"false_covid": pr["value"], "false_covid_ci": pr["ci"]}
+    row["site_before_adaptation"] = site
+    return row
+
+
+def rule_numbers(row: dict) -> dict:
+    """What `targets.choose_input` may read of a row: its validation numbers only."""
+    v = row["val"]
+    return {"twin_agreement": v["twin_agreement"], "sensitivity": v["sensitivity"],
+            "balanced_accuracy": v["balanced_accuracy"],
+            "lungs_hidden_balanced_accuracy": v["occlusion"]["lungs_hidden_balanced_accuracy"]}
+
+
+def comparison(rows: list[dict], config: Config | None = None) -> dict:
+    """The record: every model's row and the one the rule chooses."""
+    config = config or get_config()
+    chosen = targets.choose_input([rule_numbers(r) for r in rows]) if rows else None
+    return {"profile": config.profile, "rule": targets.choose_input.__doc__.strip().split("\n\n")[0],
+            "rule_reads": "validation: twin agreement, sensitivity floors, lungs-hidden balanced accuracy, balanced accuracy",
+            "targets": {"lungs_hidden_balanced_max": targets.LUNGS_HIDDEN_MAX, "lungs_only_gap": targets.LUNGS_ONLY_GAP,
+                        "twin_agreement": targets.TWIN_AGREEMENT},
+            "models": rows, "chosen": rows[chosen]["name"] if rows else None, "command": "cxr lung-compare"}
+
+
+def record(models: dict[str, str | Path], config: Config | None = None, out: str | Path | None = None) -> dict:
+    """`cxr lung-compare`: measure each named model, choose, and write the record."""
+    from .files import write_json
+
+    config = config or get_config()
+    rec = comparison([measure(path, config, name) for name, path in models.items()], config)
+    if out:
+        write_json(rec, out)
+    return rec
+
+
+def table(rec: dict) -> pd.DataFrame:
+    """The record as the book shows it: one row per measure, one column per model (test split
+    unless the row says otherwise; intervals are 95%)."""
+    cols = {}
+    for r in rec["models"]:
+        t, v = r["test"], r["val"]
+        ext, site = r.get("external"), r.get("site_before_adaptation")
+        o = t["occlusion"]
+        cols[r["name"] + (" (chosen)" if r["name"] == rec["chosen"] else "")] = {
+            "input": r["input"],
+            "test accuracy": pct(t["accuracy"], t["accuracy_ci"]),
+            "macro AUC": interval(t["macro_auc"], t["macro_auc_ci"], 1, 3),
+            "COVID-19 sensitivity": pct(t["sensitivity"]["COVID"], t["covid_sensitivity_ci"]),
+            "twin agreement (test twins)": pct(t["twin_agreement"]),
+            "balanced accuracy as is": pct(o["as_is_balanced_accuracy"]),
+            "lungs hidden (balanced)": pct(o["lungs_hidden_balanced_accuracy"]),
+            "lungs only (balanced)": pct(o["lungs_only_balanced_accuracy"]),
+            "Grad-CAM energy in the lungs": pct(r["cam_energy"]["lung"]),
+            "external accuracy": pct(ext["accuracy"], ext["accuracy_ci"]) if ext else "not measured",
+            "external normals called COVID-19": f"{ext['normals_called_covid']} of {ext['normals']}" if ext else "not measured",
+            "site normals called COVID-19": pct(site["false_covid"], site["false_covid_ci"]) if site else "not measured",
+            "validation: lungs hidden (balanced)": pct(v["occlusion"]["lungs_hidden_balanced_accuracy"]),
+            "validation: twin agreement": pct(v["twin_agreement"]),
+            "validation: balanced accuracy": pct(v["balanced_accuracy"]),
+        }
+    return pd.DataFrame(cols)
+
+
+def target_check(row: dict) -> pd.DataFrame:
+    """One model against every target of issue 25: its value, the target, met or missed, and by
+    how much (in points, or films for the normals called COVID-19)."""
+    t, ext = row["test"], row.get("external")
+    o = t["occlusion"]
+    T = targets.LUNG_MODEL
+    lines = [("lungs hidden (balanced accuracy)", o["lungs_hidden_balanced_accuracy"], targets.LUNGS_HIDDEN_MAX, "at most"),
+             ("lungs only, below as is (points)", o["as_is_balanced_accuracy"] - o["lungs_only_balanced_accuracy"],
+              targets.LUNGS_ONLY_GAP, "at most"),
+             ("test accuracy", t["accuracy"], T["test accuracy"], "at least"),
+             ("COVID-19 sensitivity", t["sensitivity"]["COVID"], T["COVID-19 sensitivity"], "at least"),
+             ("macro AUC", t["macro_auc"], T["macro AUC"], "at least"),
+             ("twin agreement", t["twin_agreement"], T["twin agreement"], "at least")]
+    if ext:
+        lines += [("external accuracy", ext["accuracy"], T["external accuracy"], "at least"),
+                  ("external normals called COVID-19", ext["normals_called_covid"], T["external normals called COVID-19"],
+                   "at most")]
+    out = []
+    for name, value, target, how in lines:
+        films = name.startswith("external normals")
+        met = value <= target + 1e-9 if how == "at most" else value >= target - 1e-9
+        gap = abs(value - target)
+        out.append({"measure": name, "value": f"{value}" if films else (f"{value:.3f}" if name == "macro AUC" else pct(value)),
+                    "target": f"{how} {target}" if films else f"{how} " + (f"{target}" if name == "macro AUC" else pct(target, digits=0)),
+                    "verdict": "met" if met else "missed by " + (f"{gap:g} films" if films else
+                                                                  f"{gap:.3f}" if name == "macro AUC" else f"{100 * gap:.1f} points")})
+    return pd.DataFrame(out).set_index("measure")
+
+
+def read(path: str | Path | None = None) -> dict | None:
+    """The committed record (`reports/lung_model.json`), or None."""
+    from .config import repo_root
+
+    path = Path(path) if path else repo_root() / "reports" / "lung_model.json"
+    return json.loads(path.read_text()) if path.exists() else None

@@ -1,0 +1,69 @@
+"""The lung model comparison: the occlusion pair, the real-lung masks, the record's table and the
+target check, on synthetic numbers and images where the answer is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cxr import lung_model, targets
+from cxr.classes import CLASSES
+
+
+def test_the_occlusion_pair_falls_to_chance_for_a_model_that_reads_only_the_lungs():
+    rng = np.random.default_rng(0)
+    n = 40
+    y = np.arange(n) % 4
+    lungs = np.zeros((n, 16, 16), bool)
+    lungs[:, 4:12, 2:7] = lungs[:, 4:12, 9:14] = True
+    px = rng.integers(0, 30, (n, 16, 16)).astype(np.uint8)
+    for i in range(n):
+        px[i][lungs[i]] = 60 + 40 * y[i]  # the class is written in the lungs only
+
+    def reads_lungs(images):
+        level = np.array([im[4:12, 2:7].mean() for im in images])
+        k = np.clip(np.round((level - 60) / 40), 0, 3).astype(int)
+        return np.eye(4)[k]
+
+    o = lung_model.occlusion_pair(reads_lungs, px, y, lungs)
+    assert o["as_is_balanced_accuracy"] == 1.0 and o["lungs_only_balanced_accuracy"] == 1.0
+    assert o["lungs_hidden_balanced_accuracy"] == pytest.approx(0.25)
+
+
+def test_a_failed_mask_is_replaced_by_the_mean_of_those_that_passed(monkeypatch):
+    from cxr import segmenter
+    from test_lungs import two_lungs
+
+    good, empty = two_lungs(64), np.zeros((64, 64), bool)
+    monkeypatch.setattr(segmenter, "segment", lambda seg, images: [good, empty, good])
+    masks, replaced = lung_model.real_lungs(np.zeros((3, 64, 64), np.uint8), seg=object())
+    assert replaced == 1 and (masks[1] == good).all()
+
+
+def _row(name, hidden, only=0.9, acc=0.95, ext_normals=5):
+    numbers = {"accuracy": acc, "accuracy_ci": [acc - 0.01, acc + 0.01], "balanced_accuracy": acc,
+               "macro_auc": 0.99, "macro_auc_ci": [0.98, 0.995], "sensitivity": {c: 0.95 for c in CLASSES},
+               "covid_sensitivity_ci": [0.9, 0.97], "twin_agreement": 0.98, "twins": 100,
+               "occlusion": {"as_is_balanced_accuracy": 0.95, "lungs_hidden_balanced_accuracy": hidden,
+                             "lungs_only_balanced_accuracy": only, "as_is_accuracy": acc,
+                             "lungs_hidden_accuracy": hidden, "lungs_only_accuracy": only}}
+    return {"name": name, "input": "crop", "val": numbers, "test": numbers,
+            "cam_energy": {"lung": 0.6}, "external": {"accuracy": 0.4, "accuracy_ci": [0.3, 0.5], "normals": 32,
+                                                       "normals_called_covid": ext_normals},
+            "site_before_adaptation": {"false_covid": 0.1, "false_covid_ci": [0.05, 0.15]}}
+
+
+def test_the_record_chooses_by_validation_and_its_table_names_the_chosen_model():
+    rec = lung_model.comparison([_row("whole", 0.88), _row("lungs", 0.30)])
+    assert rec["chosen"] == "lungs"
+    t = lung_model.table(rec)
+    assert list(t.columns) == ["whole", "lungs (chosen)"] and t.loc["lungs hidden (balanced)", "lungs (chosen)"] == "30.0%"
+    assert t.loc["external normals called COVID-19", "whole"] == "5 of 32"
+
+
+def test_the_target_check_says_by_how_much_a_target_is_missed():
+    check = lung_model.target_check(_row("lungs", 0.40, only=0.85, ext_normals=14))
+    assert check.loc["lungs hidden (balanced accuracy)", "verdict"] == "missed by 5.0 points"
+    assert check.loc["lungs only, below as is (points)", "verdict"] == "missed by 5.0 points"
+    assert check.loc["external normals called COVID-19", "verdict"] == "missed by 4 films"
+    assert check.loc["external accuracy", "verdict"] == "missed by 10.0 points"
+    assert check.loc["test accuracy", "verdict"] == "met" and check.loc["macro AUC", "verdict"] == "met"
