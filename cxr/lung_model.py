@@ -210,6 +210,37 @@ def target_check(row: dict) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("measure")
 
 
+def verdict(rec: dict) -> str:
+    """What the comparison says, in words chosen from its numbers: which model the rule chose, and
+    for each lung model how the occlusion pair, the external normals and the database accuracy moved
+    against the whole-film model."""
+    rows = {r["name"]: r for r in rec["models"]}
+    whole = next((r for r in rec["models"] if r["input"] == "none"), None)
+    parts = [f"By the rule (validation numbers only), {rec['chosen']} is chosen"
+             + (", so the whole-film model keeps shipping." if rows[rec["chosen"]]["input"] == "none" else
+                ", so the lung model is the one to ship.")]
+    if whole is None:
+        return parts[0]
+    w = whole["test"]
+    for r in rec["models"]:
+        if r["input"] == "none":
+            continue
+        t = r["test"]
+        d_acc = 100 * (t["accuracy"] - w["accuracy"])
+        hid, w_hid = t["occlusion"]["lungs_hidden_balanced_accuracy"], w["occlusion"]["lungs_hidden_balanced_accuracy"]
+        moved = "falls" if d_acc < 0 else "rises" if d_acc > 0 else "stays"
+        text = (f"{r['name']}: with the lungs hidden its balanced accuracy is {pct(hid)} (whole film {pct(w_hid)}), "
+                f"and its test accuracy {moved}" + (f" by {abs(d_acc):.1f} points" if d_acc else "") +
+                f" ({pct(t['accuracy'])} against {pct(w['accuracy'])})")
+        ext, w_ext = r.get("external"), whole.get("external")
+        if ext and w_ext:
+            text += (f"; outside the database it calls {ext['normals_called_covid']} of {ext['normals']} normal films "
+                     f"COVID-19 (whole film {w_ext['normals_called_covid']}) and its accuracy is {pct(ext['accuracy'])} "
+                     f"(whole film {pct(w_ext['accuracy'])})")
+        parts.append(text + ".")
+    return " ".join(parts)
+
+
 def read(path: str | Path | None = None) -> dict | None:
     """The committed record (`reports/lung_model.json`), or None."""
     from .config import repo_root

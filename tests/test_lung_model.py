@@ -67,3 +67,15 @@ def test_the_target_check_says_by_how_much_a_target_is_missed():
     assert check.loc["external normals called COVID-19", "verdict"] == "missed by 4 films"
     assert check.loc["external accuracy", "verdict"] == "missed by 10.0 points"
     assert check.loc["test accuracy", "verdict"] == "met" and check.loc["macro AUC", "verdict"] == "met"
+
+
+def test_the_verdict_follows_the_numbers():
+    whole, lungs = _row("whole", 0.88, acc=0.968, ext_normals=25), _row("lungs", 0.30, acc=0.94, ext_normals=8)
+    whole["input"] = "none"
+    text = lung_model.verdict(lung_model.comparison([whole, lungs]))
+    assert "lungs is chosen, so the lung model is the one to ship" in text
+    assert "test accuracy falls by 2.8 points" in text and "calls 8 of 32 normal films COVID-19 (whole film 25)" in text
+    better = _row("lungs", 0.30, acc=0.97)
+    assert "rises by 0.2 points" in lung_model.verdict(lung_model.comparison([whole, better]))
+    weak = _row("lungs", 0.30) | {"val": _row("lungs", 0.30)["val"] | {"twin_agreement": 0.5}}
+    assert "whole-film model keeps shipping" in lung_model.verdict(lung_model.comparison([whole, weak]))
