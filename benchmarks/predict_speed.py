@@ -21,18 +21,9 @@ from cxr import predict, registry
 from cxr.config import get_config, repo_root
 from cxr.data import load_table
 from cxr.runtime import tune_malloc
+from cxr.speed import timed
 
 tune_malloc()
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:

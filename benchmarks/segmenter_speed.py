@@ -19,18 +19,9 @@ from cxr import segmenter
 from cxr.config import repo_root
 from cxr.files import write_json
 from cxr.runtime import tune_malloc
+from cxr.speed import timed
 
 TARGET_MS = 10.0  # issue 25: at most 10 ms per image at 256 px, batched, on 2 cores
-
-
-def timed(fn, repeats: int) -> list[float]:
-    fn()  # warm-up
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:

@@ -110,6 +110,19 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     return result
 
 
+def headline(ev: dict) -> dict:
+    """An evaluation record's headline as the summary and the lung comparison quote it: images,
+    accuracy with its interval (over patients when the folder names them), the normal films and
+    how many of them, and of all films, are called COVID-19."""
+    confusion = np.asarray(ev["confusion"])
+    normal, covid = CLASSES.index("Normal"), CLASSES.index("COVID")
+    pl = ev.get("patient_level") or {}
+    return {"images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": pl.get("accuracy_ci", ev["accuracy_ci"]),
+            "interval": "patients" if pl else "images", "patients": pl.get("patients"),
+            "normals": int(confusion[normal].sum()), "normals_called_covid": int(confusion[normal, covid]),
+            "called_covid": int(confusion[:, covid].sum())}
+
+
 def _predict_files(data_dir: Path, files: pd.DataFrame, skipped: pd.DataFrame, model, meta: dict, cfg,
                    progress: bool) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
     """Read, preprocess and predict (raw probabilities) the listed files; unusable ones go to `skipped`."""

@@ -46,12 +46,13 @@ def pieces(mask: np.ndarray) -> list[dict]:
     return sorted(out, key=lambda p: -p["area"])
 
 
-def status(mask: np.ndarray) -> str:
+def status(mask: np.ndarray, parts: list[dict] | None = None) -> str:
     """`OK`, or what is wrong with the mask: "empty", "too small", "too large", "one piece" (the
-    lungs merged, or one is missing), "lopsided" (one lung far smaller) or "fragmented"."""
+    lungs merged, or one is missing), "lopsided" (one lung far smaller) or "fragmented". `parts`:
+    the mask's `pieces`, when already found."""
     m = np.asarray(mask, bool)
     area = m.mean()
-    parts = pieces(m)
+    parts = pieces(m) if parts is None else parts
     if not m.any():
         return "empty"
     if not parts:  # only crumbs
@@ -81,7 +82,7 @@ def statistics(mask: np.ndarray) -> dict:
             "balance": float(parts[1]["area"] / parts[0]["area"]) if len(parts) >= 2 else 0.0,
             "box_width": float(box[2] - box[0]), "box_height": float(box[3] - box[1]),
             "box_top": float(box[1]), "centre_y": float(ys.mean() / h) if len(ys) else 0.0,
-            "status": status(m)}
+            "status": status(m, parts)}
 
 
 SHAPE_FEATURES = ("area", "pieces", "balance", "box_width", "box_height", "box_top", "centre_y")

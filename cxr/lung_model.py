@@ -50,17 +50,11 @@ def occlusion_pair(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray
 
 
 def _folder_numbers(folder: Path | None, checkpoint: Path, seed: int) -> dict | None:
-    from .evaluate import evaluate_folder
+    from .evaluate import evaluate_folder, headline
 
     if folder is None or not Path(folder).is_dir():
         return None
-    ev = evaluate_folder(folder, checkpoint, progress=False, n_boot=1000, seed=seed)
-    confusion = np.asarray(ev["confusion"])
-    normal, covid = CLASSES.index("Normal"), CLASSES.index("COVID")
-    pl = ev.get("patient_level") or {}
-    return {"images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": pl.get("accuracy_ci", ev["accuracy_ci"]),
-            "interval": "patients" if pl else "images", "normals": int(confusion[normal].sum()),
-            "normals_called_covid": int(confusion[normal, covid])}
+    return headline(evaluate_folder(folder, checkpoint, progress=False, n_boot=1000, seed=seed))
 
 
 def measure(checkpoint: str | Path, config: Config | None = None, name: str | None = None,

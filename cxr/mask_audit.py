@@ -42,11 +42,9 @@ def measure(table: pd.DataFrame, masks: list[np.ndarray], seed: int = 0) -> dict
 
 
 def _ref(config: Config, path: Path) -> dict:
-    from .registry import data_ref, state_digest
-    import torch
+    from .registry import data_ref
 
-    return {"segmenter_sha256": state_digest(torch.load(path, map_location="cpu", weights_only=True)["model"]),
-            "segmenter_version": VERSIONS["segmenter"]} | data_ref(config)
+    return {"segmenter_sha256": segmenter.digest(path), "segmenter_version": VERSIONS["segmenter"]} | data_ref(config)
 
 
 def mask_record(config: Config | None = None, weights: str | Path | None = None) -> dict:
@@ -57,14 +55,13 @@ def mask_record(config: Config | None = None, weights: str | Path | None = None)
 
     config = config or get_config()
     weights = Path(weights) if weights else segmenter.SHIPPED
-    model, _ = segmenter.load(weights)
     ref = _ref(config, weights)
     path = config.reports_dir / "lung_masks.json"
     if path.exists():
         old = json.loads(path.read_text())
         if all(old.get(k) == v for k, v in ref.items()):
             return old
-    table, _, masks = database_masks(config, model=model)
+    table, _, masks = database_masks(config, model=segmenter.load(weights)[0])
     record = {"split": "test", **measure(table, masks, seed=config.seed), **ref,
               "command": "cxr lung-masks"}
     write_json(record, path)

@@ -94,9 +94,7 @@ def audit_record(config: Config | None = None):
     the before model's numbers come from the comparison record): the record and what chapter 05
     draws (`audit.view`). The record is `<reports>/explain.json` (`audit_numbers`). Never trains: a
     missing comparison record stops with the command that makes it."""
-    from . import audit, comparisons
-
-    from . import checkpoints
+    from . import audit, checkpoints
     from .data import load_table
     from .preprocess import load_pixels
 
@@ -170,7 +168,6 @@ def executive_summary(config: Config | None = None) -> dict:
     """The executive summary's numbers for the profile's final model, in `<reports>/summary.json`
     (reused while it names this model and data)."""
     from . import checkpoints
-    from .classes import CLASSES
     from .speed import inference_speed
 
     config = config or get_config()
@@ -197,14 +194,9 @@ def executive_summary(config: Config | None = None) -> dict:
         "roi": roi_summary(ev, ext),
     }
     if ext is not None:
-        normal = CLASSES.index("Normal")
-        row = ext["confusion"][normal]
-        pl = ext.get("patient_level") or {}
-        record["external"] = {"images": ext["n"], "accuracy": ext["accuracy"],
-                              "accuracy_ci": pl.get("accuracy_ci", ext["accuracy_ci"]),
-                              "interval": "patients" if pl else "images", "patients": pl.get("patients"),
-                              "normals": int(sum(row)), "normals_called_covid": int(row[CLASSES.index("COVID")]),
-                              "called_covid": int(sum(r[CLASSES.index("COVID")] for r in ext["confusion"]))}
+        from .evaluate import headline
+
+        record["external"] = headline(ext)
     curve = adaptation_record(config)
     if curve is not None:
         from . import adapt

@@ -170,11 +170,9 @@ def train(root: str | Path | None = None, out: str | Path | None = None, record:
     scores = held_out_scores(shipped, [images[i] for i in held_rows], [masks[i] for i in held_rows])
     scores = scores.assign(patient=manifest.patientid.to_numpy()[held_rows], view=manifest.view.to_numpy()[held_rows])
     per_patient = scores.groupby("patient").dice.mean().to_numpy()
-    from .registry import state_digest
-
     rec = {
         "command": "cxr segmenter", "version": VERSIONS["segmenter"], "data": display_path(root),
-        "weights": display_path(out), "weights_sha256": state_digest(torch.load(out, map_location="cpu", weights_only=True)["model"]), "weights_bytes": out.stat().st_size,
+        "weights": display_path(out), "weights_sha256": segmenter.digest(out), "weights_bytes": out.stat().st_size,
         "parameters": int(sum(p.numel() for p in model.parameters())), "input_size": segmenter.SIZE,
         "budget": {"epochs": epochs, "batch": batch, "lr": lr, "steps": steps, "seed": seed, "device": device},
         "split": {"rule": f"every film of {HELD_OUT:.0%} of the patients, drawn by the seed",
@@ -201,11 +199,9 @@ def shipped_record(reports: str | Path | None = None) -> dict | None:
     import json
 
     from .config import repo_root
-    from .registry import state_digest
 
     path = Path(reports or repo_root() / "reports") / "segmenter.json"
     if not path.exists() or not segmenter.SHIPPED.exists():
         return None
     record = json.loads(path.read_text())
-    digest = state_digest(torch.load(segmenter.SHIPPED, map_location="cpu", weights_only=True)["model"])
-    return record if record.get("weights_sha256") == digest else None
+    return record if record.get("weights_sha256") == segmenter.digest() else None

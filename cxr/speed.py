@@ -10,6 +10,17 @@ from .models import folded
 from .runtime import autocast, model_device
 
 
+def timed(fn, repeats: int) -> list[float]:
+    """Wall seconds of each of `repeats` calls of `fn`, after one warm-up call."""
+    fn()
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
 @torch.inference_mode()
 def inference_speed(model: torch.nn.Module, size: int, batch: int = 64, repeats: int = 5, threads: int | None = None) -> dict:
     """Median images/s of batched inference at `size` px over `repeats` timed batches (after one warm-up)."""
