@@ -43,8 +43,9 @@ def measure(table: pd.DataFrame, masks: list[np.ndarray], seed: int = 0) -> dict
 
 def _ref(config: Config, path: Path) -> dict:
     from .registry import data_ref
+    from .segmenter_train import digest
 
-    return {"segmenter_sha256": segmenter.digest(path), "segmenter_version": VERSIONS["segmenter"]} | data_ref(config)
+    return {"segmenter_sha256": digest(path), "segmenter_version": VERSIONS["segmenter"]} | data_ref(config)
 
 
 def mask_record(config: Config | None = None, weights: str | Path | None = None) -> dict:

@@ -106,13 +106,6 @@ def for_inference(model: UNet) -> UNet:
     return model.to(memory_format=torch.channels_last)
 
 
-def digest(path: str | Path | None = None) -> str:
-    """The SHA-256 of a segmenter file's weights (default: the shipped one), as records name it."""
-    from .registry import state_digest
-
-    return state_digest(torch.load(Path(path) if path else SHIPPED, map_location="cpu", weights_only=True)["model"])
-
-
 @torch.no_grad()
 def probabilities(model: UNet, images, batch: int = 32) -> np.ndarray:
     """The lung probability of every pixel, at SIZE x SIZE (N, SIZE, SIZE), batched."""

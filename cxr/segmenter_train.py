@@ -50,6 +50,14 @@ def load_pairs(root: str | Path) -> tuple[pd.DataFrame, list[np.ndarray], list[n
     return manifest.loc[keep].reset_index(drop=True), images, masks
 
 
+def digest(path: str | Path | None = None) -> str:
+    """The SHA-256 of a segmenter file's weights (default: the shipped one), as records name it."""
+    from .registry import state_digest
+
+    path = Path(path) if path else segmenter.SHIPPED
+    return state_digest(torch.load(path, map_location="cpu", weights_only=True)["model"])
+
+
 def patient_split(patients: pd.Series, share: float = HELD_OUT, seed: int = 0) -> np.ndarray:
     """True for the rows held out: every film of a `share` of the patients, drawn by the seed."""
     ids = np.array(sorted(set(patients)))
@@ -172,7 +180,7 @@ def train(root: str | Path | None = None, out: str | Path | None = None, record:
     per_patient = scores.groupby("patient").dice.mean().to_numpy()
     rec = {
         "command": "cxr segmenter", "version": VERSIONS["segmenter"], "data": display_path(root),
-        "weights": display_path(out), "weights_sha256": segmenter.digest(out), "weights_bytes": out.stat().st_size,
+        "weights": display_path(out), "weights_sha256": digest(out), "weights_bytes": out.stat().st_size,
         "parameters": int(sum(p.numel() for p in model.parameters())), "input_size": segmenter.SIZE,
         "budget": {"epochs": epochs, "batch": batch, "lr": lr, "steps": steps, "seed": seed, "device": device},
         "split": {"rule": f"every film of {HELD_OUT:.0%} of the patients, drawn by the seed",
@@ -204,4 +212,4 @@ def shipped_record(reports: str | Path | None = None) -> dict | None:
     if not path.exists() or not segmenter.SHIPPED.exists():
         return None
     record = json.loads(path.read_text())
-    return record if record.get("weights_sha256") == segmenter.digest() else None
+    return record if record.get("weights_sha256") == digest() else None
