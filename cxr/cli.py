@@ -181,22 +181,79 @@ def _reproduced(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from . import predict
+    if args.merge:
+        return _merge(args)
+    from . import predict, registry, results, walk
 
-    rows = predict.predict_paths(args.paths, args.model, args.threshold, args.cam, progress=True)
-    if args.out:
-        print(f"wrote {predict.write(rows, args.out)} ({len(rows)} rows)")
-    import pandas as pd
+    shard = walk.parse_shard(args.shard)
+    pred = predict.load(args.model)
+    counts = predict.Counts()
+    if not args.out:
+        import pandas as pd
 
-    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-        shown = rows.drop(columns=["notes", "cam"]).round(4)
-        print(shown.to_string(index=False))
-    errors = int(rows.status.str.startswith("error").sum())
-    if errors:
-        print(f"\n{errors} of {len(rows)} inputs could not be read (see status); the rest were predicted.",
+        run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
+                             counts=counts, progress=True)
+        rows = pd.DataFrame([r for b in run for r in b], columns=results.COLUMNS)
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(rows.drop(columns=["notes", "cam", "bytes", "modified_ns"]).round(4).to_string(index=False))
+    else:
+        about = {"command": "cxr " + " ".join(sys.argv[1:]), "model": pred.checkpoint.name,
+                 "model_sha256": registry.weights_digest(pred.checkpoint), "threshold": args.threshold,
+                 "paths": [str(p) for p in args.paths], "shard": args.shard}
+        writer = results.Writer(args.out, about)
+        try:
+            run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
+                                 done=writer.done, counts=counts, progress=True)
+            for rows in run:
+                writer.append(rows)
+        except KeyboardInterrupt:
+            writer.close()
+            print(f"\ninterrupted: {writer.resumed + writer.written:,} rows are in {writer.journal}; the same command "
+                  "goes on from there", file=sys.stderr)
+            return 130
+        out = writer.finish({"ignored": counts.tally.ignored})
+        print(f"wrote {out}: {counts.rows:,} new rows" + (f", {counts.skipped:,} files already there (skipped)"
+                                                          if counts.skipped else ""))
+    if counts.tally.line():
+        print(counts.tally.line(), file=sys.stderr)
+    if counts.errors:
+        print(f"\n{counts.errors:,} of {counts.rows:,} inputs could not be read (see status); the rest were predicted.",
               file=sys.stderr)
     print("Research use only; not for clinical use.")
-    return predict.exit_code(rows)
+    return 1 if counts.errors else 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    """`cxr predict --merge OUT PART...`: shard parts into one file, every file once, or say what is wrong."""
+    from . import results, walk
+
+    parts = [Path(p) for p in args.paths]
+    absent = [str(p) for p in parts if not p.is_file()]
+    if absent:
+        print(f"error: no such results file: {', '.join(absent)}", file=sys.stderr)
+        return 2
+    roots = sorted({r for p in parts for r in (results.read_run(p) or {}).get("paths", [])})
+    expected = None
+    if roots and all(Path(r).exists() for r in roots):
+        expected = (it.shown for it in walk.items(roots) if walk.looks_like_image(it))
+    report = results.merge(args.merge, parts, expected)
+    pr = report["problems"]
+    print(f"wrote {report['out']}: {report['rows']:,} files from {len(parts)} parts")
+    said = {"doubled": "in more than one part (one row kept)", "missing": "with no row in any part",
+            "missing_shards": "shards with no part", "unfinished": "parts whose run did not finish (rerun its "
+                                                                   "command: it resumes)",
+            "mixed": "models: the parts were made by different models"}
+    for k, text in said.items():
+        if pr[k]:
+            names = ", ".join(map(str, pr[k][:5])) + (", ..." if len(pr[k]) > 5 else "")
+            print(f"problem: {len(pr[k]):,} {'files ' if k in ('doubled', 'missing') else ''}{text}: {names}",
+                  file=sys.stderr)
+    if expected is None:
+        print("note: the parts' folders are not here, so missing files were checked by shard and by finished runs "
+              "only", file=sys.stderr)
+    ok = not any(pr.values())
+    print("every file is there exactly once" if ok else "the merged file has problems (above)")
+    return 0 if ok else 1
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -383,12 +440,21 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_roi)
 
     p = sub.add_parser("predict", parents=[on], help="the model on image files or folders (PNG, JPEG, TIFF, DICOM)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (walked)")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="files or folders (walked, nested; DICOM found by content); with --merge, the parts")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--threshold", default="argmax",
                    help="decision rule: argmax (default) or an operating point of the model, e.g. covid@95, abnormal@99")
     p.add_argument("--cam", metavar="DIR", help="write a Grad-CAM overlay PNG per image here")
-    p.add_argument("--out", help="results file (.csv or .json)")
+    p.add_argument("--out", help="results file (.csv, .parquet or .json), written as it goes; the same command "
+                                 "again skips the files already in it and predicts the rest")
+    p.add_argument("--shard", metavar="K/N", help="take the K-th of N shares of the files (a hash of each path), "
+                                                  "for N machines; combine the parts with --merge")
+    p.add_argument("--merge", metavar="OUT", help="combine the shard parts given as PATH into OUT, checking that no "
+                                                  "file is missing or doubled")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that decode while the model runs (default: cores - 1, at most 4; 0: none)")
+    p.add_argument("--batch", type=int, default=None, help="images per forward pass (default 32; 256 on a GPU)")
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")

@@ -1,150 +1,30 @@
 """`cxr predict`: the model on new radiographs, file by file, never a crashed batch.
 
-Reads PNG, JPEG, TIFF and BMP (8- or 16-bit, grey, RGB or RGBA) and DICOM (rescale
-slope/intercept, VOI LUT or window, MONOCHROME1 inverted; compressed transfer syntaxes where a
-decoder is installed). Each file gets the four calibrated probabilities, a decision (the most
-probable class, or a named operating point of the evaluation such as ``covid@95``), an
-out-of-distribution score, a status, and optionally a Grad-CAM overlay. Nothing of a DICOM header
-goes into the output beyond the file name.
+Files are found by `walk` (nested folders, extensionless DICOM) and read by `reading` (images and
+DICOM, any problem a status), in worker processes that overlap decoding with inference; rows come
+out in the walk's order whatever the number of workers. Each file gets the four calibrated
+probabilities, a decision (the most probable class, or a named operating point of the evaluation
+such as ``covid@95``), an out-of-distribution score, a status, and optionally a Grad-CAM overlay.
+Nothing of a DICOM header goes into the output; paths are shown relative to the given folder.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import walk
 from .classes import CLASSES
-from .images import IMAGE_EXTS, ImageError, decode_gray
+from .reading import IGNORED, OK, Read, read_file
+from .results import COLUMNS
 
-DICOM_EXTS = {".dcm", ".dicom"}
-MAX_PIXELS = 64_000_000  # larger images are refused before decoding (8000 x 8000)
-RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "PX"}
-OK, OOD = "ok", "warning: out of distribution"
-
-
-@dataclass
-class Read:
-    """One input file after reading: the grey image, or why there is none, and notes."""
-
-    file: str
-    image: np.ndarray | None
-    status: str
-    notes: list[str]
-
-
-# --------------------------------------------------------------------------- reading
-def is_dicom(path: Path, head: bytes) -> bool:
-    return path.suffix.lower() in DICOM_EXTS or head[128:132] == b"DICM"
-
-
-def read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
-    """A DICOM radiograph as 8-bit grey; ImageError says why not."""
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    try:
-        ds = pydicom.dcmread(str(path))
-    except Exception as e:  # noqa: BLE001 - any unreadable DICOM gets one clear status
-        raise ImageError(f"not a readable DICOM file ({type(e).__name__})") from e
-    if "PixelData" not in ds:
-        raise ImageError("DICOM file with no pixel data")
-    notes = []
-    modality = str(ds.get("Modality", "") or "")
-    if modality and modality not in RADIOGRAPH_MODALITIES:
-        notes.append(f"DICOM modality {modality}: not a radiograph")
-    try:
-        arr = ds.pixel_array
-    except Exception as e:  # noqa: BLE001 - missing decoders and broken pixel data alike
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        first = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
-        raise ImageError(f"cannot decode the DICOM pixel data ({name}): {first}. For compressed files install a "
-                         "decoder: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg") from e
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[0]
-        notes.append("multi-frame DICOM: first frame used")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
-    if arr.ndim == 3:  # colour DICOM (a photo, a secondary capture)
-        arr = arr[..., :3].astype(np.float64).mean(2)
-        notes.append(f"{photometric} DICOM converted to grey")
-    else:
-        arr = apply_modality_lut(arr, ds)
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            arr = apply_voi_lut(arr, ds)
-        if photometric == "MONOCHROME1":
-            arr = arr.max() - arr
-            notes.append("MONOCHROME1 inverted")
-    arr = np.asarray(arr, np.float64)
-    lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
-        raise ImageError("blank DICOM image (all pixels equal)")
-    gray = np.round((arr - lo) / (hi - lo) * 255).astype(np.uint8)
-    data, info = _reencode(gray)
-    return data, notes + info["notes"]
-
-
-def _reencode(gray: np.ndarray) -> tuple[np.ndarray, dict]:
-    """Through the same size checks as any other image."""
-    import cv2
-
-    ok, png = cv2.imencode(".png", gray)
-    return decode_gray(png.tobytes())
-
-
-def read_file(path: Path, shown: str) -> Read:
-    """Read one file; any problem becomes the status, never an exception."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(132)
-    except OSError as e:
-        return Read(shown, None, f"error: unreadable ({e.strerror or e})", [])
-    try:
-        if is_dicom(path, head):
-            image, notes = read_dicom(path)
-            return Read(shown, image, OK, notes)
-        if not head:
-            raise ImageError("empty file")
-        _check_size(path)
-        image, info = decode_gray(path.read_bytes())
-        return Read(shown, image, OK, info["notes"])
-    except ImageError as e:
-        return Read(shown, None, f"error: {e}", [])
-    except (OSError, MemoryError) as e:
-        return Read(shown, None, f"error: unreadable ({e})", [])
-
-
-def _check_size(path: Path) -> None:
-    """Refuse huge images from their header, before decoding them."""
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # we check the size ourselves, with a clear message
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except Exception:  # noqa: BLE001 - not something PIL knows: let the decoder say what it is
-        return
-    if w * h > MAX_PIXELS:
-        raise ImageError(f"too large ({w}x{h}); at most {MAX_PIXELS // 1_000_000} million pixels: downsample it first")
-
-
-def expand(paths: list[str | Path]) -> tuple[list[tuple[Path, str]], list[Read]]:
-    """Files to read (with the name to show) and a row for each path that gives none."""
-    files, problems = [], []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | DICOM_EXTS)
-            if not found:
-                problems.append(Read(str(p), None, "error: no images in this folder "
-                                                   f"({', '.join(sorted(IMAGE_EXTS | DICOM_EXTS))})", []))
-            files += [(f, str(f.relative_to(p.parent))) for f in found]
-        elif p.is_file():
-            files.append((p, p.name))
-        else:
-            problems.append(Read(str(p), None, "error: no such file or folder", []))
-    return files, problems
+OOD = "warning: out of distribution"
 
 
 # --------------------------------------------------------------------------- predicting
@@ -185,6 +65,16 @@ class Predictor:
     def points(self) -> dict | None:
         return self.meta.get("operating_points")
 
+    @property
+    def fast(self):
+        """The model with its batch norms folded (`models.folded`), made once: batches of a few
+        dozen images then run faster than on the trained model (Grad-CAM still uses `model`)."""
+        if getattr(self, "_fast", None) is None:
+            from .models import folded
+
+            self._fast = folded(self.model)
+        return self._fast
+
 
 def default_model() -> Path:
     """The shipped model: it carries the operating points and the out-of-distribution statistics."""
@@ -203,29 +93,240 @@ def load(checkpoint: str | Path | None = None) -> Predictor:
     return Predictor(model, meta, checkpoints.pixel_config(meta, get_config("full")), checkpoint)
 
 
-def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,
-                  threshold: str | None = None, cam_dir: str | Path | None = None, batch: int = 32,
-                  progress: bool = True) -> pd.DataFrame:
-    """One row per input: file, status, probabilities, decision, OOD score (and the CAM file)."""
+def default_workers() -> int:
+    """Processes that decode while the model runs: one core is left to the model."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def default_batch() -> int:
+    """Images per forward pass: larger on a GPU."""
+    from .runtime import device
+
+    return 256 if device().type == "cuda" else 32
+
+
+@dataclass
+class Loaded:
+    """One file after reading and preprocessing (in a worker): the model's input, or why there is none."""
+
+    item: walk.Item
+    read: Read
+    pixels: np.ndarray | None
+
+
+def load_items(items: list[walk.Item], config) -> list[Loaded]:
+    """Read and preprocess a batch of files: what each worker process does."""
+    from .preprocess import preprocess
+
+    out = []
+    for it in items:
+        r = read_file(it.path, it.shown, it.named)
+        pixels = None
+        if r.image is not None:
+            try:
+                pixels = preprocess(r.image, config, r.notes)
+            except Exception as e:  # noqa: BLE001 - a file preprocessing cannot handle gets a status, the run goes on
+                r.status = f"error: cannot preprocess ({type(e).__name__}: {e})"
+        r.image = None  # only the model's input travels back
+        out.append(Loaded(it, r, pixels))
+    return out
+
+
+def _worker_init(parent: int) -> None:
+    import cv2
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported there (a lung model's segmenter)
+    cv2.setNumThreads(1)
+    if "torch" in __import__("sys").modules:
+        import torch
+
+        torch.set_num_threads(1)
+    _die_with(parent)
+
+
+def _die_with(parent: int) -> None:
+    """A worker ends when the run that started it is killed (even with SIGKILL), instead of waiting
+    for work forever: Linux's parent-death signal."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the run died before the signal was armed
+        os._exit(1)
+
+
+def loaded_batches(batches: Iterator[list[walk.Item]], config, workers: int) -> Iterator[list[Loaded]]:
+    """Batches read and preprocessed, in the order given. With workers, the first batch is read here
+    (a first row at once, while the workers start) and the rest in `workers` processes, at most two
+    batches per worker in flight, so memory does not grow with the number of files. A file that
+    kills its reader (a decoder crash) costs that file only."""
+    first = next(batches, None)
+    if first is None:
+        return
+    if workers <= 0:
+        yield load_items(first, config)
+        for b in batches:
+            yield load_items(b, config)
+        return
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = _Pool(workers)
+    try:
+        pending = deque()
+        for b in batches:
+            pending.append((b, pool.submit(b, config)))
+            if len(pending) >= 2 * workers:
+                break
+        yield load_items(first, config)
+        while pending:
+            b, fut = pending.popleft()
+            try:
+                done = fut.result()
+            except BrokenProcessPool:
+                pool.restart()
+                done = [x for it in b for x in pool.alone(it, config)]
+                pending = deque((pb, pool.submit(pb, config)) for pb, _ in pending)
+            nxt = next(batches, None)
+            if nxt is not None:
+                pending.append((nxt, pool.submit(nxt, config)))
+            yield done
+    finally:
+        pool.close()
+
+
+class _Pool:
+    """Worker processes forked from this one on Linux (the way torch's DataLoader starts its
+    workers: no script or notebook is imported again, and they start in milliseconds); spawned
+    elsewhere. One core's threads each."""
+
+    def __init__(self, workers: int):
+        import multiprocessing as mp
+        import sys
+
+        self.ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        self.workers = workers
+        self.pool = self._new(workers)
+
+    def _new(self, n: int):
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(n, mp_context=self.ctx, initializer=_worker_init, initargs=(os.getpid(),))
+
+    def submit(self, items, config):
+        return self.pool.submit(load_items, items, config)
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new(self.workers)
+
+    def alone(self, item: walk.Item, config) -> list[Loaded]:
+        """One file in a process of its own."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        one = self._new(1)
+        try:
+            return one.submit(load_items, [item], config).result()
+        except BrokenProcessPool:
+            return [Loaded(item, Read(item.shown, None, "error: reading this file crashed its reader process "
+                                                        "(a decoder fault)", []), None)]
+        finally:
+            one.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batched(items: Iterable, n: int) -> Iterator[list]:
+    batch = []
+    for it in items:
+        batch.append(it)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+@dataclass
+class Counts:
+    """What a streaming run did, for its summary line."""
+
+    tally: walk.Tally = field(default_factory=walk.Tally)
+    rows: int = 0
+    skipped: int = 0
+    errors: int = 0
+
+
+def stream(paths: Iterable[str | Path], pred: Predictor, threshold: str | None = None, cam_dir=None,
+           batch: int | None = None, workers: int | None = None, shard: tuple[int, int] | None = None,
+           done=None, counts: Counts | None = None, progress: bool = True) -> Iterator[list[dict]]:
+    """Rows for the files under `paths`, a batch at a time, in the walk's order: files in `done`
+    (a `results.Done`) are skipped, files that are not images counted in `counts.tally`."""
     from tqdm.auto import tqdm
 
     from .runtime import show_progress
 
-    pred = checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
     if threshold and threshold != "argmax":
         decide(np.zeros((0, len(CLASSES))), threshold, pred.points)  # an unknown name is a usage error, at once
-    files, problems = expand(paths)
-    rows = [_row(r) for r in problems]
-    bar = tqdm(total=len(files), desc="predict", unit="file", disable=not show_progress(progress and len(files) > 1))
-    for start in range(0, len(files), batch):
-        reads = [read_file(p, shown) for p, shown in files[start:start + batch]]
-        good = [r for r in reads if r.image is not None]
-        if good:
-            rows += predict_images(pred, good, threshold, cam_dir)
-        rows += [_row(r) for r in reads if r.image is None]
-        bar.update(len(reads))
+    counts = counts if counts is not None else Counts()
+    batch, workers = batch or default_batch(), default_workers() if workers is None else workers
+
+    def todo():
+        for it in walk.items(paths, shard, counts.tally):
+            if done is not None and done.has(it.shown, it.size, it.mtime_ns):
+                counts.skipped += 1
+                continue
+            yield it
+
+    bar = tqdm(desc="predict", unit="file", disable=not show_progress(progress))
+    for loaded in loaded_batches(_batched(todo(), batch), pred.config, workers):
+        good = [x for x in loaded if x.pixels is not None]
+        predicted = iter(predict_pixels(pred, [x.read for x in good], np.stack([x.pixels for x in good]), threshold,
+                                        cam_dir) if good else [])
+        rows = []
+        for x in loaded:
+            if x.pixels is not None:
+                row = next(predicted)
+            elif x.read.status == IGNORED and not x.item.named:
+                counts.tally.ignore(x.item.shown)
+                continue
+            else:
+                status = x.read.status if x.read.status != IGNORED else "error: not an image (" + x.read.notes[0] + ")"
+                row = _row(x.read.file, status, x.read.notes)
+            rows.append(row | {"bytes": x.item.size, "modified_ns": x.item.mtime_ns})
+        bar.update(len(loaded))
+        yield from _counted(rows, counts)
     bar.close()
-    out = pd.DataFrame(rows, columns=["file", "status", *CLASSES, "decision", "ood_score", "notes", "cam"])
+    problems = [_row(p, "error: no such file or folder") for p in counts.tally.missing]
+    if shard is None:
+        problems += [_row(str(p), "error: no images in this folder (" + ", ".join(sorted(walk.IMAGE_EXTS | walk.DICOM_EXTS))
+                          + ", or DICOM without an extension)") for p, n in counts.tally.per_root.items() if n == 0]
+    problems = [r | {"bytes": -1, "modified_ns": -1} for r in problems
+                if done is None or not done.has(r["file"], -1, -1)]
+    yield from _counted(problems, counts)
+
+
+def _counted(rows: list[dict], counts: Counts) -> Iterator[list[dict]]:
+    if rows:
+        counts.rows += len(rows)
+        counts.errors += sum(r["status"].startswith("error") for r in rows)
+        yield rows
+
+
+def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,
+                  threshold: str | None = None, cam_dir: str | Path | None = None, batch: int | None = None,
+                  progress: bool = True, workers: int = 0) -> pd.DataFrame:
+    """One row per input as a table (for a few files; an archive goes through `stream` and
+    `results.Writer`): file, status, probabilities, decision, OOD score, notes, CAM file."""
+    pred = checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
+    rows = [r for b in stream(paths, pred, threshold, cam_dir, batch, workers, progress=progress) for r in b]
+    out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["checkpoint"] = str(pred.checkpoint)
     out.attrs["ood_threshold"] = pred.ood["threshold"] if pred.ood else math.nan
     return out
@@ -233,19 +334,25 @@ def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | 
 
 def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = None, cam_dir=None) -> list[dict]:
     """Rows for images already read (grey arrays of any size)."""
-    from . import checkpoints, ood
     from .preprocess import preprocess
 
+    pixels = np.stack([preprocess(r.image, pred.config, r.notes) for r in reads])
+    return predict_pixels(pred, reads, pixels, threshold, cam_dir)
+
+
+def predict_pixels(pred: Predictor, reads: list[Read], pixels: np.ndarray, threshold: str | None = None,
+                   cam_dir=None) -> list[dict]:
+    """Rows for preprocessed images (the model's input), one per read."""
+    from . import checkpoints, ood
     from .metrics import temper
 
-    pixels = np.stack([preprocess(r.image, pred.config, r.notes) for r in reads])
     stats = pred.ood
     if stats and hasattr(pred.model, "head"):  # one forward pass for both
-        raw, feats = ood.proba_and_features(pred.model, pixels, pred.size)
+        raw, feats = ood.proba_and_features(pred.fast, pixels, pred.size)
         proba = temper(raw, float(pred.meta.get("temperature", 1.0)))
         scores = ood.score(stats, feats)
     else:
-        proba = checkpoints.calibrated(pred.model, pred.meta, pixels)
+        proba = checkpoints.calibrated(pred.fast, pred.meta, pixels)
         scores = np.full(len(reads), np.nan)
     decisions = decide(proba, threshold, pred.points)
     cams = _cams(pred.model, pixels, pred.size, reads, cam_dir) if cam_dir else [""] * len(reads)
@@ -255,31 +362,35 @@ def predict_images(pred: Predictor, reads: list[Read], threshold: str | None = N
         modality = [n for n in r.notes if n.startswith("DICOM modality")]
         if not stats:
             r.notes.append("no out-of-distribution statistics in this model (cxr export adds them)")
-        rows.append(_row(r, "warning: " + modality[0] if modality else status, p, d, s, cam))
+        rows.append(_row(r.file, "warning: " + modality[0] if modality else status, r.notes, p, d, s, cam))
     return rows
 
 
-def _row(r: Read, status: str | None = None, proba=None, decision: str = "", score: float = math.nan,
+def _row(file: str, status: str, notes: list[str] = (), proba=None, decision: str = "", score: float = math.nan,
          cam: str = "") -> dict:
-    row = {"file": r.file, "status": status or r.status, "decision": decision, "ood_score": float(score),
-           "notes": "; ".join(r.notes), "cam": cam}
+    row = {"file": file, "status": status, "decision": decision, "ood_score": float(score),
+           "notes": "; ".join(notes), "cam": cam}
     row.update({c: (float(proba[i]) if proba is not None else math.nan) for i, c in enumerate(CLASSES)})
     return row
 
 
 def _cams(model, pixels: np.ndarray, size: int, reads: list[Read], cam_dir) -> list[str]:
+    """A Grad-CAM overlay per image, in `cam_dir` mirroring the input tree (files of the same name in
+    different folders, as a PACS export has, do not overwrite each other)."""
     import cv2
 
     from .explain import cam_maps
+    from .files import ensure
     from .plots import overlay
 
     cam_dir = Path(cam_dir)
-    cam_dir.mkdir(parents=True, exist_ok=True)
     maps = cam_maps(model, pixels, size)
     names = []
     for r, g, m in zip(reads, pixels, maps):
-        name = Path(r.file).stem + "_gradcam.png"
-        cv2.imwrite(str(cam_dir / name), cv2.cvtColor(overlay(g, m), cv2.COLOR_RGB2BGR))
+        name = Path(r.file).with_name(Path(r.file).stem + "_gradcam.png").as_posix()
+        target = cam_dir / name
+        ensure(target.parent)
+        cv2.imwrite(str(target), cv2.cvtColor(overlay(g, m), cv2.COLOR_RGB2BGR))
         names.append(name)
     return names
 
@@ -287,16 +398,6 @@ def _cams(model, pixels: np.ndarray, size: int, reads: list[Read], cam_dir) -> l
 def exit_code(rows: pd.DataFrame) -> int:
     """0 when every file was read, 1 when some were not."""
     return 1 if rows.status.str.startswith("error").any() else 0
-
-
-def write(rows: pd.DataFrame, out: str | Path) -> Path:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".json":
-        out.write_text(rows.to_json(orient="records", indent=1))
-    else:
-        rows.to_csv(out, index=False)
-    return out
 
 
 # --------------------------------------------------------------------------- for the chapter

@@ -407,12 +407,12 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
     """How often the out-of-distribution flag fires: on the database's test split, on the external
     radiographs (per class) and on pictures that are not chest radiographs, in `<reports>/ood.json`
     (reused while it names this model and data); `scores` holds every score, for plots."""
-    from . import predict
+    from . import predict, walk
     from .data import load_table
     from .metrics import proportion
     from .ood import pooled_features, score
     from .preprocess import load_pixels
-
+    from .reading import OK, Read, read_file
     from .registry import Model, shipped, weights_digest
 
     config = config or get_config()
@@ -433,15 +433,14 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
         load_pixels(root, test, config, progress=False)), pred.size))}
     data = external_dir()
     if data is not None:
-        files, _ = predict.expand([data])
-        reads = [r for r in (predict.read_file(p, shown) for p, shown in files) if r.image is not None]
+        reads = [r for r in (read_file(it.path, it.shown, it.named) for it in walk.items([data])) if r.image is not None]
         rows = predict.predict_images(pred, reads)
         for r, row in zip(reads, rows):
             key = f"external: {Path(r.file).parts[1]}"
             scores.setdefault(key, [])
             scores[key].append(row["ood_score"])
     others = predict.non_chest_images()
-    rows = predict.predict_images(pred, [predict.Read(k, v, predict.OK, []) for k, v in others.items()])
+    rows = predict.predict_images(pred, [Read(k, v, OK, []) for k, v in others.items()])
     scores["not chest radiographs"] = [r["ood_score"] for r in rows]
     scores = {k: np.asarray(v, float) for k, v in scores.items()}
     groups = {}
