@@ -132,11 +132,12 @@ def load_items(items: list[walk.Item], config) -> list[Loaded]:
     return out
 
 
-def _worker_init(parent: int) -> None:
+def _worker_init(parent: int, forked: bool) -> None:
     import cv2
 
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported there (a lung model's segmenter)
-    cv2.setNumThreads(1)
+    if not forked:  # a forked worker has the parent's one thread already (see _Pool); asking again hangs there
+        cv2.setNumThreads(1)
     if "torch" in __import__("sys").modules:
         import torch
 
@@ -203,20 +204,31 @@ def loaded_batches(batches: Iterator[list[walk.Item]], config, workers: int) -> 
 class _Pool:
     """Worker processes forked from this one on Linux (the way torch's DataLoader starts its
     workers: no script or notebook is imported again, and they start in milliseconds); spawned
-    elsewhere. One core's threads each."""
+    elsewhere. One core's threads each.
+
+    OpenCV's thread pool does not survive a fork: a forked child that touches it (even to set
+    its size) waits forever for threads that were not copied. So while workers may be forked,
+    this process runs OpenCV on one thread (no pool), and gets its own number back at `close`."""
 
     def __init__(self, workers: int):
         import multiprocessing as mp
         import sys
 
-        self.ctx = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        import cv2
+
+        self.forked = sys.platform.startswith("linux")
+        self.ctx = mp.get_context("fork" if self.forked else "spawn")
+        self.cv_threads = cv2.getNumThreads()
+        if self.forked:
+            cv2.setNumThreads(1)
         self.workers = workers
         self.pool = self._new(workers)
 
     def _new(self, n: int):
         from concurrent.futures import ProcessPoolExecutor
 
-        return ProcessPoolExecutor(n, mp_context=self.ctx, initializer=_worker_init, initargs=(os.getpid(),))
+        return ProcessPoolExecutor(n, mp_context=self.ctx, initializer=_worker_init,
+                                   initargs=(os.getpid(), self.forked))
 
     def submit(self, items, config):
         return self.pool.submit(load_items, items, config)
@@ -239,7 +251,10 @@ class _Pool:
             one.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
+        import cv2
+
         self.pool.shutdown(wait=True, cancel_futures=True)
+        cv2.setNumThreads(self.cv_threads)
 
 
 def _batched(items: Iterable, n: int) -> Iterator[list]:

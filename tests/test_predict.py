@@ -243,7 +243,16 @@ def test_a_pacs_export_is_read_by_content(model_file: Path, pacs: Path, capsys):
 
 def test_rows_come_in_the_same_order_with_workers(model_file: Path, pacs: Path):
     serial = predict.predict_paths([pacs], model_file, progress=False, batch=2, workers=0)
+    # OpenCV's thread pool running in this process before the workers are forked: a forked worker
+    # that touched it waited forever (a CI run hung here)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    big = np.zeros((2000, 2000), np.uint8)
+    for _ in range(3):
+        cv2.GaussianBlur(big, (31, 31), 5)
     pooled = predict.predict_paths([pacs], model_file, progress=False, batch=2, workers=2)
+    assert cv2.getNumThreads() == 2  # given back after the run
+    cv2.setNumThreads(threads)
     assert list(serial.file) == list(pooled.file)
     cols = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]
     assert np.allclose(serial[cols].fillna(-1), pooled[cols].fillna(-1), atol=1e-6)
