@@ -108,11 +108,17 @@ PROBABILITY_TOLERANCE = 0.04
 
 
 def machine() -> str:
-    """The kind of CPU, as far as it decides floating point: its model, torch's instruction set, threads."""
+    """The kind of CPU, as far as it decides floating point: its model (name, family, model number
+    and stepping: a virtual machine may call several generations just "AMD EPYC", and two of them
+    gave the linear path's weights 1.8e-4 apart), torch's instruction set, threads."""
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    info = {}
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    model = " ".join(info.get(k, "?") for k in ("model name", "cpu family", "model", "stepping")) if info else "unknown"
     return f"{model} | {torch.backends.cpu.get_cpu_capability()} | {torch.get_num_threads()} threads"
 
 
