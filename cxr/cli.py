@@ -188,22 +188,22 @@ def _predict(args: argparse.Namespace) -> int:
     shard = walk.parse_shard(args.shard)
     pred = predict.load(args.model)
     counts = predict.Counts()
-    if not args.out:
-        import pandas as pd
-
-        run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
-                             counts=counts, progress=True)
-        rows = pd.DataFrame([r for b in run for r in b], columns=results.COLUMNS)
-        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
-            print(rows.drop(columns=["notes", "cam", "bytes", "modified_ns"]).round(4).to_string(index=False))
-    else:
+    writer = None
+    if args.out:
         about = {"command": "cxr " + " ".join(sys.argv[1:]), "model": pred.checkpoint.name,
                  "model_sha256": registry.weights_digest(pred.checkpoint), "threshold": args.threshold,
                  "paths": [str(p) for p in args.paths], "shard": args.shard}
         writer = results.Writer(args.out, about)
+    run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
+                         done=writer.done if writer else None, counts=counts, progress=True)
+    if writer is None:
+        import pandas as pd
+
+        rows = pd.DataFrame([r for b in run for r in b], columns=results.COLUMNS)
+        with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+            print(rows.drop(columns=["notes", "cam", "bytes", "modified_ns"]).round(4).to_string(index=False))
+    else:
         try:
-            run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
-                                 done=writer.done, counts=counts, progress=True)
             for rows in run:
                 writer.append(rows)
         except KeyboardInterrupt:

@@ -14,6 +14,7 @@ import os
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -65,15 +66,13 @@ class Predictor:
     def points(self) -> dict | None:
         return self.meta.get("operating_points")
 
-    @property
+    @cached_property
     def fast(self):
         """The model with its batch norms folded (`models.folded`), made once: batches of a few
         dozen images then run faster than on the trained model (Grad-CAM still uses `model`)."""
-        if getattr(self, "_fast", None) is None:
-            from .models import folded
+        from .models import folded
 
-            self._fast = folded(self.model)
-        return self._fast
+        return folded(self.model)
 
 
 def default_model() -> Path:
@@ -133,12 +132,14 @@ def load_items(items: list[walk.Item], config) -> list[Loaded]:
 
 
 def _worker_init(parent: int, forked: bool) -> None:
+    import sys
+
     import cv2
 
     os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported there (a lung model's segmenter)
     if not forked:  # a forked worker has the parent's one thread already (see _Pool); asking again hangs there
         cv2.setNumThreads(1)
-    if "torch" in __import__("sys").modules:
+    if "torch" in sys.modules:
         import torch
 
         torch.set_num_threads(1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .images import ImageError, decode_gray
-from .walk import DICOM_EXTS, by_name
+from .walk import DICOM_EXTS, by_name, dicom_preamble
 
 MAX_PIXELS = 64_000_000  # larger images are refused before decoding (8000 x 8000)
 RADIOGRAPH_MODALITIES = {"CR", "DX", "DR", "RG", "PX"}
@@ -37,7 +37,7 @@ class Read:
 
 # --------------------------------------------------------------------------- reading
 def is_dicom(path: Path, head: bytes) -> bool:
-    return path.suffix.lower() in DICOM_EXTS or head[128:132] == b"DICM"
+    return path.suffix.lower() in DICOM_EXTS or dicom_preamble(head)
 
 
 def read_dicom(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -108,7 +108,7 @@ def read_file(path: Path, shown: str, named: bool = True) -> Read:
     except OSError as e:
         return Read(shown, None, f"error: unreadable ({e.strerror or e})", [])
     try:
-        if not named and by_name(path) == "look" and head[128:132] != b"DICM":
+        if not named and by_name(path) == "look" and not dicom_preamble(head):
             raise NotAnImage("no image extension and no DICOM preamble")
         if is_dicom(path, head):
             image, notes = read_dicom(path)

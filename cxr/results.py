@@ -22,20 +22,25 @@ import pandas as pd
 
 from .classes import CLASSES
 from .files import write_json
+from .walk import parse_shard
 
 COLUMNS = ["file", "status", *CLASSES, "decision", "ood_score", "notes", "cam", "bytes", "modified_ns"]
 READ_CHUNK = 50_000  # rows per piece when a results file is read back or converted
 
 
+def _key63(text: str) -> int:
+    h = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8)
+    return int.from_bytes(h.digest(), "big") >> 1  # fits an int64 array
+
+
 def key_of(file: str, size: int, mtime_ns: int) -> int:
     """One file version as a 63-bit number: 8 bytes a file, so resuming a million-file run holds 8 MB."""
-    h = hashlib.blake2b(f"{file}\0{int(size)}\0{int(mtime_ns)}".encode("utf-8", "surrogateescape"), digest_size=8)
-    return int.from_bytes(h.digest(), "big") >> 1
+    return _key63(f"{file}\0{int(size)}\0{int(mtime_ns)}")
 
 
 def file_key(file: str) -> int:
     """A file's path alone as a 63-bit number (for merging: one row per path)."""
-    return int.from_bytes(hashlib.blake2b(file.encode("utf-8", "surrogateescape"), digest_size=8).digest(), "big") >> 1
+    return _key63(file)
 
 
 class Done:
@@ -241,10 +246,10 @@ def merge(out: str | Path, parts: Iterable[str | Path], expected: Iterable[str] 
     models = {r.get("model_sha256") for r in runs.values() if r}
     if len(models) > 1:
         problems["mixed"] = sorted(str(m) for m in models)
-    shards = [r.get("shard") for r in runs.values() if r and r.get("shard")]
+    shards = [parse_shard(r["shard"]) for r in runs.values() if r and r.get("shard")]
     if shards:
-        n = int(str(shards[0]).split("/")[1])
-        have = {int(str(s).split("/")[0]) for s in shards if int(str(s).split("/")[1]) == n}
+        n = shards[0][1]
+        have = {k for k, of in shards if of == n}
         problems["missing_shards"] = [f"{k}/{n}" for k in range(1, n + 1) if k not in have]
     problems["unfinished"] = [str(p) for p, r in runs.items() if not r or not r.get("complete")]
     keys = []

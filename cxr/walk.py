@@ -94,6 +94,11 @@ def by_name(path: Path) -> str:
     return "look"
 
 
+def dicom_preamble(head: bytes) -> bool:
+    """Whether a file's first 132 bytes carry the DICOM preamble ("DICM" after 128 bytes)."""
+    return head[128:132] == b"DICM"
+
+
 def looks_like_image(item: Item) -> bool:
     """Whether `cxr predict` reads this file rather than leaving it out: an image's or DICOM's name,
     or the DICOM preamble (a named file is always read)."""
@@ -104,7 +109,7 @@ def looks_like_image(item: Item) -> bool:
         return False
     try:
         with item.path.open("rb") as f:
-            return f.read(132)[128:132] == b"DICM"
+            return dicom_preamble(f.read(132))
     except OSError:
         return True  # reading it says why it cannot be read
 
@@ -153,21 +158,17 @@ def items(paths: Iterable[str | Path], shard: tuple[int, int] | None = None, tal
                 if by_name(f) == "not an image":
                     tally.ignore(shown)
                     continue
-                item = _item(f, shown, rel, named=False)
-                if item:
-                    tally.per_root[str(p)] += 1
-                    yield item
+                tally.per_root[str(p)] += 1
+                yield _item(f, shown, rel, named=False)
         elif p.is_file():
             if shard and shard_of(p.name, shard[1]) != shard[0]:
                 continue
-            item = _item(p, p.name, p.name, named=True)
-            if item:
-                yield item
+            yield _item(p, p.name, p.name, named=True)
         elif not shard or shard_of(str(p), shard[1]) == shard[0]:
             tally.missing.append(str(p))
 
 
-def _item(path: Path, shown: str, rel: str, named: bool) -> Item | None:
+def _item(path: Path, shown: str, rel: str, named: bool) -> Item:
     try:
         st = path.stat()
     except OSError:
