@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from . import targets
-from .config import Config, get_config
+from .config import VERSIONS, Config, get_config
 from .classes import CLASSES
 
 
@@ -168,7 +168,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     (a run of the same recipe without harmonisation, or its `run_numbers` already measured) when given."""
     from tqdm.auto import tqdm
 
-    from . import checkpoints, explain, features, metrics
+    from . import checkpoints, explain, features, metrics, segmenter
     from .data import load_table
     from .preprocess import load_pixels
     from .runtime import show_progress
@@ -185,11 +185,9 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     y_all = table.label.map(CLASSES.index).to_numpy()
     pred_s = sample_predictions(run, table, sample)
 
-    # the lung field: per image where plausible, else the prior from training images
-    train_rows = table.index[table.split == "train"].to_numpy()
-    prior = explain.lung_prior(pixels[train_rows], n=2000 if not config.smoke else len(train_rows), seed=config.seed)
-    regions = [explain.lung_region(np.asarray(pixels[i]), prior) for i in sample]
-    lungs_s = np.stack([r for r, _ in regions])
+    # the lung fields: the segmenter's masks (a failed one replaced by the mean of those that passed)
+    seg = segmenter.load()[0]
+    lungs_s, replaced_s = segmenter.lung_fields(pixels[sample], seg)
     bar.update()
 
     gradcam = explain.cam_maps(model, pixels[sample], size, method="GradCAM")
@@ -213,19 +211,19 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     bar.update()
 
     test_px = np.asarray(pixels[test])
-    test_lungs = np.stack([explain.lung_region(g, prior)[0] for g in test_px])
+    test_lungs, replaced_test = segmenter.lung_fields(test_px, seg)
     y_test = y_all[test]
     # the images as they are: the run's own test predictions (the same model on the same images) when
     # they cover the test split row for row
     saved = run.predictions("test")
     as_is = (saved[list(CLASSES)].to_numpy(np.float32) if saved.file.tolist() == table.file[test].tolist() else None)
-    occlusion = {}
-    for name, px in (("as is", test_px), ("lungs hidden", explain.occlude(test_px, test_lungs, keep=False)),
-                     ("lungs only", explain.occlude(test_px, test_lungs, keep=True))):
-        p = as_is if name == "as is" and as_is is not None else checkpoints.predict(model, px, size, progress=False)
-        occlusion[name] = {"accuracy": metrics.accuracy_from_proba(y_test, p),
-                           "balanced accuracy": metrics.balanced_accuracy(y_test, p),
-                           **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y_test, p).items()}}
+
+    def predict(px):
+        if as_is is not None and px is test_px:
+            return as_is
+        return checkpoints.predict(model, px, size, progress=False)
+
+    occlusion = explain.occlusion(predict, test_px, y_test, test_lungs)
     bar.update()
 
     twins = load_twins(config, root)
@@ -246,6 +244,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
 
     record = {
         "profile": config.profile, "run": run.name, "model_sha256": getattr(run, "digest", None),
+        "audit_version": VERSIONS["audit"],
         "twin_agreement": after["twin_agreement"], "twin_to_lung_opacity": after["twin_to_lung_opacity"],
         "twins_evaluated": after["twins"], "twins_evaluated_from": "originals in the val and test splits",
         "twin_agreement_train_twins": after["twin_agreement_train_twins"],
@@ -275,7 +274,9 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
         # auditing again (`view`)
         "map_images": {"files": table.file[sample].tolist(), "predicted": [CLASSES[k] for k in pred_s]},
         "randomisation_similarity_per_image": [float(v) for v in similarity],
-        "lung_sources": {s: sum(1 for _, t in regions if t == s) for s in ("segmented", "prior")},
+        "lung_field": "the lung segmenter's masks (cxr.segmenter.lung_fields)",
+        "lung_sources": {"segmenter": int(len(sample) - replaced_s), "mean of the passing masks": replaced_s},
+        "lung_sources_test": {"segmenter": int(len(test) - replaced_test), "mean of the passing masks": replaced_test},
         "energy_by_class": by_class.to_dict(orient="index"),
         "occlusion_by_class": occlusion,
         "twins_total": len(twins),
@@ -283,44 +284,42 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
                  **({"before: no harmonisation": _flat(before_numbers)} if before_numbers else {})},
         "command": "cxr audit --out reports/explain.json",
     }
-    details = {"sample": sample, "pred": pred_s, "lungs": lungs_s, "prior": prior, "gradcam": gradcam,
+    details = {"sample": sample, "pred": pred_s, "lungs": lungs_s, "gradcam": gradcam,
                "random_maps": random_maps, "energy": energy, "road": road, "road_random": road_random,
                "twins": twins}
     return Audit(record, details)
 
 
 #: the record keys `view` reads (a record made before they were added is audited again)
-VIEW_KEYS = ("map_images", "randomisation_similarity_per_image", "lung_sources", "energy_by_class",
+VIEW_KEYS = ("map_images", "randomisation_similarity_per_image", "lung_field", "lung_sources", "energy_by_class",
              "occlusion_by_class", "twins_total", "runs")
 
 
 def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Config | None = None,
          n_shown: int = 4) -> dict:
     """What chapter 05 draws, from an audit record (`shortcut_audit`) and the images: the map sample
-    and its predictions, the lung prior, the tables, and the maps of the first `n_shown` sampled
+    and its predictions, the tables, and the maps of the first `n_shown` sampled
     images (trained and randomised; recomputed, as the audit computed them). Nothing of the audit is
     measured again."""
-    from . import explain
+    from . import explain, segmenter
 
     config = config or get_config()
     row_of = pd.Series(table.index, index=table.file)
     maps = record["map_images"]
     sample = row_of.loc[maps["files"]].to_numpy()
     pred = np.array([CLASSES.index(c) for c in maps["predicted"]])
-    train_rows = table.index[table.split == "train"].to_numpy()
-    prior = explain.lung_prior(pixels[train_rows], n=2000 if not config.smoke else len(train_rows), seed=config.seed)
     shown = sample[:n_shown]
     randomised = explain.randomise_last_stages(model, from_block=11, seed=config.seed)
     test = table.index[table.split == "test"].to_numpy()
     return {
-        "sample": sample, "pred": pred, "prior": prior,
+        "sample": sample, "pred": pred,
         "gradcam": explain.cam_maps(model, pixels[shown], size, method="GradCAM"),
         "random_maps": explain.cam_maps(randomised, pixels[shown], size, targets=list(pred[:n_shown]), method="GradCAM"),
         "similarity": np.asarray(record["randomisation_similarity_per_image"], float),
         "lung_sources": record["lung_sources"],
         "energy_by_class": pd.DataFrame(record["energy_by_class"]).T[["lung", "border", "corners"]],
         "occlusion": pd.DataFrame(record["occlusion_by_class"]).T,
-        "test_lungs": np.stack([explain.lung_region(np.asarray(pixels[i]), prior)[0] for i in test[:6]]),
+        "test_lungs": segmenter.lung_fields(pixels[test[:6]])[0],
         "n_twins": record["twins_total"],
         "runs": pd.DataFrame(record["runs"]),
     }

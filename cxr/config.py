@@ -152,6 +152,7 @@ VERSIONS = {
     "resnet50": 1,     # train: the original project's recipe
     "segmenter": 1,    # segmenter_train: the lung segmenter's recipe
     "records": 1,      # report, comparisons: how a record in reports/ is computed from a model and the data
+    "audit": 2,        # audit.shortcut_audit: 2, the lung field is the segmenter's masks (1: a threshold rule)
 }
 
 

@@ -1,12 +1,9 @@
-"""Where the model looks, measured: CAM maps, a lung-field region, energy shares, sanity and
-faithfulness checks, and occlusion. `cxr.audit` puts them together with the twin checks into
-the shortcut audit's record.
+"""Where the model looks, measured: CAM maps, energy shares in the lungs, the border frame and
+the corners, sanity and faithfulness checks, and occlusion. `cxr.audit` puts them together with
+the twin checks into the shortcut audit's record.
 
-The database has no lung masks. `lung_region` segments each image with a simple, documented
-rule (CLAHE, Otsu threshold on the central part of the image, the two largest dark components
-that do not touch the border) and falls back to an anatomical prior (the average of that
-segmentation over training images) when the result is implausible. Chapter 05 shows both on
-hand-checked test images.
+The database has no lung masks: the lung fields are the lung segmenter's
+(`cxr.segmenter.lung_fields`, trained on hand-drawn masks), the one definition every measure uses.
 """
 from __future__ import annotations
 
@@ -22,67 +19,12 @@ from scipy.stats import spearmanr
 from .features import to_tensor
 from .classes import CLASSES
 from .models import EfficientNetLite0
-from .preprocess import clahe
 from .runtime import model_device, to_numpy
 
 METHODS = ("GradCAM", "GradCAM++", "EigenCAM")
 
 
-# --------------------------------------------------------------------------- the lung field
-def segment_lungs(gray: np.ndarray) -> np.ndarray:
-    """A rough lung mask (uint8 0/1): the two largest dark regions inside the body."""
-    g = cv2.GaussianBlur(clahe(gray, 2.0, 8), (5, 5), 0)
-    h, w = g.shape
-    centre = g[h // 8: 7 * h // 8, w // 8: 7 * w // 8]
-    thr, _ = cv2.threshold(centre, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    dark = cv2.morphologyEx((g < thr).astype(np.uint8), cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(dark)
-    found = []
-    for i in range(1, n):
-        x, y, ww, hh, area = stats[i]
-        if x == 0 or y == 0 or x + ww >= w or y + hh >= h or area < 0.01 * h * w:
-            continue  # touches the border (air outside the body) or too small
-        found.append((area, i))
-    mask = np.zeros_like(dark)
-    for _, i in sorted(found)[-2:]:
-        mask[lab == i] = 1
-    return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
-
-
-def lung_prior(pixels: np.ndarray, n: int = 2000, seed: int = 0) -> np.ndarray:
-    """Anatomical prior: the share of plausible segmentations covering each pixel (float, H x W)."""
-    rng = np.random.default_rng(seed)
-    idx = np.sort(rng.choice(len(pixels), min(n, len(pixels)), replace=False))
-    masks = [segment_lungs(np.asarray(pixels[i])) for i in idx]
-    masks = [m for m in masks if plausible(m)]
-    size = pixels.shape[-1]
-    return np.mean(masks, axis=0) if masks else default_prior(size)
-
-
-def default_prior(size: int) -> np.ndarray:
-    """Two ellipses where lungs usually are, for when no image segments plausibly."""
-    m = np.zeros((size, size), np.uint8)
-    for cx in (0.32, 0.68):
-        cv2.ellipse(m, (int(cx * size), int(0.45 * size)), (int(0.13 * size), int(0.28 * size)), 0, 0, 360, 1, -1)
-    return m.astype(float)
-
-
-def plausible(mask: np.ndarray) -> bool:
-    share = mask.mean()
-    return 0.08 <= share <= 0.45
-
-
-def lung_region(gray: np.ndarray, prior: np.ndarray) -> tuple[np.ndarray, str]:
-    """The lung field of one image (bool mask) and where it came from ('segmented' or 'prior')."""
-    prior_mask = prior >= 0.5
-    seg = segment_lungs(gray).astype(bool)
-    if plausible(seg):
-        iou = (seg & prior_mask).sum() / max((seg | prior_mask).sum(), 1)
-        if iou >= 0.3:
-            return seg, "segmented"
-    return prior_mask, "prior"
-
-
+# --------------------------------------------------------------------------- regions
 def border_region(size: int, frac: float = 0.1) -> np.ndarray:
     """The outer frame of the image (width `frac` of the side): where markers and text sit."""
     m = np.ones((size, size), bool)
@@ -303,6 +245,20 @@ def occlude(pixels: np.ndarray, regions: np.ndarray, keep: bool) -> np.ndarray:
         hide = r if not keep else ~r
         if hide.any():
             im[hide] = int(np.asarray(im).mean())
+    return out
+
+
+def occlusion(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray) -> dict[str, dict]:
+    """The occlusion pair: accuracy, balanced accuracy (chance 25%) and per-class sensitivity of
+    `predict` (images -> probabilities) as is, with the lungs hidden and with only the lungs shown."""
+    from . import metrics
+
+    out = {}
+    for name, px in (("as is", pixels), ("lungs hidden", occlude(pixels, lungs, keep=False)),
+                     ("lungs only", occlude(pixels, lungs, keep=True))):
+        p = predict(px)
+        out[name] = {"accuracy": metrics.accuracy_from_proba(y, p), "balanced accuracy": metrics.balanced_accuracy(y, p),
+                     **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y, p).items()}}
     return out
 
 

@@ -5,8 +5,8 @@ validation numbers only. The external radiographs and the outside hospital's nor
 measured and reported; the rule never sees them.
 
 The lung fields of the occlusion pair and of the Grad-CAM energy are the lung segmenter's masks
-of each model's own input (`real_lungs`); a mask that fails the check is replaced by the mean of
-the masks that pass, and the record counts how often.
+of each model's own input (`segmenter.lung_fields`, as in the shortcut audit); a mask that fails
+the check is replaced by the mean of the masks that pass, and the record counts how often.
 """
 from __future__ import annotations
 
@@ -22,31 +22,13 @@ from .classes import CLASSES
 from .config import Config, get_config
 
 
-def real_lungs(pixels: np.ndarray, seg=None) -> tuple[np.ndarray, int]:
-    """The segmenter's lung mask of each image (bool, N x S x S), a failed mask replaced by the
-    mean of the masks that passed the check; and how many were replaced."""
-    from . import lung_masks, segmenter
-
-    seg = seg or segmenter.load()[0]
-    masks = np.stack(segmenter.segment(seg, np.asarray(pixels)))
-    ok = np.array([lung_masks.status(m) == lung_masks.OK for m in masks])
-    if ok.any() and not ok.all():
-        masks[~ok] = masks[ok].mean(0) >= 0.5
-    return masks, int((~ok).sum())
-
-
 def occlusion_pair(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray) -> dict:
-    """Accuracy and balanced accuracy as is, with the lungs hidden and with only the lungs shown."""
-    from . import metrics
-    from .explain import occlude
+    """Accuracy and balanced accuracy as is, with the lungs hidden and with only the lungs shown
+    (`explain.occlusion`, flat)."""
+    from .explain import occlusion
 
-    out = {}
-    for name, px in (("as_is", pixels), ("lungs_hidden", occlude(pixels, lungs, keep=False)),
-                     ("lungs_only", occlude(pixels, lungs, keep=True))):
-        p = predict(px)
-        out[f"{name}_accuracy"] = metrics.accuracy_from_proba(y, p)
-        out[f"{name}_balanced_accuracy"] = metrics.balanced_accuracy(y, p)
-    return out
+    return {f"{name.replace(' ', '_')}_{m.replace(' ', '_')}": v for name, row in occlusion(predict, pixels, y, lungs).items()
+            for m, v in row.items() if m in ("accuracy", "balanced accuracy")}
 
 
 def _folder_numbers(folder: Path | None, checkpoint: Path, seed: int) -> dict | None:
@@ -89,7 +71,7 @@ def measure(checkpoint: str | Path, config: Config | None = None, name: str | No
         px, y = np.asarray(pixels[rows]), y_all[rows]
         p = predict(px)
         s = metrics.summary(y, p, n_boot=1000 if not config.smoke else 100, seed=config.seed)
-        lungs, replaced = real_lungs(px, seg)
+        lungs, replaced = segmenter.lung_fields(px, seg)
         tw = audit.twin_check(predict, twins, splits=(split,))
         row[split] = {
             "images": int(len(rows)), "accuracy": s["accuracy"], "accuracy_ci": s["accuracy_ci"],
@@ -101,7 +83,7 @@ def measure(checkpoint: str | Path, config: Config | None = None, name: str | No
             "occlusion": occlusion_pair(predict, px, y, lungs), "masks_replaced": replaced}
     sample = audit.map_sample(table, config)
     cams = explain.cam_maps(model, pixels[sample], size, method="GradCAM")
-    lungs, _ = real_lungs(np.asarray(pixels[sample]), seg)
+    lungs, _ = segmenter.lung_fields(pixels[sample], seg)
     energy = explain.energy_table(cams, lungs, table.label.iloc[sample])
     row["cam_energy"] = {"images": int(len(sample)), "lung": float(energy.lung.mean()),
                          "border": float(energy.border.mean()), "lung_area": float(energy.lung_area.mean()),
@@ -233,6 +215,27 @@ def verdict(rec: dict) -> str:
                      f"(whole film {pct(w_ext['accuracy'])})")
         parts.append(text + ".")
     return " ".join(parts)
+
+
+def summary(rec: dict | None) -> str:
+    """One sentence for the executive summary: what giving a model only the lungs did to the
+    lungs-hidden measure, and which model the rule kept, in words chosen from the record."""
+    if rec is None:
+        return "No model shown only the lungs has been measured yet (`cxr lung-compare`)."
+    lung = [r for r in rec["models"] if r["input"] != "none"]
+    if not lung:
+        return "No model shown only the lungs is in the comparison record."
+    best = min(lung, key=lambda r: r["test"]["occlusion"]["lungs_hidden_balanced_accuracy"])
+    hid = best["test"]["occlusion"]["lungs_hidden_balanced_accuracy"]
+    met = hid <= targets.LUNGS_HIDDEN_MAX + 1e-9
+    names = " and ".join(f"{r['name']} ({r['input']})" for r in lung)
+    chosen = next(r for r in rec["models"] if r["name"] == rec["chosen"])
+    return (f"Models shown only the lungs were trained with the same recipe ({names}); the lowest of their "
+            f"lungs-hidden balanced accuracies is {pct(hid)} ({best['name']}), "
+            + ("within" if met else "above") + f" the {pct(targets.LUNGS_HIDDEN_MAX, digits=0)} target, so "
+            + ("giving a model only the lungs made it need them" if met else
+               "giving a model only the lungs did not make it need them")
+            + f". The rule, on validation numbers only, kept {'the whole-film model' if chosen['input'] == 'none' else chosen['name']}.")
 
 
 def read(path: str | Path | None = None) -> dict | None:

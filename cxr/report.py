@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .book import interval, pct
-from .config import Config, get_config
+from .config import VERSIONS, Config, get_config
 from .dataset import external_dir, site_dir
 from .files import write_json
 
@@ -116,7 +116,7 @@ def audit_numbers(config: Config | None = None) -> dict:
     model = final_model(config)
     path = config.reports_dir / "explain.json"
     record = _fresh(path, model)
-    if record is None or not all(k in record for k in audit.VIEW_KEYS):
+    if record is None or record.get("audit_version") != VERSIONS["audit"] or not all(k in record for k in audit.VIEW_KEYS):
         before = comparisons.comparison_record(config)["models"]["before"]["numbers"]  # `make comparisons`
         record = audit.shortcut_audit(model, config, before=before).record | model.ref
         write_json(record, path)

@@ -5,7 +5,9 @@ films and the classifier's enhanced pixels both work), and returns a mask at the
 The network works at half resolution after a strided first layer and its logits are upsampled
 bilinearly, which keeps it at a few milliseconds per image on a CPU. Its weights ship in
 `cxr/weights/lung_segmenter.pt` (half precision, a plain dict read with ``weights_only=True``);
-`segmenter_train` makes them, and `lung_masks` judges the masks it draws.
+`segmenter_train` makes them, and `lung_masks` judges the masks it draws. `lung_fields` is the
+one definition of "the lungs" that every measurement uses (the shortcut audit's occlusion and
+Grad-CAM energy, and the lung-model comparison).
 """
 from __future__ import annotations
 
@@ -123,3 +125,18 @@ def segment(model: UNet, images, batch: int = 32) -> list[np.ndarray]:
         h, w = np.asarray(g).shape[:2]
         masks.append(cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) >= 0.5)
     return masks
+
+
+def lung_fields(images, model: UNet | None = None) -> tuple[np.ndarray, int]:
+    """The lung field of each image (bool, N x H x W), as every measurement defines it: the
+    segmenter's mask, or, where that mask fails the check (`lung_masks.status`), the mean of the
+    masks that passed, thresholded at one half (the same place on every such film, never a
+    silent wrong mask); and how many were replaced."""
+    from . import lung_masks
+
+    model = load()[0] if model is None else model
+    masks = np.stack(segment(model, np.asarray(images)))
+    ok = np.array([lung_masks.status(m) == lung_masks.OK for m in masks])
+    if ok.any() and not ok.all():
+        masks[~ok] = masks[ok].mean(0) >= 0.5
+    return masks, int((~ok).sum())

@@ -40,12 +40,21 @@ def test_occlusion_hides_the_region_only():
     assert np.array_equal(kept[region], px[region]) and len(np.unique(kept[0][~region[0]])) == 1
 
 
-def test_lung_region_falls_back_to_the_prior():
-    prior = explain.default_prior(64)
-    blank = np.full((64, 64), 128, np.uint8)  # nothing to segment
-    region, source = explain.lung_region(blank, prior)
-    assert source == "prior" and region.sum() == (prior >= 0.5).sum()
-    assert 0.08 <= region.mean() <= 0.45
+def test_the_occlusion_pair_of_a_model_that_reads_only_the_lungs_falls_to_chance_with_them_hidden():
+    px = np.stack([synthetic_xray(k, 32) for k in range(8)])
+    lungs = np.zeros((8, 32, 32), bool)
+    lungs[:, 8:24, 4:28] = True
+    y = np.arange(8) % 4
+    px[:, 12] = 100
+    px[np.arange(8), 12, 6 + 4 * y] = 255  # the class is written inside the lungs
+
+    def reads_lungs(images):  # finds the bright pixel in row 12, else says COVID
+        found = [np.flatnonzero(im[12] == 255) for im in images]
+        return np.eye(4)[[(f[0] - 6) // 4 if len(f) else 0 for f in found]]
+
+    o = explain.occlusion(reads_lungs, px, y, lungs)
+    assert o["as is"]["balanced accuracy"] == 1.0 and o["lungs only"]["balanced accuracy"] == 1.0
+    assert o["lungs hidden"]["balanced accuracy"] == 0.25 and o["lungs hidden"]["COVID sensitivity"] == 1.0
 
 
 def test_map_similarity_and_chain_probe():

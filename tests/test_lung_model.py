@@ -35,7 +35,7 @@ def test_a_failed_mask_is_replaced_by_the_mean_of_those_that_passed(monkeypatch)
 
     good, empty = two_lungs(64), np.zeros((64, 64), bool)
     monkeypatch.setattr(segmenter, "segment", lambda seg, images: [good, empty, good])
-    masks, replaced = lung_model.real_lungs(np.zeros((3, 64, 64), np.uint8), seg=object())
+    masks, replaced = segmenter.lung_fields(np.zeros((3, 64, 64), np.uint8), model=object())
     assert replaced == 1 and (masks[1] == good).all()
 
 
@@ -79,3 +79,14 @@ def test_the_verdict_follows_the_numbers():
     assert "rises by 0.2 points" in lung_model.verdict(lung_model.comparison([whole, better]))
     weak = _row("lungs", 0.30) | {"val": _row("lungs", 0.30)["val"] | {"twin_agreement": 0.5}}
     assert "whole-film model keeps shipping" in lung_model.verdict(lung_model.comparison([whole, weak]))
+
+
+def test_the_summary_sentence_follows_the_numbers():
+    whole = _row("whole", 0.88) | {"input": "none"}
+    weak = _row("lung-crop", 0.60) | {"val": _row("lung-crop", 0.60)["val"] | {"twin_agreement": 0.5}}
+    text = lung_model.summary(lung_model.comparison([whole, weak]))
+    assert "60.0% (lung-crop), above the 35% target" in text and "did not make it need them" in text
+    assert text.endswith("kept the whole-film model.")
+    good = lung_model.summary(lung_model.comparison([whole, _row("lung-crop", 0.30)]))
+    assert "within the 35% target" in good and "made it need them" in good and good.endswith("kept lung-crop.")
+    assert lung_model.summary(None).startswith("No model")

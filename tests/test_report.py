@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cxr import report
+from cxr.config import VERSIONS
 
 
 def summary_record(external: bool = True) -> dict:
@@ -168,7 +169,8 @@ def test_the_chapter_05_view_is_read_from_a_fresh_audit_record_and_nothing_is_au
     record = registry.shipped(cfg).ref | {
         "map_images": {"files": test_files, "predicted": ["Normal", "COVID", "Normal"][:len(test_files)]},
         "randomisation_similarity_per_image": [0.1, 0.2, 0.3][:len(test_files)],
-        "lung_sources": {"segmented": 2, "prior": 1}, "lung_area_fraction": 0.3,
+        "audit_version": VERSIONS["audit"], "lung_field": "segmenter", "lung_sources": {"segmenter": 3, "mean of the passing masks": 0},
+        "lung_area_fraction": 0.3,
         "energy_by_class": {c: {"lung": 0.4, "border": 0.2, "corners": 0.1} for c in CLASSES},
         "occlusion_by_class": {"as is": {"accuracy": 0.9, "balanced accuracy": 0.8},
                                "lungs hidden": {"accuracy": 0.5, "balanced accuracy": 0.3}},
