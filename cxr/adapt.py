@@ -291,6 +291,36 @@ def curve_table(summary: pd.DataFrame) -> pd.DataFrame:
         "twin agreement %": summary["twin agreement %"].map(cell)}).set_index(["method", "local films"])
 
 
+def curve_words(summary: pd.DataFrame, films: int = 25) -> dict[str, str]:
+    """The sentences of the learning curve that state a direction, chosen from the numbers: what
+    re-estimating the priors and refitting the last layer on `films` local normals do to the site's
+    false alarms, to COVID-19 sensitivity on the database and to the other hospitals' films."""
+    from .book import moves
+
+    def row(method, n):
+        r = summary[(summary.method == method) & ((summary["local films"] == n) if method != "none" else True)]
+        return r.iloc[0] if len(r) else None
+
+    none, prior, head = row("none", 0), row("prior", films), row("head", films)
+    out = {"prior_words": "Re-estimating the priors alone was not measured.",
+           "ext_words": "Its effect at the other hospitals was not measured."}
+    if none is None:
+        return out
+
+    def went(col, r, to="to"):
+        verb = moves(none[col] / 100, r[col] / 100)
+        return f"{verb} {to} {r[col]:.1f}%" if verb != "stays" else f"stays at {r[col]:.1f}%"
+
+    if prior is not None:
+        out["prior_words"] = (f"Re-estimating the priors alone, the share of the site's normals called COVID-19 "
+                              f"{went('site false-COVID %', prior)}, and COVID-19 sensitivity on the database "
+                              f"{went('COVID sensitivity %', prior)} (from {none['COVID sensitivity %']:.1f}%).")
+    if head is not None and head["external accuracy %"] == head["external accuracy %"]:
+        out["ext_words"] = (f"At the hospitals of the external radiographs, accuracy {went('external accuracy %', head)} "
+                            f"after adapting on {films} films (from {none['external accuracy %']:.1f}%).")
+    return out
+
+
 def curve_text(summary: pd.DataFrame) -> dict[str, str]:
     """The numbers the chapter's sentences quote (glued), from `curve_summary`; "not measured" where
     a method or size is missing."""
@@ -306,6 +336,7 @@ def curve_text(summary: pd.DataFrame) -> dict[str, str]:
         t[f"twins_{tag}"] = f"{r['twin agreement %']:.1f}%" if r["twin agreement %"] == r["twin agreement %"] else "not measured"
     draws = summary.loc[summary.method != "none", "draws"]
     t["site_draws"] = f"{int(draws.max())}" if len(draws) else "0"
+    t |= curve_words(summary)
     for method in ("none",) + tuple(f"{m}_{n}" for m in METHODS for n in (25, 50, 100, 150)):
         for k in ("site", "db", "covid", "ext", "twins"):
             t.setdefault(f"{k}_{method}", "not measured")

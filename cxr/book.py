@@ -1,5 +1,6 @@
 """How the chapters show results as a report: numbers glued into sentences, numbered figures,
-and intervals that stay on one line. The chapters call these; nothing here computes a result.
+intervals that stay on one line, and the few words that state a direction or a size
+(`share_word`, `moves`), chosen from the numbers. The chapters call these; nothing here computes a result.
 
 A sentence in a chapter quotes a number as {glue:text}`name`; the cell that computed it calls
 `glue(name, text)`. A figure is glued with `figure(name, fig)` and placed by a
@@ -29,6 +30,19 @@ def pct(v: float | None, ci=None, digits: int = 1) -> str:
     return interval(v, ci, 100, digits, "%")
 
 
+def share_word(k: int, n: int) -> str:
+    """How a sentence names k of n, chosen from the numbers: "all", "most" (over half), "half",
+    "a minority" or "none"."""
+    if n <= 0 or k <= 0:
+        return "none"
+    return "all" if k == n else "most" if 2 * k > n else "half" if 2 * k == n else "a minority"
+
+
+def moves(before: float, after: float, tol: float = 0.0005) -> str:
+    """The verb for a change from `before` to `after` (shares): "rises", "falls" or "stays"."""
+    return "rises" if after > before + tol else "falls" if after < before - tol else "stays"
+
+
 def glue(name: str, value) -> None:
     """Make `value` (a number already formatted as text, or any object) quotable in the page."""
     from myst_nb import glue as _glue
@@ -48,3 +62,22 @@ def figure(name: str, fig) -> None:
 
     _glue(name, fig, display=True)
     plt.close(fig)
+
+
+def image(fig, alt: str, width: str = "100%") -> None:
+    """Show a figure as an image with alt text that says what it shows (in the page and in
+    JupyterLab), and close it."""
+    import base64
+    import html
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    display(HTML(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}" '
+                 f'style="max-width:{width};height:auto" class="cxr-panel">'))
+

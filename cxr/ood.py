@@ -73,3 +73,25 @@ def fit_on_split(model: torch.nn.Module, size: int, config=None, k: int = 64, fl
     rows = {s: np.flatnonzero((table.split == s).to_numpy()) for s in ("train", "val")}
     feats = {s: pooled_features(model, np.asarray(pixels[r]), size) for s, r in rows.items()}
     return fit(feats["train"], feats["val"], k=k, flag_rate=flag_rate)
+
+
+def flag_words(groups: dict, external_accuracy: float | None = None) -> str:
+    """What the flag rates say, in words chosen from them (`groups`: the OOD record's groups): how
+    many pictures that are not chest radiographs it catches, and how many of the radiographs from
+    other hospitals, beside how often the model is right on those."""
+    from .book import pct, share_word
+
+    other = groups.get("not chest radiographs")
+    ext = [g for k, g in groups.items() if k.startswith("external")]
+    parts = []
+    if other:
+        parts.append(f"The flag catches {share_word(other['flagged'], other['n'])} of the pictures that are not chest "
+                     f"radiographs ({other['flagged']} of {other['n']}).")
+    if ext:
+        k, n = sum(g["flagged"] for g in ext), sum(g["n"] for g in ext)
+        text = f"Of the radiographs from other hospitals it flags {share_word(k, n)} ({k} of {n})"
+        if external_accuracy is not None:
+            text += f", while the model is right on {pct(external_accuracy)} of them"
+        parts.append(text + ".")
+    parts.append('A low score means "this looks like the training data", not "this answer is right".')
+    return " ".join(parts)

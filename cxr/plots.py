@@ -123,29 +123,44 @@ def outline(gray: np.ndarray, mask: np.ndarray, colour=(255, 40, 40)) -> np.ndar
 
 def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: Sequence[tuple[np.ndarray, str]],
                      title: str = "") -> plt.Figure:
-    """One prediction as a reader sees it: the image, its Grad-CAM overlay, the four probabilities
-    with the decision and the out-of-distribution score, and the most similar training images."""
-    fig, axes = plt.subplots(1, 3 + len(neighbours), figsize=(2.0 * (3 + len(neighbours)), 2.3),
-                             gridspec_kw={"width_ratios": [1, 1, 1.3] + [1] * len(neighbours)})
-    axes[0].imshow(gray, cmap="gray")
-    axes[0].set_title(title or "image", fontsize=8)
-    axes[1].imshow(overlay(gray, cam))
-    axes[1].set_title("Grad-CAM", fontsize=8)
+    """One prediction as a reader sees it, large enough to read at a page's width: on top the
+    image, its Grad-CAM overlay and the four probabilities with the decision and the
+    out-of-distribution score; below, the most similar training images with their labels."""
+    k = max(len(neighbours), 3)
+    fig = plt.figure(figsize=(7.0, 5.2))
+    grid = fig.add_gridspec(2, k * 2, height_ratios=[1.15, 1])
+    top = [fig.add_subplot(grid[0, 0:2]), fig.add_subplot(grid[0, 2:4]), fig.add_subplot(grid[0, 4:])]
+    top[0].imshow(gray, cmap="gray")
+    top[0].set_title(title or "image", fontsize=10)
+    top[1].imshow(overlay(gray, cam))
+    top[1].set_title("Grad-CAM", fontsize=10)
     probs = [row[c] for c in CLASSES]
-    axes[2].barh(range(len(CLASSES)), probs, color=[PALETTE[c] for c in CLASSES])
-    axes[2].set_yticks(range(len(CLASSES)), [c.replace("Viral Pneumonia", "Viral Pn.") for c in CLASSES], fontsize=7)
-    axes[2].invert_yaxis()
-    axes[2].set_xlim(0, 1)
-    axes[2].tick_params(axis="x", labelsize=7)
+    ax = top[2]
+    ax.barh(range(len(CLASSES)), probs, color=[PALETTE[c] for c in CLASSES])
+    ax.set_yticks(range(len(CLASSES)), [c.replace("Viral Pneumonia", "Viral Pn.").replace("_", " ") for c in CLASSES],
+                  fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.tick_params(axis="x", labelsize=9)
     flag = " (OOD)" if str(row.get("status", "")).startswith("warning: out") else ""
-    axes[2].set_title(f"{row['decision']}; OOD {row['ood_score']:.2f}{flag}", fontsize=8)
-    for ax, (img, label) in zip(axes[3:], neighbours):
-        ax.imshow(img, cmap="gray")
-        ax.set_title(f"similar: {label}", fontsize=7)
-    for ax in (axes[0], axes[1], *axes[3:]):
-        ax.axis("off")
+    ax.set_title(f"called {row['decision']}\nOOD score {row['ood_score']:.2f}{flag}", fontsize=10)
+    for j, (img, label) in enumerate(neighbours):
+        nb = fig.add_subplot(grid[1, 2 * j:2 * j + 2])
+        nb.imshow(img, cmap="gray")
+        nb.set_title(f"similar training film:\n{label}", fontsize=9)
+        nb.axis("off")
+    for a in top[:2]:
+        a.axis("off")
     fig.tight_layout()
     return fig
+
+
+def panel_alt(row: dict, title: str, neighbours: Sequence[tuple[np.ndarray, str]]) -> str:
+    """What a prediction panel shows, in words (its alt text)."""
+    probs = ", ".join(f"{c.replace('_', ' ')} {row[c]:.2f}" for c in CLASSES)
+    return (f"{title}: the film, its Grad-CAM map, and the model's probabilities ({probs}); called {row['decision']}, "
+            f"out-of-distribution score {row['ood_score']:.2f}. The most similar training films are labelled "
+            + ", ".join(label for _, label in neighbours) + ".")
 
 
 def pareto(record: dict, floor: float | None = None, target: float | None = None) -> plt.Figure:

@@ -135,9 +135,16 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
             continue
         perf = roi_inputs.performance(rec, site.operating_point)
         u = roi_uncertainty.psa(site, perf, n=n, seed=seed)
+        r = roi_model.roi(site, perf)
+        top = roi_uncertainty.tornado(site, perf, seed=seed).iloc[0]
         out[name] = {"sensitivity": perf.sensitivity, "specificity": perf.specificity,
-                     "net_annual_value": roi_model.roi(site, perf)["net_annual_value"],
-                     "median": u["median"], "interval90": u["interval90"], "p_positive": u["p_positive"]}
+                     "net_annual_value": r["net_annual_value"], "staff_cost_saved": r["staff_cost_saved"],
+                     "ai_cost": r["ai_cost"], "median": u["median"], "interval90": u["interval90"],
+                     "p_positive": u["p_positive"],
+                     "driver": {"input": top["input"], "low": float(top["low"]), "high": float(top["high"]),
+                                "net_at_low": float(top["net at low"]), "net_at_high": float(top["net at high"])}}
+    out["use_cases"] = len(roi_cases.ORIGINAL_CLAIMS)
+    out["money_claims"] = sum(1 for c in roi_cases.ORIGINAL_CLAIMS.values() if c.get("value") is not None)
     return out
 
 
@@ -173,7 +180,8 @@ def executive_summary(config: Config | None = None) -> dict:
     config = config or get_config()
     final = final_model(config)
     path = config.reports_dir / "summary.json"
-    if (record := _fresh(path, final)) is not None and "occlusion" in record:
+    if ((record := _fresh(path, final)) is not None and record.get("occlusion") == audit_numbers(config)["occlusion"]
+            and "driver" in record["roi"].get("database", {})):
         return record
     ev = evaluation_record(config)
     ext = external_record(config)
@@ -228,8 +236,28 @@ def _lung_text(occlusion: dict | None) -> dict[str, str]:
             "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
 
 
+def roi_reason(roi: dict) -> str:
+    """Why the default site's net value has its sign, from the numbers: what the AI costs, what it
+    saves, and the input that moves the result most (the top of the tornado)."""
+    from .roi_format import money
+
+    r = roi.get("database")
+    if not r or "driver" not in r:
+        return ""
+    d = r["driver"]
+    saves = r["staff_cost_saved"]
+    lo, hi = sorted((d["net_at_low"], d["net_at_high"]))
+    sign = "positive" if r["net_annual_value"] > 0 else "negative"
+    crosses = "which would change its sign" if lo < 0 < hi else "which leaves its sign as it is"
+    return (f"The value is {sign} because the AI costs {money(r['ai_cost'])} a year and "
+            + (f"saves {money(saves)} of reading time" if saves >= 0 else f"adds {money(-saves)} of reading time")
+            + f"; the input that moves it most is {d['input']} (over its range, the net value runs from {money(lo)} "
+            f"to {money(hi)}, {crosses}).")
+
+
 def summary_text(record: dict) -> dict[str, str]:
     """The executive summary's numbers as the page shows them (the page glues exactly these)."""
+    from . import lung_model
     from .roi_format import money
 
     t = {
@@ -241,6 +269,7 @@ def summary_text(record: dict) -> dict[str, str]:
         "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
         **_lung_text(record.get("occlusion")),
+        "lung_model": lung_model.summary(lung_model.read()),
         "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
         "roi_operating_point": record["roi"]["operating_point"],
@@ -248,9 +277,13 @@ def summary_text(record: dict) -> dict[str, str]:
     for name in ("database", "external"):
         r = record["roi"].get(name)
         if r:
-            t[f"roi_{name}"] = (f"{money(r['median'])} a year (90% interval {money(r['interval90'][0])} to "
-                                f"{money(r['interval90'][1])})")
+            t[f"roi_{name}"] = (f"{money(r['net_annual_value'])} a year (90% interval of the uncertainty analysis "
+                                f"{money(r['interval90'][0])} to {money(r['interval90'][1])})")
             t[f"roi_{name}_p"] = f"{100 * r['p_positive']:.0f}%"
+    t["roi_reason"] = roi_reason(record["roi"])
+    n_cases, n_money = record["roi"].get("use_cases"), record["roi"].get("money_claims")
+    t["roi_claims"] = (f"claims for its {n_cases} use cases ({n_money} of them in money)" if n_cases
+                       else "claims for its use cases")
     ad = record.get("adaptation")
     t["adapt_before"] = pct(ad["false_covid_before"]) if ad else "not measured (no site folder: set CXR_SITE_DIR)"
     t["adapt_after"] = pct(ad["false_covid_after"], ad["false_covid_after_ci"]) if ad else "not measured"
@@ -340,7 +373,60 @@ def external_text(external: dict, evaluation: dict) -> dict[str, str]:
                                         (pl.get("per_class", {}).get("Normal") or {}).get("sensitivity_ci"))}
     for g, m in external.get("by_collection", {}).items():
         t[f"ext_acc_{g}"] = pct(m["accuracy"]["value"], (m.get("patient_level") or {}).get("accuracy_ci"))
-    return t
+    return t | external_words(external, evaluation)
+
+
+def external_words(external: dict, evaluation: dict) -> dict[str, str]:
+    """The chapter's sentences that state a direction or a size, chosen from the numbers (so they
+    hold whichever way the result falls): COVID-19 sensitivity beside what the model calls
+    COVID-19, the confusion matrices' caption, and the readers' paragraphs."""
+    from .book import moves, share_word
+    from .classes import CLASSES
+
+    cm, db = np.asarray(external["confusion"]), np.asarray(evaluation["confusion"])
+    covid, normal = CLASSES.index("COVID"), CLASSES.index("Normal")
+    n, called = int(cm.sum()), int(cm[:, covid].sum())
+    normals, normals_covid = int(cm[normal].sum()), int(cm[normal, covid])
+    ext_sens, db_sens = (r["per_class"]["COVID"]["sensitivity"] for r in (external, evaluation))
+    verb = {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(db_sens, ext_sens)]
+    covid_reading = (f"Outside the database COVID-19 sensitivity {verb} {pct(ext_sens)} (database {pct(db_sens)}). "
+                     f"The model calls {share_word(called, n)} of the external films COVID-19 ({called} of {n}), "
+                     f"and {share_word(normals_covid, normals)} of the normal films ({normals_covid} of {normals}); "
+                     f"Normal sensitivity is {pct(external['per_class']['Normal']['sensitivity'])}.")
+    if normals and 2 * normals_covid > normals:
+        covid_reading += " So its COVID-19 sensitivity comes with calling COVID-19 where there is none."
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    wrong_true, wrong_pred = np.unravel_index(off.argmax(), off.shape)
+    column = int(cm.sum(0).argmax())
+    caption = (f"On the database the diagonal holds {pct(np.trace(db) / max(db.sum(), 1))} of the films; outside it "
+               f"{pct(np.trace(cm) / max(n, 1))}, and the column with the most calls is {CLASSES[column]} "
+               f"({int(cm[:, column].sum())} of {n}).")
+    ext_acc, db_acc = external["accuracy"], evaluation["accuracy"]
+    acc_verb = {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(db_acc, ext_acc, tol=0.01)]
+    radiologist = (f"Outside the hospitals it was trained on, the model's accuracy {acc_verb} {pct(ext_acc)} "
+                   f"(database {pct(db_acc)}). It calls {called} of {n} unfamiliar films COVID-19, {normals_covid} of "
+                   f"{normals} normal ones among them.")
+    engineer = (f"The most common error outside the database is {CLASSES[wrong_true]} called {CLASSES[wrong_pred]} "
+                f"({int(off[wrong_true, wrong_pred])} of {int(cm[wrong_true].sum())} {CLASSES[wrong_true]} films)."
+                if off.sum() else "The model makes no error on these films.")
+    return {"ext_covid_reading": covid_reading, "ext_caption": caption, "ext_radiologist": radiologist,
+            "ext_engineer": engineer}
+
+
+def model_names(config: Config | None = None) -> dict[str, str]:
+    """Which model each of chapter 06's results is of, where two are in play: the external
+    headline is the final model of this build, the adaptation curve the shipped model's."""
+    from . import registry
+
+    config = config or get_config()
+    final, ship = final_model(config), registry.shipped(config)
+    same = final.digest == ship.digest
+    return {"final_model": f"{final.name} ({final.source}, weights {final.digest[:12]})",
+            "shipped_model": f"{ship.name} (shipped, weights {ship.digest[:12]})",
+            "models_same": ("the same model, so every number in this chapter is of one model" if same else
+                            "two models: the headline and the tables above are the retrained model's, the learning "
+                            "curve the shipped model's")}
 
 
 def test_predictions(config: Config | None = None) -> pd.DataFrame:

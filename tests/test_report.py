@@ -15,9 +15,13 @@ def summary_record(external: bool = True) -> dict:
          "covid_sensitivity": 0.9836, "covid_sensitivity_ci": [0.968, 0.9917], "covid_sensitivity_counts": [480, 488],
          "test_images": 2197, "twin_agreement": 0.943, "twins": 600, "inference_ms_per_image": 10.53,
          "roi": {"site": "default", "operating_point": "abnormal@95",
-                 "database": {"median": -105000.0, "interval90": [-190000.0, -56000.0], "p_positive": 0.0}}}
+                 "use_cases": 5, "money_claims": 4,
+                 "database": {"net_annual_value": -104000.0, "median": -105000.0, "interval90": [-190000.0, -56000.0],
+                              "p_positive": 0.0, "staff_cost_saved": -5000.0, "ai_cost": 110000.0,
+                              "driver": {"input": "AI price per study", "low": 1.0, "high": 4.0,
+                                         "net_at_low": -54000.0, "net_at_high": -204000.0}}}}
     if external:
-        r["roi"]["external"] = {"median": -2.5e6, "interval90": [-3e6, -1e6], "p_positive": 0.01}
+        r["roi"]["external"] = {"net_annual_value": -2.4e6, "median": -2.5e6, "interval90": [-3e6, -1e6], "p_positive": 0.01}
         r["external"] = {"images": 122, "accuracy": 0.27, "accuracy_ci": [0.2, 0.35], "normals": 32,
                          "normals_called_covid": 22, "called_covid": 88}
     return r
@@ -29,8 +33,13 @@ def test_summary_text():
     assert t["macro_auc"] == "0.997 [0.994,\u00a00.999]"
     assert t["covid_counts"] == "480 of 488" and t["test_images"] == "2,197"
     assert t["inference_ms"] == "10.5 ms"
-    assert t["roi_database"] == "-$105K a year (90% interval -$190K to -$56K)" and t["roi_database_p"] == "0%"
-    assert t["roi_external"] == "-$2.50M a year (90% interval -$3.00M to -$1.00M)"
+    # the net value at the site's inputs, as the calculator and chapter 07 show it; the PSA gives its interval
+    assert t["roi_database"] == "-$104K a year (90% interval of the uncertainty analysis -$190K to -$56K)"
+    assert t["roi_database_p"] == "0%" and t["roi_external"].startswith("-$2.40M a year")
+    assert t["roi_reason"] == ("The value is negative because the AI costs $110K a year and adds $5K of reading time; "
+                               "the input that moves it most is AI price per study (over its range, the net value runs "
+                               "from -$204K to -$54K, which leaves its sign as it is).")
+    assert t["roi_claims"] == "claims for its 5 use cases (4 of them in money)"
     assert t["external_normals_covid"] == "22 of 32"
 
 
