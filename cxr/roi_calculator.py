@@ -8,16 +8,14 @@ import json
 from pathlib import Path
 
 from .roi_cases import PRESETS, preset
-from .roi_format import format_output, money
-from .roi_inputs import FIELDS, InputError, NUMERIC, Performance, SHARES, Site, WORKFLOWS, validate
+from .roi_format import COUNTS, format_output, money
+from .roi_inputs import BOUNDS, FIELDS, InputError, NUMERIC, Performance, SHARES, Site, WORKFLOWS, validate
 from .roi_model import OUTPUTS, roi
 from .roi_uncertainty import psa
 
 
-# the inputs a reader can change in the static book and the JupyterLab widget
-CALCULATOR_FIELDS = ("studies_per_year", "prevalence_abnormal", "prevalence_covid", "read_s_without_ai",
-                     "read_s_ai_normal", "read_s_ai_flagged", "radiologist_cost_per_hour", "ai_cost_per_study",
-                     "ai_cost_per_year")
+# the inputs a reader can change in the static book and the JupyterLab widget: every numeric input
+CALCULATOR_FIELDS = NUMERIC
 
 
 def calculator_data(perf_sets: dict[str, dict[str, Performance]]) -> dict:
@@ -27,7 +25,8 @@ def calculator_data(perf_sets: dict[str, dict[str, Performance]]) -> dict:
     return {
         "workflows": WORKFLOWS,
         "operating_points": {name: task for name, task, _ in OPERATING_POINTS},
-        "numeric": list(NUMERIC), "shares": list(SHARES),
+        "numeric": list(NUMERIC), "shares": list(SHARES), "counts": list(COUNTS),
+        "fields": {k: list(v) for k, v in FIELDS.items()}, "bounds": {k: list(v) for k, v in BOUNDS.items()},
         "outputs": {k: list(v) for k, v in OUTPUTS.items()},
         "presets": {k: dataclasses.asdict(site) for k, (site, _) in PRESETS.items()},
         "stories": {k: story for k, (_, story) in PRESETS.items()},
@@ -44,31 +43,40 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
     opt = lambda v, label: f'<option value="{html.escape(v)}">{html.escape(label)}</option>'  # noqa: E731
     presets = "".join(opt(k, f"{k}: {site.name}") for k, (site, _) in PRESETS.items())
     datas = "".join(opt(k, k) for k in perf_sets)
+    def step(f):
+        return "1" if f == "studies_per_year" else "any"
+
     inputs = "".join(
-        f'<tr><td><label for="cxr-roi-{f}">{html.escape(FIELDS[f][0])} ({html.escape(FIELDS[f][1])})</label></td>'
-        f'<td><input id="cxr-roi-{f}" type="number" step="any" min="0" data-field="{f}" style="width:7em"></td></tr>'
+        f'<tr><td><label for="cxr-roi-{f}">{html.escape(FIELDS[f][0])}</label>'
+        f'<span class="cxr-roi-unit"> ({html.escape(FIELDS[f][1])})</span>'
+        f'<div class="cxr-roi-source">{html.escape(FIELDS[f][2])}</div></td>'
+        f'<td><input id="cxr-roi-{f}" type="number" step="{step(f)}" min="{BOUNDS[f][0]:g}" max="{BOUNDS[f][1]:g}" '
+        f'data-field="{f}" inputmode="decimal"></td></tr>'
         for f in CALCULATOR_FIELDS)
     rows = "".join(f'<tr><td>{html.escape(label)}</td><td data-output="{k}" style="text-align:right"></td></tr>'
                    for k, (label, _) in OUTPUTS.items())
-    return f"""<div id="cxr-roi" class="cxr-roi" style="max-width:100%;border:1px solid #ccc;padding:8px;font-size:0.9em">
-<div><label>use case <select id="cxr-roi-preset">{presets}</select></label></div>
+    return f"""<div id="cxr-roi" class="cxr-roi">
+<div><label>use case <select id="cxr-roi-preset">{presets}</select></label>
+<button type="button" id="cxr-roi-reset" title="put every input back to the use case's values">reset to the use case</button></div>
 <div><label>performance measured on <select id="cxr-roi-data">{datas}</select></label>
 <label>operating point <select id="cxr-roi-op"></select></label></div>
-<p id="cxr-roi-story" style="font-style:italic;margin:4px 0"></p>
-<div style="display:flex;flex-wrap:wrap;gap:16px">
-<table class="cxr-roi-inputs"><tbody>{inputs}</tbody></table>
+<p id="cxr-roi-story" class="cxr-roi-story"></p>
+<div class="cxr-roi-panes">
 <div><p>model: <span id="cxr-roi-perf"></span></p>
-<table class="cxr-roi-results"><tbody>{rows}</tbody></table>
-<p id="cxr-roi-error" style="color:#b00020"></p></div></div>
+<p id="cxr-roi-error" class="cxr-roi-error" role="alert"></p>
+<table class="cxr-roi-results"><tbody>{rows}</tbody></table></div>
+<table class="cxr-roi-inputs"><tbody>{inputs}</tbody></table>
+</div>
 <script type="application/json" id="cxr-roi-json">{data}</script>
 <script>{script}</script>
 </div>"""
 
 
 def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed: int = 0):
-    """The JupyterLab calculator: preset, data and operating point, sliders for the main inputs; the
-    results, the uncertainty analysis and its histogram update live. The result table carries the
-    inputs and the net value as data attributes, for the browser test."""
+    """The JupyterLab calculator: preset, data and operating point, and every input (sliders for
+    the main ones, number boxes for the rest, each with its unit and source), with a reset to the
+    use case's values; the results, the uncertainty analysis and its histogram update live. The
+    result table carries the inputs and the net value as data attributes, for the browser test."""
     import html
 
     import ipywidgets as w
@@ -77,20 +85,29 @@ def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed:
     preset_box = w.Dropdown(options=list(PRESETS), value="default", description="use case")
     data_box = w.Dropdown(options=list(perf_sets), description="measured on")
     op_box = w.Dropdown(description="operating point")
-    spec = {  # field -> (widget class, min, max, step)
+    spec = {  # field -> (widget class, min, max, step): sliders for the inputs readers move most
         "studies_per_year": (w.IntSlider, 1_000, 300_000, 1_000),
         "prevalence_abnormal": (w.FloatSlider, 0.0, 1.0, 0.01),
         "prevalence_covid": (w.FloatSlider, 0.0, 1.0, 0.01),
         "read_s_without_ai": (w.FloatSlider, 1.0, 120.0, 0.1),
         "read_s_ai_normal": (w.FloatSlider, 0.0, 120.0, 0.1),
-        "read_s_ai_flagged": (w.FloatSlider, 0.0, 120.0, 0.1),
+        "read_s_ai_flagged": (w.FloatSlider, 1.0, 120.0, 0.1),
         "radiologist_cost_per_hour": (w.FloatSlider, 0.0, 600.0, 5.0),
         "ai_cost_per_study": (w.FloatSlider, 0.0, 20.0, 0.05),
         "ai_cost_per_year": (w.FloatSlider, 0.0, 200_000.0, 1_000.0),
     }
+    assert all(BOUNDS[f][0] <= lo and hi <= BOUNDS[f][1] for f, (_, lo, hi, _) in spec.items())
     style, layout = {"description_width": "16em"}, w.Layout(width="36em")
-    sliders = {f: cls(min=lo, max=hi, step=st, description=FIELDS[f][0], style=style, layout=layout,
-                      continuous_update=False) for f, (cls, lo, hi, st) in spec.items()}
+    # every other input is a number box; a value outside its plausible range gets a message, not a clamp
+    sliders = {f: (spec[f][0](min=spec[f][1], max=spec[f][2], step=spec[f][3], description=FIELDS[f][0], style=style,
+                              layout=layout, continuous_update=False) if f in spec else
+                   w.FloatText(description=FIELDS[f][0], style=style, layout=w.Layout(width="28em")))
+               for f in CALCULATOR_FIELDS}
+    for f, box in sliders.items():
+        box.tooltip = FIELDS[f][2]
+    rows = [w.HBox([box, w.HTML(f"<small>{html.escape(FIELDS[f][1])}; {html.escape(FIELDS[f][2])}</small>",
+                                layout=w.Layout(max_width="28em"))]) for f, box in sliders.items()]
+    reset = w.Button(description="reset to the use case", tooltip="put every input back to the use case's values")
     story, result, plot = w.HTML(), w.HTML(), w.Output()
     busy = {"on": False}
 
@@ -144,7 +161,8 @@ def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed:
         refresh()
 
     preset_box.observe(load_preset, "value")
+    reset.on_click(load_preset)
     for box in (data_box, op_box, *sliders.values()):
         box.observe(refresh, "value")
     load_preset()
-    return w.VBox([preset_box, story, w.HBox([data_box, op_box]), *sliders.values(), result, plot])
+    return w.VBox([w.HBox([preset_box, reset]), story, w.HBox([data_box, op_box]), result, plot, *rows])

@@ -12,10 +12,12 @@ from .roi_model import OUTPUTS
 
 
 def money(x: float) -> str:
-    """$1.2M, $350K, -$40K: for sentences and tables."""
+    """$1.2M, $350K, -$40K, $1.20B: for sentences and tables ("n/a" for a value that is not finite)."""
     if not math.isfinite(x):
         return "n/a"
     sign, a = ("-" if x < 0 else ""), abs(x)
+    if a >= 1e9:
+        return f"{sign}${a / 1e9:,.2f}B"
     if a >= 1e6:
         return f"{sign}${a / 1e6:.2f}M"
     if a >= 1e3:
@@ -23,15 +25,26 @@ def money(x: float) -> str:
     return f"{sign}${a:.0f}"
 
 
+#: outputs that count extra cases: a negative count is shown as that many fewer
+COUNTS = ("extra_missed", "extra_workups")
+
+
 def format_output(key: str, v: float) -> str:
-    """One output as the pages show it (the static calculator's JavaScript formats the same way)."""
+    """One output as the pages show it (the static calculator's JavaScript formats the same way):
+    never NaN, Infinity or exponent notation, and a negative extra count reads as "fewer"."""
     unit = OUTPUTS[key][1]
     if unit.startswith("$"):
         return money(v)
+    if key == "payback_years":
+        if not math.isfinite(v) or v < 0:
+            return "never"
+        return "under a month" if v < 1 / 12 else f"{12 * v:.0f} months" if v < 1 else f"{v:,.1f} years"
+    if not math.isfinite(v):
+        return "n/a"
     if unit == "share":
         return f"{100 * v:.1f}%"
-    if not math.isfinite(v):
-        return "never"
+    if key in COUNTS and v < 0:
+        return f"{-v:,.1f} fewer {unit}"
     return f"{v:,.1f} {unit}"
 
 

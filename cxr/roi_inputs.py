@@ -106,30 +106,57 @@ UNCERTAIN = {
 }
 
 
+#: the plausible range of every numeric input, in its unit: a value outside it is refused with a
+#: message that names the input as the page labels it (the static calculator reads the same table)
+BOUNDS = {
+    "studies_per_year": (1, 10_000_000),  # one ED (~4,500) to a national service
+    "prevalence_abnormal": (0.0, 1.0), "prevalence_covid": (0.0, 1.0),
+    "read_s_without_ai": (1.0, 600.0), "read_s_ai_normal": (0.0, 600.0), "read_s_ai_flagged": (1.0, 600.0),
+    "radiologist_cost_per_hour": (0.0, 2_000.0), "ai_cost_per_study": (0.0, 1_000.0),
+    "ai_cost_per_year": (0.0, 10_000_000.0), "deployment_cost": (0.0, 100_000_000.0),
+    "cost_missed": (0.0, 10_000_000.0), "cost_false_alarm": (0.0, 1_000_000.0), "value_expedited": (0.0, 1_000_000.0),
+    "reader_sensitivity": (0.0, 1.0), "reader_specificity": (0.0, 1.0),
+}
+
+
+def shown_number(v: float) -> str:
+    """A number as a message quotes it: grouped digits, never exponent notation."""
+    if abs(v) >= 1e12:
+        return "a number that large"
+    if v != 0 and abs(v) < 1e-6:
+        return "a number that close to 0"
+    text = f"{v:,.10f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 def validate(site: Site) -> Site:
-    """The site unchanged, or an InputError naming the first bad field and what it must be."""
+    """The site unchanged, or an InputError naming the first bad input (as the page labels it) and
+    what it must be."""
     from .metrics import OPERATING_POINTS
 
     if site.workflow not in WORKFLOWS:
         raise InputError(f"workflow: {site.workflow!r} is not one of {', '.join(WORKFLOWS)}")
     ops = {name: task for name, task, _ in OPERATING_POINTS}
     if site.operating_point not in ops:
-        raise InputError(f"operating_point: {site.operating_point!r} is not one of {', '.join(ops)}")
+        raise InputError(f"operating point: {site.operating_point!r} is not one of {', '.join(ops)}")
     if ops[site.operating_point] != WORKFLOWS[site.workflow]:
         usable = [n for n, t in ops.items() if t == WORKFLOWS[site.workflow]]
-        raise InputError(f"operating_point: {site.operating_point!r} is for the {ops[site.operating_point]} task; "
+        raise InputError(f"operating point: {site.operating_point!r} is for the {ops[site.operating_point]} task; "
                          f"the {site.workflow} workflow needs one of {', '.join(usable)}")
     for name in NUMERIC:
-        v = getattr(site, name)
+        v, label, unit = getattr(site, name), FIELDS[name][0], FIELDS[name][1]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise InputError(f"{name}: {v!r} is not a number")
-        if v < 0:
-            raise InputError(f"{name}: {v} is negative; it must be 0 or more")
-        if name in SHARES and v > 1:
-            raise InputError(f"{name}: {v} is outside 0-1 (give a share, e.g. 0.2 for 20%)")
+            raise InputError(f"{label}: {v!r} is not a number" if isinstance(v, str) else f"{label}: not a number")
+        lo, hi = BOUNDS[name]
+        if name in SHARES and not 0 <= v <= 1:
+            raise InputError(f"{label}: {shown_number(v)} is not a share between 0 and 1 (give 0.2 for 20%)")
+        if not lo <= v <= hi:
+            raise InputError(f"{label}: {shown_number(v)} is {'below' if v < lo else 'above'} the plausible range "
+                             f"{shown_number(lo)} to {shown_number(hi)} {unit}")
     if site.prevalence_covid > site.prevalence_abnormal and site.workflow != "covid_screening":
-        raise InputError(f"prevalence_covid: {site.prevalence_covid} is above prevalence_abnormal "
-                         f"({site.prevalence_abnormal}); COVID-19 studies are abnormal studies")
+        raise InputError(f"{FIELDS['prevalence_covid'][0]} ({shown_number(site.prevalence_covid)}) cannot be above the "
+                         f"{FIELDS['prevalence_abnormal'][0]} ({shown_number(site.prevalence_abnormal)}): COVID-19 studies "
+                         "are abnormal studies; raise the one or lower the other")
     return site
 
 

@@ -317,9 +317,53 @@ def test_static_calculator_matches_python(browser, server: str):
             assert text == roi_format.format_output(key, result[key]), (preset, key)
             assert float(value) == pytest.approx(result[key], rel=1e-9, abs=1e-9), (preset, key)
     bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"studies_per_year": -5})
-    assert bad["state"] == "error" and "studies_per_year" in bad["error"]
+    assert bad["state"] == "error" and bad["error"].startswith("studies per year: -5 is below the plausible range")
     bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"prevalence_abnormal": 1.7})
-    assert bad["state"] == "error" and "prevalence_abnormal" in bad["error"]
+    assert bad["state"] == "error" and bad["error"].startswith("prevalence of abnormal studies: 1.7 is not a share")
+
+
+# what a reader typed into the calculator by hand (issue 26), and the start of the message it must give
+EXTREME_INPUTS = [
+    ({"studies_per_year": "1e308"}, "studies per year: a number that large is above the plausible range 1 to 10,000,000"),
+    ({"studies_per_year": "99999999999999999999"}, "studies per year: a number that large is above"),
+    ({"read_s_without_ai": "1e-320"}, "reading time without AI: a number that close to 0 is below the plausible range"),
+    ({"read_s_without_ai": "0"}, "reading time without AI: 0 is below the plausible range 1 to 600 s/study"),
+    ({"cost_missed": "-1"}, "cost of a missed case: -1 is below the plausible range"),
+    ({"prevalence_abnormal": "0.05"}, "prevalence of COVID-19 (0.1) cannot be above the prevalence of abnormal studies (0.05)"),
+    ({"studies_per_year": "abc"}, "studies per year: not a number"),
+]
+
+
+@pytest.mark.browser
+def test_the_calculator_refuses_nonsense_with_the_readers_words_and_never_shows_it(browser, server: str):
+    browser.get(f"{server}/notebooks/07_business.html")
+    for changes, message in EXTREME_INPUTS:
+        got = browser.execute_script(_SET_CALCULATOR, "default", "database test split", changes)
+        assert got["state"] == "error" and got["error"].startswith(message), (changes, got["error"])
+        assert "_" not in got["error"].split(":")[0], got["error"]  # a label, not a code name
+    # every input of the model can be edited, each shows its source, and reset puts the preset back
+    fields = browser.execute_script("return [...document.querySelectorAll('#cxr-roi input[data-field]')]"
+                                    ".map(i => [i.dataset.field, i.closest('tr').querySelector('.cxr-roi-source').textContent])")
+    from cxr import roi_inputs
+
+    assert sorted(f for f, _ in fields) == sorted(roi_inputs.NUMERIC) and all(src for _, src in fields)
+    browser.execute_script(_SET_CALCULATOR, "pandemic_surveillance", "database test split", {"cost_missed": 5})
+    browser.execute_script("document.getElementById('cxr-roi-reset').click()")
+    assert browser.execute_script("return document.querySelector('input[data-field=cost_missed]').value") == "1000"
+    # the presets as they come, and a sweep of inputs at their bounds: nothing shown is NaN, Infinity or exponent
+    # notation, and no "extra" count is negative
+    cases = [(p, d, {}) for p in ("default", "ed_triage", "radiology_workflow", "pandemic_surveillance", "low_resource",
+                                 "telemedicine") for d in ("database test split", "external radiographs")]
+    cases += [("pandemic_surveillance", "database test split", {f: roi_inputs.BOUNDS[f][k] for f in
+              ("studies_per_year", "cost_missed", "deployment_cost", "read_s_ai_flagged")}) for k in (0, 1)]
+    for preset, data, changes in cases:
+        got = browser.execute_script(_SET_CALCULATOR, preset, data, changes)
+        if got["state"] != "ok":
+            assert "_" not in got["error"].split(":")[0], got["error"]
+            continue
+        for key, (text, _) in got["out"].items():
+            assert not any(bad in text for bad in ("NaN", "Infinity", "e+", "e-")), (preset, key, text)
+            assert not (key.startswith("extra") and text.startswith("-")), (preset, key, text)
 
 
 # --------------------------------------------------------------------------- the ROI widget in JupyterLab

@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from cxr import cli, metrics, roi_calculator, roi_cases, roi_inputs, roi_model, roi_uncertainty
+from cxr import cli, metrics, roi_calculator, roi_cases, roi_format, roi_inputs, roi_model, roi_uncertainty
 from cxr.roi_inputs import InputError, Performance, Site
 
 
@@ -133,14 +134,36 @@ def test_volume_for_a_claim():
 
 
 @pytest.mark.parametrize("change,field", [
-    (dict(studies_per_year=-1), "studies_per_year"), (dict(prevalence_abnormal=1.5), "prevalence_abnormal"),
-    (dict(ai_cost_per_study=float("nan")), "ai_cost_per_study"), (dict(reader_sensitivity=-0.1), "reader_sensitivity"),
-    (dict(workflow="teleport"), "workflow"), (dict(operating_point="covid@95"), "operating_point"),
-    (dict(operating_point="abnormal@50"), "operating_point"), (dict(radiologist_cost_per_hour="lots"), "radiologist_cost_per_hour"),
+    (dict(studies_per_year=-1), "studies per year: -1 is below"), (dict(prevalence_abnormal=1.5), "prevalence of abnormal"),
+    (dict(ai_cost_per_study=float("nan")), "AI price per study: not a number"),
+    (dict(reader_sensitivity=-0.1), "reader alone: sensitivity"), (dict(workflow="teleport"), "workflow"),
+    (dict(operating_point="covid@95"), "operating point"), (dict(operating_point="abnormal@50"), "operating point"),
+    (dict(radiologist_cost_per_hour="lots"), "radiologist cost per hour: 'lots' is not a number"),
+    (dict(studies_per_year=1e308), "studies per year: a number that large is above the plausible range 1 to 10,000,000"),
+    (dict(studies_per_year=99999999999999999999), "studies per year: a number that large"),
+    (dict(read_s_without_ai=1e-320), "reading time without AI: a number that close to 0 is below"),
+    (dict(read_s_without_ai=0), "reading time without AI: 0 is below the plausible range 1 to 600 s/study"),
+    (dict(cost_missed=float("inf")), "cost of a missed case: not a number"),
 ])
-def test_bad_inputs_name_the_field(change, field):
-    with pytest.raises(InputError, match=field):
+def test_bad_inputs_name_the_input_as_the_page_labels_it(change, field):
+    with pytest.raises(InputError, match=re.escape(field)):
         roi_inputs.validate(Site().replace(**change))
+
+
+def test_a_wrong_abnormal_prevalence_names_both_prevalences():
+    with pytest.raises(InputError, match=re.escape("prevalence of COVID-19 (0.1) cannot be above the prevalence of "
+                                                   "abnormal studies (0.05)")):
+        roi_inputs.validate(Site().replace(prevalence_abnormal=0.05))
+
+
+@pytest.mark.parametrize("key,value,shown", [
+    ("payback_years", math.inf, "never"), ("payback_years", 0.018, "under a month"), ("payback_years", 0.5, "6 months"),
+    ("payback_years", 2.4, "2.4 years"), ("extra_missed", -6400.0, "6,400.0 fewer cases/year"),
+    ("extra_missed", 12.0, "12.0 cases/year"), ("net_annual_value", 2.5e9, "$2.50B"),
+    ("reading_time_reduction", -math.inf, "n/a"), ("reader_hours_saved", math.nan, "n/a"),
+])
+def test_outputs_never_show_nonsense(key, value, shown):
+    assert roi_format.format_output(key, value) == shown
 
 
 def test_text_inputs_and_presets():
@@ -202,7 +225,7 @@ def test_roi_command(tmp_path: Path, capsys):
     expected = roi_model.roi(site, roi_inputs.performance(path, site.operating_point))
     assert out["result"]["net_annual_value"] == pytest.approx(expected["net_annual_value"])
     assert cli.main(["roi", "--evaluation", str(path), "--set", "prevalence_covid=2"]) == 2
-    assert "prevalence_covid: 2.0 is outside 0-1" in capsys.readouterr().err
+    assert "prevalence of COVID-19: 2 is not a share between 0 and 1" in capsys.readouterr().err
     assert cli.main(["roi", "--evaluation", str(path), "--set", "speed"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
     assert cli.main(["roi", "--preset", "nowhere", "--evaluation", str(path)]) == 2
@@ -211,10 +234,23 @@ def test_roi_command(tmp_path: Path, capsys):
     assert "cxr evaluate" in capsys.readouterr().err
 
 
+def _controls(box) -> list:
+    """Every control of a widget tree, depth first."""
+    out = []
+    for c in getattr(box, "children", ()):
+        out += [c] + _controls(c)
+    return out
+
+
+def _control(box, description: str):
+    return next(c for c in _controls(box) if getattr(c, "description", "") == description)
+
+
 def _result_attrs(box) -> dict:
     import re
 
-    html = box.children[-2].value
+    html = next(c for c in _controls(box) if "cxr-roi-result" in str(getattr(c, "value", "")) or
+                "cxr-roi-error" in str(getattr(c, "value", ""))).value
     net = re.search(r"data-net='([^']+)'", html)
     inputs = re.search(r"data-inputs='([^']+)'", html)
     import html as h
@@ -226,22 +262,28 @@ def test_widget_updates_and_matches_the_model():
     sets = roi_inputs.performance_sets({"database": record(0.99, 0.9), "external": record(0.95, 0.4)})
     box = roi_calculator.widget(sets, draws=50)
     first = _result_attrs(box)
-    slider = next(c for c in box.children if getattr(c, "description", "") == "studies per year")
+    slider = _control(box, "studies per year")
     slider.value = 120_000
     after = _result_attrs(box)
     assert after["net"] != first["net"] and after["inputs"]["studies_per_year"] == 120_000
     site = Site(**after["inputs"])
     assert after["net"] == pytest.approx(roi_model.roi(site, sets["database"][site.operating_point])["net_annual_value"])
-    preset_box = box.children[0]
+    preset_box = _control(box, "use case")
     preset_box.value = "pandemic_surveillance"
     assert _result_attrs(box)["inputs"]["workflow"] == "covid_screening"
-    prev = next(c for c in box.children if getattr(c, "description", "") == "prevalence of abnormal studies")
+    prev = _control(box, "prevalence of abnormal studies")
     prev.value = 0.0
     preset_box.value = "radiology_workflow"
-    covid = next(c for c in box.children if getattr(c, "description", "") == "prevalence of COVID-19")
-    abnormal = next(c for c in box.children if getattr(c, "description", "") == "prevalence of abnormal studies")
+    covid, abnormal = _control(box, "prevalence of COVID-19"), _control(box, "prevalence of abnormal studies")
     abnormal.value, covid.value = 0.05, 0.5
-    assert "prevalence_covid" in _result_attrs(box)["html"]  # the error names the field
+    # the error names both inputs as the reader sees them
+    assert "prevalence of COVID-19 (0.5) cannot be above the prevalence of abnormal studies (0.05)" in _result_attrs(box)["html"]
+    # every input can be changed, with a message for an implausible value, and reset puts the use case back
+    missed = _control(box, "cost of a missed case")
+    missed.value = 1e308
+    assert "cost of a missed case: a number that large is above the plausible range" in _result_attrs(box)["html"]
+    _control(box, "reset to the use case").click()
+    assert _result_attrs(box)["inputs"]["cost_missed"] == roi_cases.preset("radiology_workflow").cost_missed
 
 
 def test_static_calculator_is_self_contained():

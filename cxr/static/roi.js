@@ -13,6 +13,7 @@
   function money(x) {
     if (!isFinite(x)) return "n/a";
     const sign = x < 0 ? "-" : "", a = Math.abs(x);
+    if (a >= 1e9) return sign + "$" + grouped(a / 1e9, 2) + "B";
     if (a >= 1e6) return sign + "$" + (a / 1e6).toFixed(2) + "M";
     if (a >= 1e3) return sign + "$" + (a / 1e3).toFixed(0) + "K";
     return sign + "$" + a.toFixed(0);
@@ -24,27 +25,43 @@
   function formatOutput(key, v) {
     const unit = DATA.outputs[key][1];
     if (unit.startsWith("$")) return money(v);
+    if (key === "payback_years") {
+      if (!isFinite(v) || v < 0) return "never";
+      return v < 1 / 12 ? "under a month" : v < 1 ? (12 * v).toFixed(0) + " months" : grouped(v, 1) + " years";
+    }
+    if (!isFinite(v)) return "n/a";
     if (unit === "share") return (100 * v).toFixed(1) + "%";
-    if (!isFinite(v)) return "never";
+    if (DATA.counts.includes(key) && v < 0) return grouped(-v, 1) + " fewer " + unit;
     return grouped(v, 1) + " " + unit;
+  }
+  // a number as a message quotes it (cxr.roi_inputs.shown_number): grouped digits, never exponents
+  function shownNumber(v) {
+    if (Math.abs(v) >= 1e12) return "a number that large";
+    if (v !== 0 && Math.abs(v) < 1e-6) return "a number that close to 0";
+    return v.toLocaleString("en-US", {maximumFractionDigits: 10});
   }
 
   function validate(site) {
     if (!(site.workflow in WORKFLOWS)) throw new Error("workflow: unknown workflow " + site.workflow);
     const task = DATA.operating_points[site.operating_point];
-    if (task === undefined) throw new Error("operating_point: unknown operating point " + site.operating_point);
+    if (task === undefined) throw new Error("operating point: unknown operating point " + site.operating_point);
     if (task !== WORKFLOWS[site.workflow])
-      throw new Error("operating_point: " + site.operating_point + " is for the " + task + " task; the " +
+      throw new Error("operating point: " + site.operating_point + " is for the " + task + " task; the " +
                       site.workflow + " workflow needs the " + WORKFLOWS[site.workflow] + " task");
     for (const name of DATA.numeric) {
-      const v = site[name];
-      if (typeof v !== "number" || !isFinite(v)) throw new Error(name + ": not a number");
-      if (v < 0) throw new Error(name + ": " + v + " is negative; it must be 0 or more");
-      if (DATA.shares.includes(name) && v > 1)
-        throw new Error(name + ": " + v + " is outside 0-1 (give a share, e.g. 0.2 for 20%)");
+      const v = site[name], [label, unit] = DATA.fields[name], [lo, hi] = DATA.bounds[name];
+      if (typeof v !== "number" || !isFinite(v)) throw new Error(label + ": not a number");
+      if (DATA.shares.includes(name) && !(v >= 0 && v <= 1))
+        throw new Error(label + ": " + shownNumber(v) + " is not a share between 0 and 1 (give 0.2 for 20%)");
+      if (v < lo || v > hi)
+        throw new Error(label + ": " + shownNumber(v) + " is " + (v < lo ? "below" : "above") +
+                        " the plausible range " + shownNumber(lo) + " to " + shownNumber(hi) + " " + unit);
     }
     if (site.prevalence_covid > site.prevalence_abnormal && site.workflow !== "covid_screening")
-      throw new Error("prevalence_covid: above prevalence_abnormal; COVID-19 studies are abnormal studies");
+      throw new Error(DATA.fields.prevalence_covid[0] + " (" + shownNumber(site.prevalence_covid) +
+                      ") cannot be above the " + DATA.fields.prevalence_abnormal[0] + " (" +
+                      shownNumber(site.prevalence_abnormal) + "): COVID-19 studies are abnormal studies; " +
+                      "raise the one or lower the other");
   }
 
   function roi(site, perf) {
@@ -144,6 +161,7 @@
   }
 
   $("#cxr-roi-preset").addEventListener("change", loadPreset);
+  $("#cxr-roi-reset").addEventListener("click", loadPreset);
   $("#cxr-roi-data").addEventListener("change", update);
   $("#cxr-roi-op").addEventListener("change", update);
   for (const input of root.querySelectorAll("input[data-field]")) input.addEventListener("input", update);
