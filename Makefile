@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup comparisons book reproduce test lab clean-book
+.PHONY: setup comparisons book reproduce test lab clean-book publish pdf
 
 # The venv is rebuilt when pyproject.toml or constraints.txt (the exact versions) changes.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -59,6 +59,23 @@ reproduce: setup comparisons
 test: setup
 	$(MAKE) --no-print-directory comparisons PROFILE=smoke
 	CXR_PROFILE=smoke $(VENV)/bin/pytest
+
+# Publish the built book (make book first) to the gh-pages branch of REMOTE, the Jupyter Book 1
+# way (ghp-import); GitHub Pages serves that branch. REMOTE: a remote's name or a repository's path or URL.
+SITE ?= book/_build/html
+REMOTE ?= origin
+publish:
+	@test -x $(VENV)/bin/ghp-import || { echo "ghp-import is missing: run make setup"; exit 1; }
+	@test -f $(SITE)/index.html || { echo "no built book in $(SITE): run make book first"; exit 1; }
+	$(VENV)/bin/ghp-import --no-jekyll --push --force --remote $(REMOTE) --branch gh-pages \
+		--message "Publish the book built from $$(git rev-parse --short HEAD 2>/dev/null || echo 'an unknown commit')" $(SITE)
+
+# The report as one PDF, for readers who circulate documents: every page of the built book (make
+# book first), in the table of contents' order, printed by Debian's chromium and joined by
+# poppler's pdfunite (apt-get install chromium poppler-utils); nothing is downloaded.
+PDF ?= book/_build/cxr-report.pdf
+pdf:
+	$(PY) book/pdf.py $(SITE) $(PDF)
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

@@ -49,15 +49,15 @@ def format_output(key: str, v: float) -> str:
 
 
 def defaults_table() -> pd.DataFrame:
-    """Every input of the default site, with its unit, its PSA range and its source."""
+    """Every input of the default site, with its unit, its range in the uncertainty analysis and its source."""
     site = Site()
     rows = []
     for name, (label, unit, source) in FIELDS.items():
         unc = UNCERTAIN.get(name)
-        rng = ("" if unc is None else f"{unc[1]:g}-{unc[2]:g}" if unc[0] == "absolute"
-               else f"x{unc[1]:g} to x{unc[2]:g}")
+        rng = ("" if unc is None else f"{unc[1]:g} to {unc[2]:g}" if unc[0] == "absolute"
+               else f"{unc[1]:g} to {unc[2]:g} times the site's value")
         rows.append({"input": label, "field": name, "default": getattr(site, name), "unit": unit,
-                     "PSA range": rng, "source": source})
+                     "range in the uncertainty analysis": rng, "source": source})
     return pd.DataFrame(rows).set_index("input")
 
 

@@ -53,17 +53,18 @@ class Site:
 FIELDS = {
     "workflow": ("workflow", "", "the use case"),
     "operating_point": ("operating point", "", "chosen on validation (chapter 04), measured on test and external"),
-    "studies_per_year": ("studies per year", "studies", "assumption (one ED: ~4,500 a year, Hwang 2019; a regional "
-                         "service: ~110,000-270,000, news reports)"),
-    "prevalence_abnormal": ("prevalence of abnormal studies", "share", "Hwang EJ et al., Radiology 2019 "
-                            "(22.6% of ED chest radiographs)"),
-    "prevalence_covid": ("prevalence of COVID-19", "share", "Cochrane review CD013639 (10% to 80% in single EDs; "
-                         "51% in enriched studies)"),
-    "read_s_without_ai": ("reading time without AI", "s/study", "Shin HJ et al., npj Digit Med 2023 (14.8 s)"),
+    "studies_per_year": ("studies per year", "studies", "assumption (one ED: ~4,500 a year, Hwang 2019, doi "
+                         "10.1148/radiol.2019191225; a regional service: ~110,000-270,000, from news reports on NHS "
+                         "Grampian and North East London, 2022, not checked against a primary source)"),
+    "prevalence_abnormal": ("prevalence of abnormal studies", "share", "Hwang EJ et al., Radiology 2019, doi "
+                            "10.1148/radiol.2019191225 (22.6% of ED chest radiographs)"),
+    "prevalence_covid": ("prevalence of COVID-19", "share", "Cochrane review CD013639.pub4, 2021, doi "
+                         "10.1002/14651858.CD013639.pub4 (10% to 80% in single EDs; 51% in enriched studies)"),
+    "read_s_without_ai": ("reading time without AI", "s/study", "Shin HJ et al., npj Digit Med 2023, doi 10.1038/s41746-023-00829-4 (14.8 s)"),
     "read_s_ai_normal": ("reading time with AI, AI says normal", "s/study", "Shin 2023 (10.8 s)"),
     "read_s_ai_flagged": ("reading time with AI, AI flags", "s/study", "Shin 2023 (18.6 s)"),
-    "radiologist_cost_per_hour": ("radiologist cost per hour", "$/h", "Insights Imaging 2023 (USA EUR 196/h, UK "
-                                  "127, Poland 45); USD 210 ~ EUR 196"),
+    "radiologist_cost_per_hour": ("radiologist cost per hour", "$/h", "Insights Imaging 2023, doi 10.1186/s13244-023-01561-z "
+                                  "(USA EUR 196/h, UK 127, Poland 45); USD 210 ~ EUR 196"),
     "ai_cost_per_study": ("AI price per study", "$/study", "assumption; no published high-income list price. In TB "
                           "screening in Pakistan: US$0.19-2.78 a screen (Bashir S et al., PLOS One 2022, doi "
                           "10.1371/journal.pone.0277393; the range as its summary gives it, tables not checked)"),
@@ -73,10 +74,10 @@ FIELDS = {
     "cost_false_alarm": ("cost of a false alarm (extra work-up)", "$/case", "CMS: RT-PCR $75 + $25 (COVID-19); "
                          "otherwise assumption"),
     "value_expedited": ("value of an abnormal study reported sooner", "$/case", "assumption: 0, as the LungIMPACT "
-                        "trial (Woznitza, Nat Med 2026) found no faster diagnosis"),
-    "reader_sensitivity": ("reader alone: sensitivity", "share", "assumption (abnormal); Borakati 2020, Flor 2021: "
-                           "56-79% for COVID-19"),
-    "reader_specificity": ("reader alone: specificity for COVID-19", "share", "Borakati 2020, Flor 2021: 60-81%"),
+                        "trial (Woznitza N et al., Nat Med 2026, doi 10.1038/s41591-026-04253-5) found no faster diagnosis"),
+    "reader_sensitivity": ("reader alone: sensitivity", "share", "assumption (abnormal); Borakati A et al., BMJ Open "
+                           "2020;10:e042946, and Flor N et al., Emerg Radiol 2021: 56-79% for COVID-19"),
+    "reader_specificity": ("reader alone: specificity for COVID-19", "share", "Borakati A et al., BMJ Open 2020;10:e042946; Flor 2021: 60-81%"),
 }
 
 

@@ -72,6 +72,59 @@ def test_book_builds_every_page(site: Path):
         assert (site / page).exists(), page
 
 
+def broken_links(site: Path) -> list[str]:
+    """Every internal link and image of the built site that points at no file, or at an anchor its
+    page does not have ("page -> target (why)"); links off the site are not followed (no network)."""
+    from html.parser import HTMLParser
+    from urllib.parse import unquote, urlsplit
+
+    class Page(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.links, self.ids = [], set()
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            if a.get("id"):
+                self.ids.add(a["id"])
+            if tag == "a" and a.get("name"):
+                self.ids.add(a["name"])
+            for key in ("href", "src"):
+                if a.get(key) and tag in ("a", "img", "link", "script"):
+                    self.links.append(a[key])
+
+    parsed = {}
+
+    def parse(path: Path) -> Page:
+        if path not in parsed:
+            parsed[path] = Page()
+            parsed[path].feed(path.read_text(errors="replace"))
+        return parsed[path]
+
+    bad = []
+    for page in sorted(site.rglob("*.html")):
+        if "_static" in page.parts or "_sources" in page.parts:
+            continue
+        for link in parse(page).links:
+            parts = urlsplit(link)
+            if parts.scheme or parts.netloc or link.startswith(("data:", "mailto:", "javascript:")):
+                continue
+            target = page if not parts.path else (page.parent / unquote(parts.path)).resolve()
+            if target.is_dir():
+                target = target / "index.html"
+            name = page.relative_to(site).as_posix()
+            if not target.exists():
+                bad.append(f"{name} -> {link} (no such file)")
+            elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in parse(target).ids:
+                bad.append(f"{name} -> {link} (no such anchor)")
+    return bad
+
+
+def test_the_built_site_has_no_broken_internal_link(site: Path):
+    bad = broken_links(site)
+    assert not bad, f"{len(bad)} broken links:\n" + "\n".join(bad[:20])
+
+
 @pytest.fixture(scope="module")
 def browser():
     if not (CHROMIUM and CHROMEDRIVER):
@@ -189,6 +242,54 @@ def test_page_reads_as_a_report(page: str, browser, server: str, site: Path):
     images = browser.execute_script(_IMAGES)
     repeated = sorted({src[:80] for src in images if images.count(src) > 1})
     assert not repeated, f"{page} shows the same image twice: {repeated}"
+
+
+# At a phone's width (390 px) the page must not scroll sideways, and nothing may stick out of the
+# viewport unless it sits in a box that scrolls (a wide table scrolls inside its own box).
+_PHONE = """
+const vw = document.documentElement.clientWidth, bad = [];
+if (document.documentElement.scrollWidth > vw + 1)
+  bad.push(`the page is ${document.documentElement.scrollWidth} px wide at ${vw} px`);
+const col = document.querySelector('article.bd-article') || document.querySelector('main');
+for (const el of col.querySelectorAll('*')) {
+  const r = el.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0 || r.right <= vw + 1) continue;
+  let p = el.parentElement, scroller = false;
+  while (p && p !== document.body) {
+    const ox = getComputedStyle(p).overflowX;
+    if ((ox === 'auto' || ox === 'scroll' || ox === 'hidden') && p.getBoundingClientRect().right <= vw + 1) { scroller = true; break; }
+    p = p.parentElement;
+  }
+  if (!scroller) bad.push(`${el.tagName.toLowerCase()}.${el.className}: ${Math.round(r.right - vw)} px past the screen: ` +
+                          `${(el.innerText || el.getAttribute('src') || '').slice(0, 60)}`);
+}
+return bad;
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", toc_pages())
+def test_page_reads_on_a_phone(page: str, browser, server: str, site: Path):
+    """The page as a phone shows it (390 px wide, device emulation: a desktop window cannot be that
+    narrow), with a full-length screenshot beside the build."""
+    def phone(height: int):
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                {"width": 390, "height": height, "deviceScaleFactor": 1, "mobile": True})
+
+    phone(844)
+    try:
+        browser.get(f"{server}/{page}")
+        browser.execute_async_script("const done = arguments[0]; window.setTimeout(done, 300);")
+        bad = browser.execute_script(_PHONE)
+        folder = site.parent.parent / "screenshots-390"
+        folder.mkdir(parents=True, exist_ok=True)
+        phone(browser.execute_script("return Math.min(document.documentElement.scrollHeight, 30000)"))
+        shot = folder / (Path(page).stem + ".png")
+        browser.save_screenshot(str(shot))
+        assert not bad, f"{page} at 390 px ({shot}):\n" + "\n".join(bad[:10])
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.set_window_size(1280, 900)
 
 
 def test_page_checks_catch_what_they_look_for():
