@@ -155,6 +155,24 @@ def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: S
     return fig
 
 
+def validation_curve(record: dict | None) -> plt.Figure:
+    """The recorded ResNet50 run's validation checks (`resnet50_record`): accuracy and macro AUC
+    against the epochs seen; a figure that says so when there is no record."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if not record or not record.get("curve"):
+        ax.text(0.5, 0.5, "no recorded run for this build's data\n(python benchmarks/resnet50.py)", ha="center",
+                va="center", fontsize=11)
+        ax.axis("off")
+        return fig
+    epochs = [h["epochs_seen"] for h in record["curve"]]
+    ax.plot(epochs, [h["val_accuracy"] for h in record["curve"]], marker="o", ms=3, label="validation accuracy")
+    ax.plot(epochs, [h["val_macro_auc"] for h in record["curve"]], marker="s", ms=3, label="validation macro AUC")
+    ax.set(xlabel="epochs seen", ylim=(0, 1.02), title=f"ResNet50 at {record['budget']['input_size']} px, "
+           f"from {'random' if 'random' in str(record.get('weights_origin')) else 'ImageNet'} weights")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def panel_alt(row: dict, title: str, neighbours: Sequence[tuple[np.ndarray, str]]) -> str:
     """What a prediction panel shows, in words (its alt text)."""
     probs = ", ".join(f"{c.replace('_', ' ')} {row[c]:.2f}" for c in CLASSES)

@@ -78,3 +78,45 @@ def test_the_enhancement_table_shows_each_variant_against_none():
     t = enhancement.table(record)
     assert list(t.index) == ["none", "gamma 0.8"]
     assert t.loc["gamma 0.8", "accuracy vs none (points)"].startswith("-1.20 [-2.00,")
+
+
+def _fair_record(accuracy=0.85, curve=(0.5, 0.7, 0.8, 0.84, 0.85, 0.85)):
+    from cxr.classes import CLASSES
+
+    return {"budget": {"steps": 1400, "batch_size": 32, "input_size": 128, "epochs": 4.3, "images_seen": 44800,
+                       "schedule": "AdamW, cosine decay over the steps"},
+            "machine": {"cores": 2, "device": "cpu"}, "weights_origin": "random initialisation", "train_wall_seconds": 4200,
+            "curve": [{"step": 100 * (k + 1), "epochs_seen": 0.3 * (k + 1), "val_accuracy": a, "val_macro_auc": a}
+                      for k, a in enumerate(curve)],
+            "best_check": {"step": 100 * (int(max(range(len(curve)), key=lambda k: curve[k])) + 1), "val_accuracy": max(curve)},
+            "still_improving": False,
+            "test": {"images": 2197, "accuracy": accuracy, "accuracy_ci": [accuracy - 0.02, accuracy + 0.02], "macro_auc": 0.95,
+                     "per_class": {c: {"sensitivity": 0.8, "sensitivity_ci": [0.7, 0.9], "specificity": 0.9} for c in CLASSES}}}
+
+
+def test_the_recorded_resnet50_is_described_by_its_numbers():
+    from cxr import resnet50_record
+
+    assert not resnet50_record.still_improving([{"val_accuracy": a} for a in (0.5, 0.8, 0.85, 0.85, 0.84, 0.85)])
+    assert resnet50_record.still_improving([{"val_accuracy": a} for a in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85)])
+    t = resnet50_record.text(_fair_record(0.85), 0.687)
+    assert "16.3 points above the original project's 68.7%" in t["fair_result"]
+    assert "10.7 images/s on 2 cores" in t["fair_budget"] and "stopped improving" in t["fair_curve"]
+    t = resnet50_record.text(_fair_record(0.60), 0.687)
+    assert "8.7 points below" in t["fair_result"]
+    assert "Not recorded" in resnet50_record.text(None, 0.687)["fair_budget"]
+    assert "recorded run (4.3 epochs at 128 px" in resnet50_record.shown(_fair_record(), {})
+    table = resnet50_record.table(_fair_record())
+    assert list(table.index)[-1] == "all classes" and table.loc["COVID", "sensitivity"].startswith("80.0%")
+
+
+def test_the_recorded_resnet50_is_read_only_for_the_data_it_was_made_on(tmp_path):
+    from cxr import resnet50_record
+    from cxr.registry import data_ref
+
+    path = tmp_path / "resnet50.json"
+    ref = data_ref()
+    path.write_text(json.dumps(_fair_record() | ref))
+    assert resnet50_record.read(path=path) is not None
+    path.write_text(json.dumps(_fair_record() | ref | {"data_sha256": "other"}))
+    assert resnet50_record.read(path=path) is None
