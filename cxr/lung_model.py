@@ -230,7 +230,9 @@ def summary(rec: dict | None) -> str:
     met = hid <= targets.LUNGS_HIDDEN_MAX + 1e-9
     names = " and ".join(f"{r['name']} ({r['input']})" for r in lung)
     chosen = next(r for r in rec["models"] if r["name"] == rec["chosen"])
-    return (f"Models shown only the lungs were trained with the same recipe ({names}); the lowest of their "
+    where = " on the full data" if rec.get("profile") == "full" else ""
+    return (f"Models shown only the lungs were trained with the same recipe ({names}; `cxr lung-compare`{where}); "
+            f"the lowest of their "
             f"lungs-hidden balanced accuracies is {pct(hid)} ({best['name']}), "
             + ("within" if met else "above") + f" the {pct(targets.LUNGS_HIDDEN_MAX, digits=0)} target, so "
             + ("giving a model only the lungs made it need them" if met else

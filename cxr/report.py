@@ -296,7 +296,7 @@ def summary_text(record: dict) -> dict[str, str]:
     ext = record.get("external")
     if ext:
         t["external_accuracy"] = pct(ext["accuracy"], ext["accuracy_ci"])
-        t["external_images"] = f"{ext['images']:,}" + (f" from {ext['patients']} patients" if ext.get("patients") else "")
+        t["external_images"] = f"{ext['images']:,} radiographs" + (f" from {ext['patients']} patients" if ext.get("patients") else "")
         t["external_normals_covid"] = f"{ext['normals_called_covid']} of {ext['normals']}"
         t["external_called_covid"] = f"{ext['called_covid']} of {ext['images']}"
     return t
