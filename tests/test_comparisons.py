@@ -120,3 +120,15 @@ def test_the_recorded_resnet50_is_read_only_for_the_data_it_was_made_on(tmp_path
     assert resnet50_record.read(path=path) is not None
     path.write_text(json.dumps(_fair_record() | ref | {"data_sha256": "other"}))
     assert resnet50_record.read(path=path) is None
+
+
+def test_the_validation_curve_is_drawn_from_the_record_or_says_there_is_none():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cxr import plots
+
+    fig = plots.validation_curve(_fair_record())
+    assert len(fig.axes[0].lines) == 2 and len(fig.axes[0].lines[0].get_xdata()) == 6
+    empty = plots.validation_curve(None)
+    assert "no recorded run" in empty.axes[0].texts[0].get_text()
