@@ -23,7 +23,7 @@ def recipe(steps: int = 1400, size: int = 128, config: Config | None = None) -> 
     return config.replace(resnet_steps=steps, input_size=size, resnet_test_subset=10 ** 9)
 
 
-def make(run, config: Config, command: str = "python benchmarks/resnet50.py") -> dict:
+def make(run, config: Config, command: str = "python benchmarks/resnet50.py", note: str = "") -> dict:
     """The record of a finished ResNet50 run (a `registry.Run`)."""
     import torch
 
@@ -37,7 +37,7 @@ def make(run, config: Config, command: str = "python benchmarks/resnet50.py") ->
     final = registry.final_model(config)
     return {
         **data_ref(config), "run": run.name, "model_sha256": registry.weights_digest(run.checkpoint),
-        "command": command,
+        "command": command, "note": note,
         "budget": {"input_size": config.input_size, "steps": run.summary.get("steps"),
                    "batch_size": config.resnet_batch_size, "learning_rate": config.resnet_lr,
                    "epochs": run.summary.get("epochs"), "images_seen": run.summary.get("images_seen"),
@@ -108,7 +108,8 @@ def text(record: dict | None, original_accuracy: float) -> dict[str, str]:
     rate = (b["images_seen"] / record["train_wall_seconds"]) if record["train_wall_seconds"] else float("nan")
     budget = (f"The run: {b['steps']:,} steps of {b['batch_size']} images at {b['input_size']} px ({b['epochs']:.1f} "
               f"epochs of the training split, {b['schedule']}), {minutes:.0f} min of training at {rate:.1f} images/s "
-              f"on {record['machine']['cores']} cores ({record['machine']['device']}), from {record['weights_origin']}.")
+              f"on {record['machine']['cores']} cores ({record['machine']['device']}), from {record['weights_origin']}."
+              + (f" {record['note']}" if record.get("note") else ""))
     diff = 100 * (t["accuracy"] - original_accuracy)
     side = "above" if diff > 0 else "below" if diff < 0 else "level with"
     result = (f"On the whole test split ({t['images']:,} images) it reaches accuracy {pct(t['accuracy'], t['accuracy_ci'])}, "
