@@ -295,7 +295,7 @@ def curve_words(summary: pd.DataFrame, films: int = 25) -> dict[str, str]:
     """The sentences of the learning curve that state a direction, chosen from the numbers: what
     re-estimating the priors and refitting the last layer on `films` local normals do to the site's
     false alarms, to COVID-19 sensitivity on the database and to the other hospitals' films."""
-    from .book import moves
+    from .book import moved_to
 
     def row(method, n):
         r = summary[(summary.method == method) & ((summary["local films"] == n) if method != "none" else True)]
@@ -307,9 +307,8 @@ def curve_words(summary: pd.DataFrame, films: int = 25) -> dict[str, str]:
     if none is None:
         return out
 
-    def went(col, r, to="to"):
-        verb = moves(none[col] / 100, r[col] / 100)
-        return f"{verb} {to} {r[col]:.1f}%" if verb != "stays" else f"stays at {r[col]:.1f}%"
+    def went(col, r):
+        return f"{moved_to(none[col] / 100, r[col] / 100)} {r[col]:.1f}%"
 
     if prior is not None:
         out["prior_words"] = (f"Re-estimating the priors alone, the share of the site's normals called COVID-19 "

@@ -1,6 +1,6 @@
 """How the chapters show results as a report: numbers glued into sentences, numbered figures,
 intervals that stay on one line, and the few words that state a direction or a size
-(`share_word`, `moves`), chosen from the numbers. The chapters call these; nothing here computes a result.
+(`share_word`, `moves`, `moved_to`), chosen from the numbers. The chapters call these; nothing here computes a result.
 
 A sentence in a chapter quotes a number as {glue:text}`name`; the cell that computed it calls
 `glue(name, text)`. A figure is glued with `figure(name, fig)` and placed by a
@@ -41,6 +41,11 @@ def share_word(k: int, n: int) -> str:
 def moves(before: float, after: float, tol: float = 0.0005) -> str:
     """The verb for a change from `before` to `after` (shares): "rises", "falls" or "stays"."""
     return "rises" if after > before + tol else "falls" if after < before - tol else "stays"
+
+
+def moved_to(before: float, after: float, tol: float = 0.0005) -> str:
+    """How a sentence leads into the new value: "rises to", "falls to" or "stays at" (`moves`)."""
+    return {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(before, after, tol)]
 
 
 def glue(name: str, value) -> None:

@@ -380,7 +380,7 @@ def external_words(external: dict, evaluation: dict) -> dict[str, str]:
     """The chapter's sentences that state a direction or a size, chosen from the numbers (so they
     hold whichever way the result falls): COVID-19 sensitivity beside what the model calls
     COVID-19, the confusion matrices' caption, and the readers' paragraphs."""
-    from .book import moves, share_word
+    from .book import moved_to, share_word
     from .classes import CLASSES
 
     cm, db = np.asarray(external["confusion"]), np.asarray(evaluation["confusion"])
@@ -388,8 +388,7 @@ def external_words(external: dict, evaluation: dict) -> dict[str, str]:
     n, called = int(cm.sum()), int(cm[:, covid].sum())
     normals, normals_covid = int(cm[normal].sum()), int(cm[normal, covid])
     ext_sens, db_sens = (r["per_class"]["COVID"]["sensitivity"] for r in (external, evaluation))
-    verb = {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(db_sens, ext_sens)]
-    covid_reading = (f"Outside the database COVID-19 sensitivity {verb} {pct(ext_sens)} (database {pct(db_sens)}). "
+    covid_reading = (f"Outside the database COVID-19 sensitivity {moved_to(db_sens, ext_sens)} {pct(ext_sens)} (database {pct(db_sens)}). "
                      f"The model calls {share_word(called, n)} of the external films COVID-19 ({called} of {n}), "
                      f"and {share_word(normals_covid, normals)} of the normal films ({normals_covid} of {normals}); "
                      f"Normal sensitivity is {pct(external['per_class']['Normal']['sensitivity'])}.")
@@ -403,8 +402,8 @@ def external_words(external: dict, evaluation: dict) -> dict[str, str]:
                f"{pct(np.trace(cm) / max(n, 1))}, and the column with the most calls is {CLASSES[column]} "
                f"({int(cm[:, column].sum())} of {n}).")
     ext_acc, db_acc = external["accuracy"], evaluation["accuracy"]
-    acc_verb = {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(db_acc, ext_acc, tol=0.01)]
-    radiologist = (f"Outside the hospitals it was trained on, the model's accuracy {acc_verb} {pct(ext_acc)} "
+    radiologist = (f"Outside the hospitals it was trained on, the model's accuracy {moved_to(db_acc, ext_acc, tol=0.01)} "
+                   f"{pct(ext_acc)} "
                    f"(database {pct(db_acc)}). It calls {called} of {n} unfamiliar films COVID-19, {normals_covid} of "
                    f"{normals} normal ones among them.")
     engineer = (f"The most common error outside the database is {CLASSES[wrong_true]} called {CLASSES[wrong_pred]} "
