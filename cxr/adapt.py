@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import site_check
 from .config import Config, cache_key, get_config
 from .classes import CLASSES
 from .checkpoints import pixel_config
@@ -171,6 +172,7 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
                        f"with the database's training split. Database test accuracy after adaptation: "
                        f"{100 * s['accuracy']:.1f}%. Check it on held-out local films before use.")
     state["card"] = card
+    state["site_check"] = site_check.pack(adapted_check(state, db, w, b, local.features))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_state(out, state)
@@ -179,6 +181,17 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
             "temperature": temperature, "database_test_accuracy": s["accuracy"],
             "database_test_sensitivity": {c: s["per_class"][c]["sensitivity"] for c in CLASSES},
             "local_fit_accuracy": float(np.mean(local_p.argmax(1) == local.y))}
+
+
+def adapted_check(state: dict, db: dict, w: torch.Tensor, b: torch.Tensor, site_features: np.ndarray) -> dict:
+    """The site check an adapted model carries: the database's reference ranked by its new calls
+    (in the space of the model it came from), and the films it was adapted on as a second
+    reference, so the same site's other films pass and another site's still do not."""
+    old = site_check.unpack(state.get("site_check"))
+    space = old["space"] if old else site_check.fit(*db["train"])
+    calls = proba(w, b, db["val"][0]).argmax(1)
+    return site_check.database_reference(space, db["val"][0], calls,
+                                         site_check.site_reference(space, site_check.ADAPTED, site_features))
 
 
 # --------------------------------------------------------------------------- the learning curve

@@ -183,19 +183,32 @@ def _reproduced(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     if args.merge:
         return _merge(args)
-    from . import predict, registry, results, walk
+    from . import predict, registry, results, site_check, walk
 
     shard = walk.parse_shard(args.shard)
     pred = predict.load(args.model)
+    digest = registry.weights_digest(pred.checkpoint)
     counts = predict.Counts()
     writer = None
+    verdict = _given_verdict(args, digest)
     if args.out:
         about = {"command": "cxr " + " ".join(sys.argv[1:]), "model": pred.checkpoint.name,
-                 "model_sha256": registry.weights_digest(pred.checkpoint), "threshold": args.threshold,
+                 "model_sha256": digest, "threshold": args.threshold,
                  "paths": [str(p) for p in args.paths], "shard": args.shard}
         writer = results.Writer(args.out, about)
+        if verdict is None and writer.earlier_site:  # a resumed run keeps the verdict it recorded
+            verdict = site_check.Verdict.from_record(writer.earlier_site)
+
+    def decided(v):
+        if writer is not None:
+            writer.note({"site": v.record()})
+        print(site_check.advice(v), file=sys.stderr)
+
+    if verdict is not None and writer is not None:
+        writer.note({"site": verdict.record()})
     run = predict.stream(args.paths, pred, args.threshold, args.cam, args.batch, args.workers, shard,
                          done=writer.done if writer else None, counts=counts, progress=True)
+    run = predict.site_checked(run, pred, verdict, on_verdict=decided)
     if writer is None:
         import pandas as pd
 
@@ -221,6 +234,67 @@ def _predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
     print("Research use only; not for clinical use.")
     return 1 if counts.errors else 0
+
+
+def _given_verdict(args: argparse.Namespace, digest: str):
+    """The site verdict the command line fixes: --site-check off, or a site profile (--site)."""
+    from . import site_check
+
+    if args.site_check == "off":
+        return site_check.Verdict(site_check.UNCHECKED, 0, reference="turned off (--site-check off)")
+    if args.site:
+        return site_check.read_profile(args.site, digest)
+    return None
+
+
+def _site_check(args: argparse.Namespace) -> int:
+    """`cxr site-check FOLDER`: the verdict on a folder; its metrics when labelled; a report; a profile."""
+    from . import predict, registry, site_check, site_folder
+    from .files import write_json
+
+    if args.measure:
+        from . import site_record
+        from .config import get_config
+
+        record = site_record.site_record(get_config(), remake=True, progress=True)
+        print(site_record.false_alarm_table(record).to_string())
+        print(site_record.power_table(record).to_string())
+        print(f"wrote {get_config().reports_dir / 'site_check.json'}")
+        return 0
+    if not args.folder:
+        raise ValueError("cxr site-check needs FOLDER (the site's films), or --measure")
+    pred = predict.load(args.model)
+    if pred.site is None:
+        raise ValueError(f"{pred.checkpoint.name} carries no site reference: use the shipped model, an adapted one, "
+                         "or attach one with cxr export --remeasure")
+    site = site_folder.check_folder(args.folder, pred, workers=args.workers)
+    v = site.verdict
+    print(f"site check: {v.verdict}  ({v.films:,} films; mean rank {v.mean_rank:.3f} against 0.5 + {v.margin} "
+          f"among {v.reference or 'the reference'}; p = {v.p_value:.2e})" if v.films >= v.min_films else
+          f"site check: {v.verdict} ({v.films} films)")
+    print("the model calls them: " + ", ".join(f"{c} {100 * s:.1f}%" for c, s in v.calls.items()))
+    if site.unread:
+        print(f"{site.unread:,} files were not read or not radiographs (cxr predict lists them with their status)")
+    found = site_folder.metrics_at(site, pred.points, seed=0)
+    if found:
+        from .metrics import operating_point_table
+
+        print(site_folder.metrics_table(found).to_string())
+        if found.get("operating_points"):
+            print("\nat the operating points chosen on the database's validation split:")
+            print(operating_point_table(found["operating_points"], where="site").to_string())
+    print("\n" + site_check.advice(v))
+    if args.out:
+        write_json(site_check.profile(v, registry.weights_digest(pred.checkpoint)), args.out)
+        print(f"wrote {args.out}: pass it to cxr predict --site {args.out} (every shard then uses this verdict)")
+    if args.report:
+        from . import site_report
+
+        curve = site_report.adaptation_curve(args.folder, site, pred)
+        out = site_report.write(args.report, site, found, pred, curve)
+        print(f"wrote {out} (print it to PDF with: chromium --headless --print-to-pdf=site.pdf {out})")
+    print("Research use only; not for clinical use.")
+    return 0
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -455,7 +529,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None,
                    help="processes that decode while the model runs (default: cores - 1, at most 4; 0: none)")
     p.add_argument("--batch", type=int, default=None, help="images per forward pass (default 32; 256 on a GPU)")
+    p.add_argument("--site", metavar="SITE.json",
+                   help="the site verdict of `cxr site-check FOLDER --out SITE.json` (shards then agree), instead of "
+                        "deciding it from the first 256 films")
+    p.add_argument("--site-check", choices=("on", "off"), default="on",
+                   help="off: no site check (rows read ok even where the films differ from the database)")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("site-check", help="do a folder's films come from the database the model describes? "
+                                          "(and, for a labelled folder, the site's metrics)")
+    p.add_argument("folder", nargs="?", metavar="FOLDER",
+                   help="the site's films (any tree of images or DICOM; the database layout <class>/images/* is "
+                        "read as labelled)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model; an adapted model carries its site)")
+    p.add_argument("--out", metavar="SITE.json", help="write the verdict as a site profile for cxr predict --site")
+    p.add_argument("--report", metavar="SITE.html", help="write a one-page validation report for the site")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (as cxr predict)")
+    p.add_argument("--measure", action="store_true",
+                   help="instead: measure the check's false alarms on database folders and its power on the outside "
+                        "sets (reports/site_check.json)")
+    p.set_defaults(func=_site_check)
 
     p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
     p.add_argument("--run", help="run folder (default: the full profile's final run)")

@@ -24,8 +24,10 @@ from . import walk
 from .classes import CLASSES
 from .reading import IGNORED, OK, Read, read_file
 from .results import COLUMNS
+from .site_check import SHIFT as SITE_SHIFT  # the status of a row that would read ok, in a folder the check flags
 
 OOD = "warning: out of distribution"
+SITE_KEY = "_site"  # a row's call and site-check scores, for the verdict; never written out
 
 
 # --------------------------------------------------------------------------- predicting
@@ -65,6 +67,13 @@ class Predictor:
     @property
     def points(self) -> dict | None:
         return self.meta.get("operating_points")
+
+    @cached_property
+    def site(self) -> dict | None:
+        """The site check's references (`site_check`), None when the model carries none."""
+        from .site_check import unpack
+
+        return unpack(self.meta.get("site_check"))
 
     @cached_property
     def fast(self):
@@ -328,6 +337,57 @@ def stream(paths: Iterable[str | Path], pred: Predictor, threshold: str | None =
     yield from _counted(problems, counts)
 
 
+def site_checked(batches: Iterable[list[dict]], pred: Predictor, verdict=None, first: int | None = None,
+                 on_verdict=None) -> Iterator[list[dict]]:
+    """The rows of `stream` under the site check: the verdict is decided from the first `first`
+    films that reach the model (all of them when there are fewer), before any row comes out, and
+    `on_verdict(verdict)` is called with it; when it is `site-shift`, every row whose status is
+    `ok` reads `site-shift`. A `verdict` given (a resumed run's, a shared site profile's, or the
+    check turned off) is used as it is."""
+    from . import site_check
+
+    first = site_check.FIRST_FILMS if first is None else first
+    held, calls, scores = [], [], []
+    for rows in batches:
+        if verdict is None:
+            held.append(rows)
+            for r in rows:
+                if SITE_KEY in r:
+                    calls.append(r[SITE_KEY][0])
+                    scores.append(r[SITE_KEY][1])
+            if len(calls) < first:
+                continue
+            verdict = _decide(pred, calls[:first], scores[:first], on_verdict)
+            rows = [r for b in held for r in b]
+        yield _marked(rows, verdict)
+    if verdict is None:
+        verdict = _decide(pred, calls, scores, on_verdict)
+        rows = [r for b in held for r in b]
+        if rows:
+            yield _marked(rows, verdict)
+
+
+def _decide(pred: Predictor, calls: list, scores: list, on_verdict):
+    from . import site_check
+
+    per_ref = list(np.asarray(scores, np.float64).T) if scores else None
+    verdict = site_check.judge_scores(pred.site, per_ref, np.asarray(calls, int))
+    if on_verdict is not None:
+        on_verdict(verdict)
+    return verdict
+
+
+def _marked(rows: list[dict], verdict) -> list[dict]:
+    shift = verdict is not None and verdict.shifted
+    out = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if k != SITE_KEY}
+        if shift and r["status"] == OK:
+            r["status"] = SITE_SHIFT
+        out.append(r)
+    return out
+
+
 def _counted(rows: list[dict], counts: Counts) -> Iterator[list[dict]]:
     if rows:
         counts.rows += len(rows)
@@ -363,22 +423,30 @@ def predict_pixels(pred: Predictor, reads: list[Read], pixels: np.ndarray, thres
     from .metrics import temper
 
     stats = pred.ood
-    if stats and hasattr(pred.model, "head"):  # one forward pass for both
+    site = None
+    if (stats or pred.site) and hasattr(pred.model, "head"):  # one forward pass for all
         raw, feats = ood.proba_and_features(pred.fast, pixels, pred.size)
         proba = temper(raw, float(pred.meta.get("temperature", 1.0)))
-        scores = ood.score(stats, feats)
+        scores = ood.score(stats, feats) if stats else np.full(len(reads), np.nan)
+        if pred.site:
+            from .site_check import film_scores
+
+            site = np.stack(film_scores(pred.site, feats, proba.argmax(1)), 1)
     else:
         proba = checkpoints.calibrated(pred.fast, pred.meta, pixels)
         scores = np.full(len(reads), np.nan)
     decisions = decide(proba, threshold, pred.points)
     cams = _cams(pred.model, pixels, pred.size, reads, cam_dir) if cam_dir else [""] * len(reads)
     rows = []
-    for r, p, s, d, cam in zip(reads, proba, scores, decisions, cams):
+    for i, (r, p, s, d, cam) in enumerate(zip(reads, proba, scores, decisions, cams)):
         status = OOD if stats and s > stats["threshold"] else OK
         modality = [n for n in r.notes if n.startswith("DICOM modality")]
         if not stats:
             r.notes.append("no out-of-distribution statistics in this model (cxr export adds them)")
-        rows.append(_row(r.file, "warning: " + modality[0] if modality else status, r.notes, p, d, s, cam))
+        row = _row(r.file, "warning: " + modality[0] if modality else status, r.notes, p, d, s, cam)
+        if site is not None and not modality:  # what the site check reads (not a column of the results)
+            row[SITE_KEY] = (int(p.argmax()), site[i])
+        rows.append(row)
     return rows
 
 

@@ -457,7 +457,8 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
     """`cxr export`: a run's model (or an exported file, measured again) in half precision, with what the shipped file carries measured on
     the half-precision weights themselves (the model users run and every record describes): the
     operating points chosen on its validation predictions, the test and external numbers of its
-    card, its twin agreement and its out-of-distribution statistics; and the run's training history."""
+    card, its twin agreement, its out-of-distribution statistics and the site check's reference;
+    and the run's training history."""
     import tempfile
 
     from . import checkpoints, registry
@@ -485,7 +486,10 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
         model, meta = checkpoints.load_model(half)
         stats = fit_on_split(model, meta["input_size"], config)
-    return checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
+    out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
+    from .site_record import attach
+
+    return attach(out, config)  # the site check's reference, fitted on the exported weights' features
 
 
 def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:

@@ -147,6 +147,8 @@ class Writer:
             _repair(self.journal)
         self.done = done_in(self.journal)
         self.resumed = len(self.done)
+        # the site verdict of the run being resumed (it is decided once, before the first row)
+        self.earlier_site = (earlier or {}).get("site") if self.resumed else None
         self.written = 0
         write_json(about | {"complete": False, "rows": self.resumed}, run_path(self.out))
         new = not self.journal.exists() or self.journal.stat().st_size == 0
@@ -165,6 +167,11 @@ class Writer:
             for c in chunks(self.out):
                 w.writerows(c.to_dict("records"))
         os.replace(tmp, self.journal)
+
+    def note(self, extra: dict) -> None:
+        """Add to what the run record says (the site verdict, before the first row) and write it now."""
+        self.about = self.about | extra
+        write_json(self.about | {"complete": False, "rows": self.resumed + self.written}, run_path(self.out))
 
     def append(self, rows: list[dict]) -> None:
         """Write a batch of rows and flush it to the operating system (a SIGKILL then loses nothing of it)."""
