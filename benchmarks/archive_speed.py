@@ -2,13 +2,16 @@
 images in nested study/series folders, and a share of extensionless DICOM files made from them),
 predicted by the command itself in a subprocess, model load included. For each size and number
 of decoding workers: images/s, peak memory of the whole process tree (sampled), and the time to
-the first row in the results file. Writes reports/archive_speed.json.
+the first row in the results file; with the site check on and off (`--site-check`), so the
+check's cost is measured in the same run. Writes reports/archive_speed.json.
 
     .venv/bin/python benchmarks/archive_speed.py [--sizes 1000 10000] [--workers 0 1 2] [--dicom-share 0.1]
+                                                 [--site-check on off]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import subprocess
@@ -26,6 +29,23 @@ from cxr.data import load_table
 from cxr.files import write_json
 
 TARGET_IMAGES_PER_S = 120
+SITE_CHECK_BUDGET = 0.05  # the site check may cost at most this share of a run's time
+
+
+def overheads(runs: list[dict]) -> list[dict]:
+    """The site check's cost: the median wall time of the runs with the check against the median of
+    the same runs without it (same files, same workers, alternating)."""
+    out = []
+    for files, workers in sorted({(r["files"], r["workers"]) for r in runs}):
+        same = [r for r in runs if r["files"] == files and r["workers"] == workers]
+        on = [r["seconds"] for r in same if r["site_check"] == "on"]
+        off = [r["seconds"] for r in same if r["site_check"] == "off"]
+        if on and off:
+            ratio = float(np.median(on) / np.median(off) - 1)
+            out.append({"files": files, "workers": workers, "runs_each": min(len(on), len(off)),
+                        "median_seconds_on": float(np.median(on)), "median_seconds_off": float(np.median(off)),
+                        "overhead": ratio, "within_budget": ratio <= SITE_CHECK_BUDGET})
+    return out
 
 
 def make_tree(root: Path, n: int, dicom_share: float, seed: int = 0) -> dict:
@@ -63,9 +83,10 @@ def make_tree(root: Path, n: int, dicom_share: float, seed: int = 0) -> dict:
     return {"files": n, "dicom_files": dicoms, "linked_images": n - dicoms}
 
 
-def run(root: Path, out: Path, workers: int) -> dict:
+def run(root: Path, out: Path, workers: int, site_check: str = "on") -> dict:
     """The command on the tree, watched: wall time, first row, peak memory of it and its workers."""
-    cmd = [sys.executable, "-m", "cxr.cli", "predict", str(root), "--out", str(out), "--workers", str(workers)]
+    cmd = [sys.executable, "-m", "cxr.cli", "predict", str(root), "--out", str(out), "--workers", str(workers),
+           "--site-check", site_check]
     env = dict(os.environ, TQDM_DISABLE="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -87,7 +108,10 @@ def run(root: Path, out: Path, workers: int) -> dict:
         raise SystemExit(f"cxr predict failed ({proc.returncode}):\n{err[-2000:]}")
     rows = sum(1 for _ in out.open()) - 1
     steady = rows / (wall - first) if first is not None and wall > first else None
-    return {"workers": workers, "rows": rows, "seconds": wall, "images_per_second": rows / wall,
+    from cxr.results import read_run
+
+    site = (read_run(out) or {}).get("site", {})
+    return {"workers": workers, "site_check": site_check, "site_verdict": site.get("verdict"), "rows": rows, "seconds": wall, "images_per_second": rows / wall,
             "steady_images_per_second": steady, "first_row_seconds": first, "peak_memory_mb": peak / 2**20, "exit_code": proc.returncode}
 
 
@@ -130,6 +154,9 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--dicom-share", type=float, default=0.1)
+    ap.add_argument("--site-check", nargs="+", choices=("on", "off"), default=["on", "off"],
+                    help="run each size and worker count with the site check on, off, or both (its cost)")
+    ap.add_argument("--repeats", type=int, default=1, help="runs of each configuration (on and off alternate)")
     ap.add_argument("--out", default=str(repo_root() / "reports" / "archive_speed.json"))
     args = ap.parse_args()
     alone = model_alone()
@@ -139,20 +166,22 @@ def main() -> None:
         for n in args.sizes:
             root = Path(tmp) / f"archive-{n}"
             tree = make_tree(root, n, args.dicom_share)
-            for w in args.workers:
-                r = run(root, Path(tmp) / f"results-{n}-{w}.csv", w) | tree
+            for w, k, check in itertools.product(args.workers, range(args.repeats), args.site_check):
+                r = run(root, Path(tmp) / f"results-{n}-{w}-{check}-{k}.csv", w, check) | tree
                 runs.append(r)
-                print(f"{n:,} files, {w} workers: {r['images_per_second']:.0f} images/s "
+                print(f"{n:,} files, {w} workers, site check {check} ({r['site_verdict']}): "
+                      f"{r['images_per_second']:.0f} images/s "
                       f"({r['steady_images_per_second']:.0f} after the first row), first row after "
                       f"{r['first_row_seconds']:.1f} s, peak {r['peak_memory_mb']:.0f} MB", flush=True)
     after = model_alone()  # again at the end: a machine that changed speed during the runs shows here
     print(f"the model alone, after the runs: {after:.0f} images/s", flush=True)
     from cxr.predict import default_workers
 
-    default = [r for r in runs if r["workers"] == default_workers()]
+    default = [r for r in runs if r["workers"] == default_workers() and r["site_check"] == "on"]
     record = {
         "command": "python benchmarks/archive_speed.py --sizes " + " ".join(map(str, args.sizes)) + " --workers "
-                   + " ".join(map(str, args.workers)) + f" --dicom-share {args.dicom_share}",
+                   + " ".join(map(str, args.workers)) + f" --dicom-share {args.dicom_share} --site-check "
+                   + " ".join(args.site_check) + f" --repeats {args.repeats}",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": cpu_name(),
         "cores": os.cpu_count(), "model": registry.SHIPPED.name, "default_workers": default_workers(),
         "model_alone_images_per_second": alone,
@@ -161,6 +190,10 @@ def main() -> None:
     }
     for r in runs:
         r["fraction_of_model_alone"] = r["images_per_second"] / max(alone, after)
+    record["site_check_overhead"] = overheads(runs)
+    for o in record["site_check_overhead"]:
+        print(f"site check, {o['files']:,} files, {o['workers']} workers: {100 * o['overhead']:+.1f}% of the run's time "
+              f"(target at most {100 * SITE_CHECK_BUDGET:.0f}%)", flush=True)
     if len({r["files"] for r in default}) > 1:
         small, large = min(default, key=lambda r: r["files"]), max(default, key=lambda r: r["files"])
         record["memory_growth_ratio"] = large["peak_memory_mb"] / small["peak_memory_mb"]

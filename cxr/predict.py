@@ -343,10 +343,13 @@ def site_checked(batches: Iterable[list[dict]], pred: Predictor, verdict=None, f
     films that reach the model (all of them when there are fewer), before any row comes out, and
     `on_verdict(verdict)` is called with it; when it is `site-shift`, every row whose status is
     `ok` reads `site-shift`. A `verdict` given (a resumed run's, a shared site profile's, or the
-    check turned off) is used as it is."""
+    check turned off) is used as it is. Rows are held until the verdict: a run killed before it
+    has written none."""
     from . import site_check
 
     first = site_check.FIRST_FILMS if first is None else first
+    if verdict is None and pred.site is None:  # nothing to check against: rows go out at once
+        verdict = _decide(pred, [], [], on_verdict)
     held, calls, scores = [], [], []
     for rows in batches:
         if verdict is None:

@@ -342,6 +342,7 @@ def words(record: dict, films: int = 25) -> dict[str, str]:
     """The sentences chapter 06 and the summary glue, chosen from the record's numbers."""
     worst = worst_false_alarm(record)
     out = {"sc_level": f"{record['level']}", "sc_margin": f"{record['margin']}", "sc_min": str(record["min_films"]),
+           "sc_first": str(site_check.FIRST_FILMS),
            "sc_min_measured": str(record.get("minimum_films_measured")),
            "sc_worst": "no folder was large enough to draw" if worst is None else f"{100 * worst:.1f}%"}
     out["sc_false_verdict"] = ("none measured" if worst is None else
