@@ -253,7 +253,7 @@ def advice(v: Verdict) -> str:
                 f"(their mean rank among database films of the same call is {v.mean_rank:.2f}, where films of the "
                 f"database sit at 0.50; p = {v.p_value:.1e}). The book's accuracy does not describe them, and the "
                 "model's calls on them can be confidently wrong: at an outside hospital it called many normal films "
-                "COVID-19. Every row that would read 'ok' reads 'site-shift'. Before using its answers here, measure "
+                "COVID-19. cxr predict marks every row that would read 'ok' as 'site-shift'. Before using its answers here, measure "
                 "it on labelled films of this site (cxr site-check on a folder in the database layout gives the "
                 "site's sensitivity and specificity) and adapt it to the site with cxr adapt.")
     if v.verdict == SAME:

@@ -134,6 +134,10 @@ def registry_evaluation(registry) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _money(v) -> str:
     if v is None or not np.isfinite(v):
         return "not computable"
@@ -154,7 +158,7 @@ def render(site, found: dict | None, model_name: str, curve=None) -> str:
              "<h1>Site validation report</h1>",
              f"<p class=small>Model {html.escape(model_name)}. Research use only; not a medical device.</p>",
              f'<div class="verdict {kind}"><b>Verdict: {html.escape(v.verdict)}. {headline}.</b><br>'
-             f"{html.escape(site_check.advice(v).removeprefix('Site check: '))}</div>",
+             f"{html.escape(_sentence(site_check.advice(v).removeprefix('Site check: ')))}</div>",
              "<h2>What the check measured</h2>",
              f"<p>{v.films:,} films were read{f' ({site.unread:,} more files were unreadable or not radiographs)' if site.unread else ''}. "
              + (f"Their mean rank among database films of the same call is {v.mean_rank:.2f} (database films: 0.50; "

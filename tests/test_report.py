@@ -143,7 +143,10 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
     monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
     monkeypatch.setattr("cxr.dataset.find_dataset", lambda: tmp_path)
+    attached = []
+    monkeypatch.setattr("cxr.site_record.attach", lambda path, config=None: attached.append(Path(path)) or Path(path))
     report.export_model(run_path, tmp_path / "shipped.pt", cfg)
+    assert attached == [tmp_path / "shipped.pt"]  # the site check's reference, fitted on the exported file
     (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
     assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
     assert evaluated == [half] and measured == [half] and half != ckpt  # measured on the half-precision file
