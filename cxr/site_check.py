@@ -184,7 +184,7 @@ def folder_test(u: np.ndarray, m: np.ndarray, margin: float = MARGIN) -> tuple[f
         return math.nan, math.nan, math.nan
     var = 0.0
     for size in np.unique(m):
-        n_s = int((m == size).sum())  # strata of equal reference size are counted apart only approximately
+        n_s = int((m == size).sum())  # films ranked against one pool (two pools of one size would merge)
         var += n_s * (n_s + size + 1) / (12 * size)
     mean = float(u.mean())
     z = (u.sum() - n * (0.5 + margin)) / math.sqrt(var)
