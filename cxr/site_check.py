@@ -262,7 +262,8 @@ def advice(v: Verdict) -> str:
                 "the check sees large shifts of exposure, processing and population, not every difference that "
                 "matters. Validate on labelled local films before clinical research use.")
     if v.verdict == TOO_FEW:
-        return (f"Site check: {v.films} films are too few to tell whether they come from the database the model "
+        films = "1 film is" if v.films == 1 else f"{v.films} films are"
+        return (f"Site check: {films} too few to tell whether this site's films come from the database the model "
                 f"describes (it needs at least {v.min_films}). Run the check on a larger folder of this site's films "
                 "(cxr site-check FOLDER --out site.json) and pass it with --site.")
     return "Site check: not done (this model carries no site reference, or the check was turned off)."
