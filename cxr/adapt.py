@@ -183,15 +183,22 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
             "local_fit_accuracy": float(np.mean(local_p.argmax(1) == local.y))}
 
 
+def site_check_for(db: dict, w: torch.Tensor, b: torch.Tensor, space: dict | None = None, *others: dict) -> dict:
+    """The site check a model with last layer (`w`, `b`) carries: the feature space (`space`, else
+    fitted on the training split of `db`), the validation split ranked by this layer's calls as the
+    database's reference, and any `others`."""
+    space = space if space is not None else site_check.fit(*db["train"])
+    calls = proba(w, b, db["val"][0]).argmax(1)
+    return site_check.database_reference(space, db["val"][0], calls, *others)
+
+
 def adapted_check(state: dict, db: dict, w: torch.Tensor, b: torch.Tensor, site_features: np.ndarray) -> dict:
     """The site check an adapted model carries: the database's reference ranked by its new calls
     (in the space of the model it came from), and the films it was adapted on as a second
     reference, so the same site's other films pass and another site's still do not."""
     old = site_check.unpack(state.get("site_check"))
     space = old["space"] if old else site_check.fit(*db["train"])
-    calls = proba(w, b, db["val"][0]).argmax(1)
-    return site_check.database_reference(space, db["val"][0], calls,
-                                         site_check.site_reference(space, site_check.ADAPTED, site_features))
+    return site_check_for(db, w, b, space, site_check.site_reference(space, site_check.ADAPTED, site_features))
 
 
 # --------------------------------------------------------------------------- the learning curve

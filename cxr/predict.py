@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import walk
+from . import site_check, walk
 from .classes import CLASSES
 from .reading import IGNORED, OK, Read, read_file
 from .results import COLUMNS
-from .site_check import SHIFT as SITE_SHIFT  # the status of a row that would read ok, in a folder the check flags
 
 OOD = "warning: out of distribution"
 SITE_KEY = "_site"  # a row's call and site-check scores, for the verdict; never written out
@@ -71,9 +70,7 @@ class Predictor:
     @cached_property
     def site(self) -> dict | None:
         """The site check's references (`site_check`), None when the model carries none."""
-        from .site_check import unpack
-
-        return unpack(self.meta.get("site_check"))
+        return site_check.unpack(self.meta.get("site_check"))
 
     @cached_property
     def fast(self):
@@ -345,36 +342,33 @@ def site_checked(batches: Iterable[list[dict]], pred: Predictor, verdict=None, f
     `ok` reads `site-shift`. A `verdict` given (a resumed run's, a shared site profile's, or the
     check turned off) is used as it is. Rows are held until the verdict: a run killed before it
     has written none."""
-    from . import site_check
-
     first = site_check.FIRST_FILMS if first is None else first
     if verdict is None and pred.site is None:  # nothing to check against: rows go out at once
-        verdict = _decide(pred, [], [], on_verdict)
-    held, calls, scores = [], [], []
+        verdict = _decided(judge_rows(pred, []), on_verdict)
+    held, films = [], 0
     for rows in batches:
         if verdict is None:
-            held.append(rows)
-            for r in rows:
-                if SITE_KEY in r:
-                    calls.append(r[SITE_KEY][0])
-                    scores.append(r[SITE_KEY][1])
-            if len(calls) < first:
+            held.extend(rows)
+            films += sum(SITE_KEY in r for r in rows)
+            if films < first:
                 continue
-            verdict = _decide(pred, calls[:first], scores[:first], on_verdict)
-            rows = [r for b in held for r in b]
+            verdict = _decided(judge_rows(pred, held, first), on_verdict)
+            rows, held = held, []
         yield _marked(rows, verdict)
     if verdict is None:
-        verdict = _decide(pred, calls, scores, on_verdict)
-        rows = [r for b in held for r in b]
-        if rows:
-            yield _marked(rows, verdict)
+        verdict = _decided(judge_rows(pred, held), on_verdict)
+        if held:
+            yield _marked(held, verdict)
 
 
-def _decide(pred: Predictor, calls: list, scores: list, on_verdict):
-    from . import site_check
+def judge_rows(pred: Predictor, rows: list[dict], limit: int | None = None):
+    """The site verdict on the films among `rows` that reached the model (the first `limit` of them)."""
+    got = [r[SITE_KEY] for r in rows if SITE_KEY in r][:limit]
+    scores = list(np.asarray([s for _, s in got], np.float64).T) if got else None
+    return site_check.judge_scores(pred.site, scores, np.array([c for c, _ in got], int))
 
-    per_ref = list(np.asarray(scores, np.float64).T) if scores else None
-    verdict = site_check.judge_scores(pred.site, per_ref, np.asarray(calls, int))
+
+def _decided(verdict, on_verdict):
     if on_verdict is not None:
         on_verdict(verdict)
     return verdict
@@ -386,7 +380,7 @@ def _marked(rows: list[dict], verdict) -> list[dict]:
     for r in rows:
         r = {k: v for k, v in r.items() if k != SITE_KEY}
         if shift and r["status"] == OK:
-            r["status"] = SITE_SHIFT
+            r["status"] = site_check.SHIFT  # the status of a row that would read ok, in a folder the check flags
         out.append(r)
     return out
 
@@ -432,9 +426,7 @@ def predict_pixels(pred: Predictor, reads: list[Read], pixels: np.ndarray, thres
         proba = temper(raw, float(pred.meta.get("temperature", 1.0)))
         scores = ood.score(stats, feats) if stats else np.full(len(reads), np.nan)
         if pred.site:
-            from .site_check import film_scores
-
-            site = np.stack(film_scores(pred.site, feats, proba.argmax(1)), 1)
+            site = np.stack(site_check.film_scores(pred.site, feats, proba.argmax(1)), 1)
     else:
         proba = checkpoints.calibrated(pred.fast, pred.meta, pixels)
         scores = np.full(len(reads), np.nan)

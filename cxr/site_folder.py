@@ -53,9 +53,7 @@ def check_folder(folder: str | Path, pred=None, workers: int | None = None, prog
         rows.extend(batch)
     got = [r for r in rows if predict.SITE_KEY in r]
     proba = np.array([[r[c] for c in CLASSES] for r in got]).reshape(-1, len(CLASSES))
-    calls = proba.argmax(1) if len(got) else np.zeros(0, int)
-    scores = list(np.asarray([r[predict.SITE_KEY][1] for r in got], np.float64).T) if got else None
-    verdict = site_check.judge_scores(pred.site, scores, calls)
+    verdict = predict.judge_rows(pred, got)
     labels = [label_of(r["file"]) for r in got]
     labelled = bool(got) and all(lab is not None for lab in labels)
     y = np.array([CLASSES.index(lab) for lab in labels]) if labelled else None

@@ -118,9 +118,7 @@ def database_check(checkpoint, config: Config | None = None) -> dict:
     from .checkpoints import read_checkpoint
 
     db = adapt.database_features(checkpoint, config or get_config())
-    w, b = adapt._head(read_checkpoint(checkpoint))
-    calls = adapt.proba(w, b, db["val"][0]).argmax(1)
-    return site_check.database_reference(site_check.fit(*db["train"]), db["val"][0], calls)
+    return adapt.site_check_for(db, *adapt._head(read_checkpoint(checkpoint)))
 
 
 def attach(checkpoint, config: Config | None = None) -> Path:
@@ -134,9 +132,10 @@ def attach(checkpoint, config: Config | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- the record
-def _database_made(model, meta: dict, config: Config, rows: np.ndarray, progress: bool) -> dict[str, np.ndarray]:
-    """Pooled features of test films made into other containers and chains: as 12-bit DICOM at
-    three times their size (read back as cxr predict reads DICOM), and through `other_chain`."""
+def _database_made(model, meta: dict, config: Config, made: int, progress: bool) -> dict[str, np.ndarray]:
+    """Pooled features of `made` test films (a seeded draw) made into other containers and chains:
+    as 12-bit DICOM at three times their size (read back as cxr predict reads DICOM), and through
+    `other_chain`."""
     import tempfile
 
     from tqdm.auto import tqdm
@@ -151,6 +150,8 @@ def _database_made(model, meta: dict, config: Config, rows: np.ndarray, progress
 
     cfg = pixel_config(meta, config)
     root, table = load_table(config)
+    rows = np.flatnonzero((table.split == "test").to_numpy())
+    rows = np.random.default_rng(config.seed).choice(rows, min(made, len(rows)), replace=False)
     dicom, chain = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for j, i in enumerate(tqdm(rows, desc="database-made folders", disable=not show_progress(progress))):
@@ -200,14 +201,11 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
     if check is None:
         raise ValueError(f"{checkpoint.name} carries no site reference: python -c 'from cxr import site_record; "
                          "site_record.attach(\"cxr/weights/cxr-efficientnet-lite0.pt\")'")
-    w, b = adapt._head(read_checkpoint(checkpoint))
+    state = read_checkpoint(checkpoint)
+    head = adapt._head(state)
 
-    def calls(f):
-        return adapt.proba(w, b, f).argmax(1)
-
-    def rates(chk, feats, sizes=SIZES, seed=0):
-        c = calls(feats)
-        return flag_rates(chk, site_check.film_scores(chk, feats, c), c, sizes, draws, seed)
+    def rates(chk, feats, seed=0):
+        return _rates(chk, head, feats, draws, seed)
 
     db = adapt.database_features(checkpoint, config, progress=progress)
     test_f, test_y = db["test"]
@@ -218,12 +216,9 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
     if len(twins):
         database["audit twins of test originals (another class's processing chain)"] = rates(
             check, pooled_features(model, twins.twin_px, meta["input_size"]), seed=5)
-    rng = np.random.default_rng(config.seed)
-    rows = np.flatnonzero((load_table_split(config) == "test"))
-    rows = rng.choice(rows, min(made, len(rows)), replace=False)
-    dm = _database_made(model, meta, config, rows, progress)
+    dm = _database_made(model, meta, config, made, progress)
     database["test films as 12-bit DICOM at 3x their size"] = rates(check, dm["dicom"], seed=6)
-    chain_calls = calls(dm["chain"])
+    chain_calls = adapt.proba(*head, dm["chain"]).argmax(1)
     chain_scores = site_check.film_scores(check, dm["chain"], chain_calls)
     made_shift = {"test films through another processing chain (gamma 1.3, blur, noise, JPEG 40)":
                   flag_rates(check, chain_scores, chain_calls, (5, 10, 15, 20, 25, 50), draws, 7, min_films=1)}
@@ -243,46 +238,40 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
             outside[f"cxr-external-dev: {name}"] = rates(check, films.features[coll == name], seed=9 + k)
     record["outside"] = outside
     if site is not None and len(local.y) >= 40:
-        record["adapted"] = _adapted_record(checkpoint, site, local, config, rates, ext, films if ext else None,
-                                            coll if ext else None, test_f)
+        record["adapted"] = _adapted_record(db, state, local, config, draws,
+                                            films if ext else None, coll if ext else None)
     write_json(record, path)
     return record
 
 
-def load_table_split(config: Config) -> np.ndarray:
-    from .data import load_table
+def _rates(check: dict, head, feats: np.ndarray, draws: int, seed: int) -> list[dict]:
+    """`flag_rates` of folders of these films, called by the last layer `head` (weight, bias)."""
+    from .adapt import proba
 
-    return load_table(config)[1].split.to_numpy()
+    calls = proba(*head, feats).argmax(1)
+    return flag_rates(check, site_check.film_scores(check, feats, calls), calls, SIZES, draws, seed)
 
 
-def _adapted_record(checkpoint, site: Path, local, config: Config, rates, ext, films, coll, test_f) -> dict:
-    """The shipped model adapted on a seeded half of the site's films (last layer): the check on the
-    site's other half, on the external collections and on the database's test split."""
+def _adapted_record(db: dict, state: dict, local, config: Config, draws: int, films, coll) -> dict:
+    """The shipped model (`state`) adapted on a seeded half of the site's films (last layer): the
+    check on the site's other half, on the external collections and on the database's test split."""
     from . import adapt
-    from .checkpoints import read_checkpoint
 
     rng = np.random.default_rng(config.seed)
     order = rng.permutation(len(local.y))
     fit_on, held = order[: len(order) // 2], order[len(order) // 2:]
-    db = adapt.database_features(checkpoint, config)
-    state = dict(read_checkpoint(checkpoint))
-    w0, b0 = adapt._head(state)
-    w, b = adapt.fit_head(w0, b0, db["train"], (local.features[fit_on], local.y[fit_on]))
-    check = adapt.adapted_check(state, db, w, b, local.features[fit_on])
+    head = adapt.fit_head(*adapt._head(state), db["train"], (local.features[fit_on], local.y[fit_on]))
+    check = adapt.adapted_check(state, db, *head, local.features[fit_on])
 
-    def calls(f):
-        return adapt.proba(w, b, f).argmax(1)
-
-    def adapted_rates(feats, seed):
-        c = calls(feats)
-        return flag_rates(check, site_check.film_scores(check, feats, c), c, SIZES, DRAWS, seed)
+    def rates(feats, seed):
+        return _rates(check, head, feats, draws, seed)
 
     out = {"adapted_on": int(len(fit_on)), "method": "head",
-           "groups": {"cxr-site-normal: the other half (same hospital)": adapted_rates(local.features[held], 20),
-                      "test split, all classes": adapted_rates(test_f, 21)}}
+           "groups": {"cxr-site-normal: the other half (same hospital)": rates(local.features[held], 20),
+                      "test split, all classes": rates(db["test"][0], 21)}}
     if films is not None:
         for k, name in enumerate(sorted(set(coll))):
-            out["groups"][f"cxr-external-dev: {name}"] = adapted_rates(films.features[coll == name], 22 + k)
+            out["groups"][f"cxr-external-dev: {name}"] = rates(films.features[coll == name], 22 + k)
     return out
 
 

@@ -107,31 +107,25 @@ def roi_html(found: dict | None) -> str:
     sens_from = "measured on this site's films"
     sens = m["sensitivity"]
     if not sens["n"]:
-        from . import registry
+        from .config import get_config
+        from .metrics import proportion
 
-        rec = registry_evaluation(registry)
-        sens = rec["operating_points"][op]["measured"]["sensitivity"] if rec else None
+        record = get_config().reports_dir / "evaluation.json"
+        if not record.exists():
+            return "<p>The folder has no abnormal films and the database's evaluation record is not here, so no " \
+                   "sensitivity at this operating point is known.</p>"
+        db = roi_inputs.performance(record, op)
+        sens = proportion(db.tp, db.tp + db.fn)
         sens_from = "measured on the database's test split (this folder has no abnormal films)"
-    if not sens:
-        return "<p>No sensitivity at this operating point is known.</p>"
     spec = m["specificity"]
-    perf = roi_inputs.Performance(op, "abnormal", sens["value"], spec["value"], sens.get("k", 0),
-                                  sens.get("n", 0) - sens.get("k", 0), spec["k"], spec["n"] - spec["k"], "site")
+    perf = roi_inputs.Performance(op, "abnormal", sens["value"], spec["value"], sens["k"], sens["n"] - sens["k"],
+                                  spec["k"], spec["n"] - spec["k"], "site")
     r = roi_model.roi(site, perf)
-    net = r.get("net_annual_value", r.get("net_value"))
+    net = r["net_annual_value"]
     return (f"<p>At the calculator's default site ({html.escape(site.name)}; {site.studies_per_year:,.0f} studies a "
             f"year) and operating point {op}, with specificity {_pct(spec['value'], spec['ci'])} measured here and "
             f"sensitivity {_pct(sens['value'], sens.get('ci'))} {sens_from}, the net annual value is "
             f"<b>{_money(net)}</b>. Change the inputs to your site's in the book's calculator (chapter 07).</p>")
-
-
-def registry_evaluation(registry) -> dict | None:
-    import json
-
-    from .config import get_config
-
-    path = get_config().reports_dir / "evaluation.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _sentence(text: str) -> str:
