@@ -233,20 +233,28 @@ def learning_curve(summary: pd.DataFrame) -> plt.Figure:
 
 def site_check(record: dict) -> plt.Figure:
     """The site check (`cxr.site_record`): the share of folders flagged against folder size, for
-    folders drawn from the database (left, the false alarms, with the 2% target) and for folders
-    of a shift made from database films and of the outside sets (right, the power, with 95%)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), sharex=True)
+    folders drawn from the database (top, the false alarms, with the 2% target) and for folders
+    of a shift made from database films and of the outside sets (bottom, the power, with 95%).
+    Stacked, so the labels stay legible in the book's column and at a phone's width."""
+    import textwrap
+
+    from .site_check import shown
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 9), sharex=True)
     for ax, groups, target, title in (
             (axes[0], record["database"], 2, "folders from the database: false alarms"),
             (axes[1], record["database_made_shift"] | record["outside"], 95, "folders from elsewhere: power")):
         for name, rows in groups.items():
             rows = [r for r in rows if not r.get("too_few")]
             if rows:
-                ax.plot([r["films"] for r in rows], [100 * r["rate"] for r in rows], "o-", label=name, ms=4)
+                ax.plot([r["films"] for r in rows], [100 * r["rate"] for r in rows], "o-", ms=5,
+                        label=textwrap.fill(shown(name), 45))
         ax.axhline(target, color="grey", ls="--", lw=1)
-        ax.set(xscale="log", xlabel="films in the folder", ylabel="% of folders flagged", title=title, ylim=(-3, 103))
+        ax.set(xscale="log", ylabel="% of folders flagged", title=title, ylim=(-3, 103))
         ax.set_xticks([10, 25, 50, 100, 200], ["10", "25", "50", "100", "200"])
+        ax.tick_params(labelbottom=True)
         ax.axvline(record["min_films"], color="grey", ls=":", lw=1)
         if ax.get_legend_handles_labels()[0]:  # a small data profile may have no folder large enough
-            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
+            ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    axes[1].set_xlabel("films in the folder")
     return fig

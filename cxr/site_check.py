@@ -269,6 +269,14 @@ def advice(v: Verdict) -> str:
     return "Site check: not done (this model carries no site reference, or the check was turned off)."
 
 
+def shown(name: str) -> str:
+    """A group's name as a reader meets it: class names as the book writes them, an external
+    collection named as one (the record keeps the names it was measured under)."""
+    for c in CLASSES:
+        name = name.replace(f", {c} only", f", {c.replace('_', ' ')} only")
+    return name.replace("cxr-external-dev: ", "external collection ")
+
+
 # --------------------------------------------------------------------------- a site profile (shards agree)
 PROFILE_KIND = "cxr site profile"
 

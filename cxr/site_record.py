@@ -287,7 +287,7 @@ def _table(groups: dict) -> pd.DataFrame:
     rows = []
     for name, g in groups.items():
         by = {r["size"]: _cell(r) for r in g}
-        rows.append({"folders of": name} | {f"{n} films": by.get(n, "") for n in sizes})
+        rows.append({"folders of": site_check.shown(name)} | {f"{n} films": by.get(n, "") for n in sizes})
     return pd.DataFrame(rows).set_index("folders of")
 
 
@@ -342,7 +342,7 @@ def words(record: dict, films: int = 25) -> dict[str, str]:
     for name, rows in outside.items():
         r = _at(rows, films)
         met = r is not None and r["rate"] >= 0.95
-        parts.append(f"{name}: {_rate(r)}" + ("" if r is None else " (target 95%: met)" if met else
+        parts.append(f"{site_check.shown(name)}: {_rate(r)}" + ("" if r is None else " (target 95%: met)" if met else
                                                f" (target 95%: missed by {100 * (0.95 - r['rate']):.0f} points)"))
     out["sc_outside"] = "; ".join(parts) + "." if parts else "The outside sets were not at hand."
     site = next((rows for name, rows in outside.items() if name.startswith("cxr-site-normal")), None)
