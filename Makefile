@@ -13,7 +13,7 @@ else
 TORCH := torch==2.14.1 torchvision==0.29.1
 endif
 
-.PHONY: setup comparisons book reproduce test lab clean-book publish pdf
+.PHONY: setup data-check comparisons book reproduce test lab clean-book publish pdf
 
 # The venv is rebuilt when pyproject.toml or constraints.txt (the exact versions) changes.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -26,6 +26,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed
 
+# The data first: without it, stop at once with the one message that says where it was looked
+# for and how to get it (cxr data where), before any chapter or test runs.
+data-check: setup
+	@$(VENV)/bin/cxr data where >/dev/null
+
 # The comparison runs the chapters show beside the final model (chapter 03: the linear head and
 # the ResNet50 baseline; chapter 05: the "before" model), and the record the book reads of them
 # (reports/comparisons.json, `cxr compare`), and chapter 02's enhancement experiment
@@ -33,7 +38,7 @@ setup: $(VENV)/.installed
 # config and data) has finished; no notebook trains, and a book build needs only the record.
 PROFILE ?= full
 CXR := CXR_PROFILE=$(PROFILE) TQDM_DISABLE=1 $(VENV)/bin/cxr
-comparisons: setup
+comparisons: setup data-check
 	$(CXR) train --no-harmonise >/dev/null
 	$(CXR) train --approach linear >/dev/null
 	$(CXR) train --approach resnet50 >/dev/null
@@ -45,7 +50,7 @@ comparisons: setup
 # left from an earlier build (Sphinx would otherwise skip pages whose source did not change).
 BUILD = CXR_PROFILE=$(PROFILE) TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . --config book/_config.yml \
 	--toc book/_toc.yml --path-output book -W --keep-going --all
-book: setup
+book: setup data-check
 	$(BUILD)
 	@echo "The book is in book/_build/html/index.html"
 
@@ -56,7 +61,7 @@ reproduce: setup comparisons
 	CXR_MODEL=retrained $(BUILD)
 	$(CXR) reproduced
 
-test: setup
+test: setup data-check
 	$(MAKE) --no-print-directory comparisons PROFILE=smoke
 	CXR_PROFILE=smoke $(VENV)/bin/pytest
 

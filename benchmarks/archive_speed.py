@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from cxr import registry
-from cxr.config import get_config, repo_root
-from cxr.data import load_table
-from cxr.files import write_json
+from cxr.core.config import get_config, repo_root
+from cxr.core.files import write_json
+from cxr.data.splits import load_table
+from cxr.model import registry
 
 TARGET_IMAGES_PER_S = 120
 SITE_CHECK_BUDGET = 0.05  # the site check may cost at most this share of a run's time
@@ -108,7 +108,7 @@ def run(root: Path, out: Path, workers: int, site_check: str = "on") -> dict:
         raise SystemExit(f"cxr predict failed ({proc.returncode}):\n{err[-2000:]}")
     rows = sum(1 for _ in out.open()) - 1
     steady = rows / (wall - first) if first is not None and wall > first else None
-    from cxr.results import read_run
+    from cxr.assess.results import read_run
 
     site = (read_run(out) or {}).get("site", {})
     return {"workers": workers, "site_check": site_check, "site_verdict": site.get("verdict"), "rows": rows, "seconds": wall, "images_per_second": rows / wall,
@@ -119,10 +119,11 @@ def model_alone(batch: int = 32, images: int = 256, repeats: int = 5) -> float:
     """Images/s of the shipped model's forward pass alone (probabilities and OOD features, batches
     of `batch` database images already read and preprocessed), the median of `repeats` passes,
     with the command's malloc settings: the ceiling for the end-to-end number, measured in this run."""
-    from cxr import ood, predict
-    from cxr.preprocess import preprocess
-    from cxr.reading import read_file
-    from cxr.runtime import tune_malloc
+    from cxr.assess import predict
+    from cxr.core.runtime import tune_malloc
+    from cxr.data.preprocess import preprocess
+    from cxr.data.reading import read_file
+    from cxr.model import ood
 
     tune_malloc()  # as `cxr` itself does (cxr/cli.py)
     pred = predict.load()
@@ -175,7 +176,7 @@ def main() -> None:
                       f"{r['first_row_seconds']:.1f} s, peak {r['peak_memory_mb']:.0f} MB", flush=True)
     after = model_alone()  # again at the end: a machine that changed speed during the runs shows here
     print(f"the model alone, after the runs: {after:.0f} images/s", flush=True)
-    from cxr.predict import default_workers
+    from cxr.assess.predict import default_workers
 
     default = [r for r in runs if r["workers"] == default_workers() and r["site_check"] == "on"]
     record = {

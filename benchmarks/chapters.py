@@ -3,7 +3,7 @@ JupyterLab on a fresh clone: every chapter in a fresh kernel with an empty cache
 run first, no scan, pixel or prediction cache), on the shipped model and the committed records.
 
 Writes reports/chapter_times.json, and the table from it into book/chapter_times.md (which the
-book's introduction includes) and into README.md (between the chapter-times markers).
+book's appendix includes).
 
     .venv/bin/python benchmarks/chapters.py [--profile full] [--chapters 00 03] [--shared-cache]
 """
@@ -21,8 +21,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from cxr.config import repo_root
-from cxr.files import write_json
+from cxr.core.config import repo_root
+from cxr.core.files import write_json
 
 TARGET_S = 180  # issue 24: every chapter in at most 3 minutes on 2 cores
 MARK = ("<!-- chapter-times -->", "<!-- /chapter-times -->")

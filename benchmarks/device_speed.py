@@ -5,7 +5,7 @@ real command on synthetic radiographs that carry the real split's file names, la
 (and the audit twins', from a manifest): every step runs as it does on the real data (scan,
 preprocessing, frozen-layer caches, the paired epochs, the predictions), so the times are the
 pipeline's, but the model's metrics mean nothing and are not recorded. Without `--synthetic` it
-times the real dataset (`cxr.dataset.find_dataset`). Caches and runs start empty, in a temporary folder.
+times the real dataset (`cxr.data.dataset.find_dataset`). Caches and runs start empty, in a temporary folder.
 
     python benchmarks/device_speed.py --device cuda --synthetic --manifest M.csv.gz --out reports/device_speed.json
     python benchmarks/device_speed.py --device cpu --synthetic --per-class 20     # a quick check of the script
@@ -76,7 +76,8 @@ def main() -> int:
     import pandas as pd
     import torch
 
-    from cxr import checkpoints, registry, runtime, speed, train
+    from cxr.core import runtime
+    from cxr.model import checkpoints, registry, speed
 
     runtime.tune_malloc()
 

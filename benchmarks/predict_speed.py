@@ -17,11 +17,12 @@ from pathlib import Path
 
 import torch
 
-from cxr import predict, registry
-from cxr.config import get_config, repo_root
-from cxr.data import load_table
-from cxr.runtime import tune_malloc
-from cxr.speed import timed
+from cxr.assess import predict
+from cxr.core.config import get_config, repo_root
+from cxr.core.runtime import tune_malloc
+from cxr.data.splits import load_table
+from cxr.model import registry
+from cxr.model.speed import timed
 
 tune_malloc()
 

@@ -4,7 +4,7 @@ about 90 minutes on two CPU cores, at a lower resolution than the original's 224
 No ImageNet ResNet50 weights can be had offline, so it starts from random weights (the original
 fine-tuned ImageNet weights).
 
-Writes reports/resnet50.json (`cxr.resnet50_record.make`): the budget (resolution, steps, batch,
+Writes reports/resnet50.json (`cxr.report.resnet50_baseline.make`): the budget (resolution, steps, batch,
 epochs), the validation curve, the test metrics with 95% intervals on the whole test split, the
 wall time and the machine, and the network's Grad-CAM maps of the images chapter 05 draws.
 Chapters 03 and 05 show that record. The run is keyed like every run: run again, it is reused.
@@ -32,24 +32,24 @@ def main() -> int:
     ap.add_argument("--note", default="", help="said in the record, e.g. that other work shared the machine")
     args = ap.parse_args()
     if args.device:
-        from cxr.runtime import DEVICE_ENV
+        from cxr.core.runtime import DEVICE_ENV
 
         os.environ[DEVICE_ENV] = args.device
     import logging
 
-    from cxr import train
-    from cxr.runtime import tune_malloc
+    from cxr.core.runtime import tune_malloc
+    from cxr.train import run as train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # a line at every check
 
     tune_malloc()
-    from cxr import resnet50_record
+    from cxr.report import resnet50_baseline
 
-    config = resnet50_record.recipe(args.steps, args.size)
+    config = resnet50_baseline.recipe(args.steps, args.size)
     run = train.fit("resnet50", config, progress=True)
-    record = resnet50_record.make(run, config, command="python benchmarks/resnet50.py", note=args.note)
-    resnet50_record.write(record, args.out)
-    print(resnet50_record.headline(record))
+    record = resnet50_baseline.make(run, config, command="python benchmarks/resnet50.py", note=args.note)
+    resnet50_baseline.write(record, args.out)
+    print(resnet50_baseline.headline(record))
     return 0
 
 

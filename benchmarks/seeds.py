@@ -27,10 +27,11 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "seeds.json"))
     args = ap.parse_args()
 
-    from cxr import audit, train
-    from cxr.config import get_config
-    from cxr.dataset import external_dir
-    from cxr.runtime import tune_malloc
+    from cxr.assess import audit
+    from cxr.core.config import get_config
+    from cxr.core.runtime import tune_malloc
+    from cxr.data.dataset import external_dir
+    from cxr.train import run as train
 
     tune_malloc()
 
@@ -58,7 +59,7 @@ def main() -> int:
 
 
 def _model(run):
-    from cxr import checkpoints
+    from cxr.model import checkpoints
 
     model, meta = checkpoints.load_model(run.checkpoint)
     return model, meta["input_size"]
@@ -68,7 +69,7 @@ def spread(rows: list[dict]) -> dict:
     """Mean, sample standard deviation, min and max of each number over the seeds."""
     import numpy as np
 
-    from cxr.classes import CLASSES
+    from cxr.core.config import CLASSES
 
     def stats(values):
         v = np.asarray(values, float)

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
-from cxr import segmenter
-from cxr.config import repo_root
-from cxr.files import write_json
-from cxr.runtime import tune_malloc
-from cxr.speed import timed
+from cxr.core.config import repo_root
+from cxr.core.files import write_json
+from cxr.core.runtime import tune_malloc
+from cxr.data import segmenter
+from cxr.model.speed import timed
 
 TARGET_MS = 10.0  # issue 25: at most 10 ms per image at 256 px, batched, on 2 cores
 

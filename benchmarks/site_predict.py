@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cxr import registry, results
-from cxr.config import get_config, repo_root
-from cxr.data import load_table
-from cxr.dataset import external_dir, site_dir
-from cxr.files import write_json
+from cxr.assess import results
+from cxr.core.config import get_config, repo_root
+from cxr.core.files import write_json
+from cxr.data.dataset import external_dir, site_dir
+from cxr.data.splits import load_table
+from cxr.model import registry
 
 
 def linked(root: Path, files: list[Path]) -> Path:

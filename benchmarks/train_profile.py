@@ -9,7 +9,7 @@ Prices the parts of the shipped recipe in one run, each as the median of repeate
   recipe trains and (cut `train_from_block` only) under bfloat16 autocast;
 * each kind of convolution of the trainable blocks, forward and forward + backward;
 
-then multiplies them by what a run computes (`cxr.train_finetune.finetune_work`: images through the
+then multiplies them by what a run computes (`cxr.train.finetune.finetune_work`: images through the
 frozen layers, training steps) for the floor of the recipe: the time `cxr train` cannot go
 below on this machine without a different recipe. Writes reports/train_profile.json.
 
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cxr import augment, train_finetune
-from cxr.config import get_config, repo_root
-from cxr.classes import CLASSES
-from cxr.data import load_audit, load_table
-from cxr.features import to_tensor
-from cxr.models import efficientnet_lite0, folded
-from cxr.preprocess import load_pixels
-from cxr.runtime import tune_malloc
+from cxr.core.config import CLASSES, get_config, repo_root
+from cxr.core.runtime import tune_malloc
+from cxr.data import augment
+from cxr.data.preprocess import load_pixels
+from cxr.data.splits import load_audit, load_table
+from cxr.model.architectures import efficientnet_lite0, folded
+from cxr.model.features import to_tensor
+from cxr.train import finetune
 
 tune_malloc()
 
@@ -61,7 +61,7 @@ def step_seconds(acts: torch.Tensor, base: int, labels: torch.Tensor, cut: int, 
     term, backward, AdamW."""
     torch.manual_seed(0)
     model = efficientnet_lite0(pretrained=True).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(train_finetune._trainable(model, cut), lr=1e-4)
+    opt = torch.optim.AdamW(finetune._trainable(model, cut), lr=1e-4)
     with torch.inference_mode():
         model.eval()
         x = model.features(acts, base, cut)
@@ -69,10 +69,10 @@ def step_seconds(acts: torch.Tensor, base: int, labels: torch.Tensor, cut: int, 
     half = len(x) // 2
 
     def step():
-        train_finetune._set_train_mode(model, cut)
+        finetune._set_train_mode(model, cut)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits = model.head(model.features(x, cut)).float()
-        loss = F.cross_entropy(logits, labels) + train_finetune.symmetric_kl(logits[:half], logits[half:]).mean()
+        loss = F.cross_entropy(logits, labels) + finetune.symmetric_kl(logits[:half], logits[half:]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -133,7 +133,7 @@ def main() -> None:
     twins = load_audit(cfg, root) if cfg.harmonise else None
     n_twins_train = int((twins.twin_split == "train").sum()) if twins is not None else 0
     n_val_twins = int(twins.twin_file.isin(va).sum()) if twins is not None else 0
-    work = train_finetune.finetune_work(cfg, len(tr) + n_twins_train, len(va), n_val_twins)  # twins train too
+    work = finetune.finetune_work(cfg, len(tr) + n_twins_train, len(va), n_val_twins)  # twins train too
 
     images = np.asarray(pixels[tr[:batch]])
     labels = torch.from_numpy(np.array(table.label.iloc[tr[:batch]].map(CLASSES.index), dtype=np.int64))

@@ -16,8 +16,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,8 +28,10 @@ sys.path.insert(0, str(ROOT))
 CHILD = r"""
 import json, resource, sys, time
 import cxr
-from cxr import checkpoints, config, speed, train
-from cxr.runtime import tune_malloc
+from cxr.core import config
+from cxr.model import checkpoints, speed
+from cxr.train import run as train
+from cxr.core.runtime import tune_malloc
 
 tune_malloc()
 approach, out = sys.argv[1], sys.argv[2]
@@ -60,9 +60,9 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmark.json"))
     args = ap.parse_args()
 
-    from cxr.config import get_config
-    from cxr.data import load_table
-    from cxr.preprocess import load_pixels
+    from cxr.core.config import get_config
+    from cxr.data.preprocess import load_pixels
+    from cxr.data.splits import load_table
 
     base = get_config("full")
     root, table = load_table(base)

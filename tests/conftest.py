@@ -7,11 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cxr.config import get_config
-from cxr.runtime import tune_malloc
+from cxr.core.config import get_config
+from cxr.core.runtime import tune_malloc
 
 tune_malloc()  # as the CLI and the chapters do: CNN passes on the CPU are about 3x faster
-from cxr.classes import CLASSES
+from cxr.core.config import CLASSES
 
 
 def synthetic_xray(seed: int, size: int = 96) -> np.ndarray:

@@ -7,11 +7,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
-from cxr import adapt, checkpoints, cli, train
-from cxr.config import get_config
-from cxr.classes import CLASSES
 from conftest import synthetic_xray, write_dataset
+
+from cxr.assess import adapt
+from cxr.cli import main
+from cxr.core.config import CLASSES, get_config
+from cxr.model import checkpoints
+from cxr.train import run as train
 
 COVID, NORMAL = CLASSES.index("COVID"), CLASSES.index("Normal")
 
@@ -93,7 +95,7 @@ def test_adapt_writes_a_checkpoint_with_its_card_and_refuses_bad_input(tiny_mode
     few = _site(tmp_path / "few", 2)
     with pytest.raises(ValueError, match="at least"):
         adapt.adapt(run.checkpoint, few, out, config=cfg)
-    assert cli.main(["adapt", "--data", str(tmp_path / "empty"), "--model", str(run.checkpoint),
+    assert main.main(["adapt", "--data", str(tmp_path / "empty"), "--model", str(run.checkpoint),
                      "--out", str(out)]) == 2
     assert "No usable images" in capsys.readouterr().err
 

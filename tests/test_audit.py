@@ -7,9 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import audit, augment, targets
-from cxr.classes import CLASSES
-from cxr.train_finetune import symmetric_kl
+from cxr.assess import audit
+from cxr.core import targets
+from cxr.core.config import CLASSES
+from cxr.data import augment
+from cxr.train.finetune import symmetric_kl
 
 NORMAL, VP, LO = CLASSES.index("Normal"), CLASSES.index("Viral Pneumonia"), CLASSES.index("Lung_Opacity")
 
@@ -144,24 +146,26 @@ def test_cxr_audit_compare_writes_a_record_and_names_the_chosen_run(home, tmp_pa
     import json
 
     from conftest import write_dataset
-    from cxr import cli, train
-    from cxr.config import get_config
+
+    from cxr.cli import main
+    from cxr.core.config import get_config
+    from cxr.train import run
 
     ds = write_dataset(tmp_path / "tiny", per_class=10)
     monkeypatch.setenv("CXR_DATA_DIR", str(ds))
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
     cfg = get_config("full", epochs=1, patience=5, views=1, input_size=64, image_size=64, batch_size=8)
-    a = train.fit("finetune", cfg, progress=False)
-    b = train.fit("finetune", cfg.replace(harmonise=False), progress=False)
+    a = run.fit("finetune", cfg, progress=False)
+    b = run.fit("finetune", cfg.replace(harmonise=False), progress=False)
     out = tmp_path / "mitigation.json"
-    assert cli.main(["audit", "--compare", str(a.path), str(b.path), "--names", "after", "before",
+    assert main.main(["audit", "--compare", str(a.path), str(b.path), "--names", "after", "before",
                      "--out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert [r["name"] for r in record["runs"]] == ["after", "before"]
     assert record["chosen"] in {a.path.name, b.path.name} and record["command"].startswith("cxr audit --compare")
     assert "chosen by the rule" in capsys.readouterr().out
-    assert cli.main(["audit", "--compare", str(a.path), "--names", "x", "y"]) == 2  # names must match the runs
+    assert main.main(["audit", "--compare", str(a.path), "--names", "x", "y"]) == 2  # names must match the runs
 
     # the chapter's sweep shows the record only when it names the final model's run; a record of
     # other runs (another recipe, another build) gives way to the comparison record's before/after

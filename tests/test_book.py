@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from cxr.config import repo_root
+from cxr.core.config import repo_root
 
 ROOT = repo_root()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -303,12 +303,13 @@ def test_page_checks_catch_what_they_look_for():
 
 def test_chapters_glue_the_numbers_of_their_records(site: Path):
     """Sentences in chapter 06 quote the records the build wrote, through the package's text functions."""
-    from cxr import adapt, report
+    from cxr.assess import adapt
+    from cxr.report import prose
 
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
     external = json.loads((_smoke_reports() / "external.json").read_text())
     pasted = pasted_texts(site / "notebooks" / "06_external.html")
-    shown = report.external_text(external, evaluation)
+    shown = prose.external_text(external, evaluation)
     for key in ("ext_accuracy", "db_accuracy", "ext_called_covid", "ext_normals_covid"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the page"
     curve = json.loads((_smoke_reports() / "adaptation.json").read_text())
@@ -343,7 +344,7 @@ def pasted_texts(page: Path) -> list[str]:
 
 
 def _smoke_reports() -> Path:
-    from cxr.config import get_config
+    from cxr.core.config import get_config
 
     return get_config("smoke").reports_dir
 
@@ -351,13 +352,13 @@ def _smoke_reports() -> Path:
 def test_summary_page_shows_the_records_of_its_run(site: Path):
     import pandas as pd
 
-    from cxr import report
-    from cxr.classes import CLASSES
+    from cxr.core.config import CLASSES
+    from cxr.report import prose
 
     record = json.loads((_smoke_reports() / "summary.json").read_text())
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
     pasted = pasted_texts(site / "notebooks" / "00_summary.html")
-    shown = report.summary_text(record)
+    shown = prose.summary_text(record)
     for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
                 "roi_external", "external_accuracy", "external_normals_covid", "adapt_before", "adapt_after"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the summary page ({pasted})"
@@ -398,7 +399,7 @@ return {out: out, state: root.dataset.state, error: root.querySelector('#cxr-roi
 
 @pytest.mark.browser
 def test_static_calculator_matches_python(browser, server: str):
-    from cxr import roi_cases, roi_format, roi_inputs, roi_model
+    from cxr.roi import cases as roi_cases, format as roi_format, inputs as roi_inputs, model as roi_model
 
     browser.get(f"{server}/notebooks/07_business.html")
     data = json.loads(browser.execute_script("return document.getElementById('cxr-roi-json').textContent"))
@@ -445,7 +446,7 @@ def test_the_calculator_refuses_nonsense_with_the_readers_words_and_never_shows_
     # every input of the model can be edited, each shows its source, and reset puts the preset back
     fields = browser.execute_script("return [...document.querySelectorAll('#cxr-roi input[data-field]')]"
                                     ".map(i => [i.dataset.field, i.closest('tr').querySelector('.cxr-roi-source').textContent])")
-    from cxr import roi_inputs
+    from cxr.roi import inputs as roi_inputs
 
     assert sorted(f for f, _ in fields) == sorted(roi_inputs.NUMERIC) and all(src for _, src in fields)
     browser.execute_script(_SET_CALCULATOR, "pandemic_surveillance", "database test split", {"cost_missed": 5})
@@ -525,11 +526,12 @@ return r ? {net: r.dataset.net, inputs: r.dataset.inputs, data: r.dataset.data, 
 @pytest.mark.browser
 def test_roi_widget_in_jupyterlab(browser, lab: str):
     """Open chapter 07 in JupyterLab, Run All, move a slider: the net value changes and equals
-    cxr.roi_model for the new inputs."""
+    cxr.roi.model for the new inputs."""
     from selenium.webdriver.common.keys import Keys
 
-    from cxr import report, roi_format, roi_inputs, roi_model
-    from cxr.config import get_config
+    from cxr.core.config import get_config
+    from cxr.report import records
+    from cxr.roi import format as roi_format, inputs as roi_inputs, model as roi_model
 
     browser.get(f"{lab}/lab/tree/notebooks/07_business.ipynb?reset")
     _wait(browser, "return window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell') !== null", 120,
@@ -563,8 +565,8 @@ def test_roi_widget_in_jupyterlab(browser, lab: str):
     before_inputs, inputs = json.loads(first["inputs"]), json.loads(after["inputs"])
     assert inputs["studies_per_year"] > before_inputs["studies_per_year"]
     cfg = get_config("smoke")
-    records = {"database test split": report.evaluation_record(cfg)}
-    if (ext := report.external_record(cfg)) is not None:
+    records = {"database test split": records.evaluation_record(cfg)}
+    if (ext := records.external_record(cfg)) is not None:
         records["external radiographs"] = ext
     perf = roi_inputs.performance_sets(records)[after["data"]][inputs["operating_point"]]
     expected = roi_model.roi(roi_inputs.Site(**inputs), perf)["net_annual_value"]

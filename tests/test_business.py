@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr import cli, metrics, roi_calculator, roi_cases, roi_format, roi_inputs, roi_model, roi_uncertainty
-from cxr.roi_inputs import InputError, Performance, Site
+from cxr.cli import main
+from cxr.core import metrics
+from cxr.roi import calculator, cases as roi_cases, format, inputs as roi_inputs, model, uncertainty
+from cxr.roi.inputs import InputError, Performance, Site
 
 
 def perf(task="abnormal", op="abnormal@95", se=0.9, sp=0.5, n=100) -> Performance:
@@ -35,7 +37,7 @@ def test_prioritisation_by_hand():
     site = Site(workflow="prioritisation", operating_point="abnormal@95", studies_per_year=3600, prevalence_abnormal=0.5,
                 prevalence_covid=0.1, read_s_without_ai=20, read_s_ai_normal=10, read_s_ai_flagged=20,
                 radiologist_cost_per_hour=100, ai_cost_per_study=1, ai_cost_per_year=100, deployment_cost=1000)
-    r = roi_model.roi(site, perf(se=1.0, sp=1.0))
+    r = model.roi(site, perf(se=1.0, sp=1.0))
     # half flagged (read in 20 s), half called normal (10 s): 15 s against 20 s, 5 s x 3600 = 5 h
     assert r["flagged_share"] == pytest.approx(0.5)
     assert r["reader_hours_saved"] == pytest.approx(5.0)
@@ -50,7 +52,7 @@ def test_rule_out_by_hand():
     site = Site(workflow="rule_out", operating_point="abnormal@99", studies_per_year=1000, prevalence_abnormal=0.2,
                 prevalence_covid=0.1, read_s_without_ai=20, read_s_ai_flagged=20, radiologist_cost_per_hour=360,
                 ai_cost_per_study=0, ai_cost_per_year=0, cost_missed=10, reader_sensitivity=0.9, deployment_cost=100)
-    r = roi_model.roi(site, perf(op="abnormal@99", se=0.9, sp=0.5))
+    r = model.roi(site, perf(op="abnormal@99", se=0.9, sp=0.5))
     # flagged: 0.2 x 0.9 + 0.8 x 0.5 = 0.58, read in 20 s; the other 42% are not read
     assert r["flagged_share"] == pytest.approx(0.58)
     assert r["worklist_share_removed"] == pytest.approx(0.42)
@@ -67,7 +69,7 @@ def test_covid_screening_by_hand():
                 prevalence_covid=0.2, read_s_without_ai=10, read_s_ai_normal=10, read_s_ai_flagged=10,
                 ai_cost_per_study=0, ai_cost_per_year=0, cost_missed=100, cost_false_alarm=10,
                 reader_sensitivity=0.7, reader_specificity=0.8)
-    r = roi_model.roi(site, perf(task="covid", op="covid@95", se=0.9, sp=0.6))
+    r = model.roi(site, perf(task="covid", op="covid@95", se=0.9, sp=0.6))
     assert r["extra_missed"] == pytest.approx(1000 * 0.2 * (0.7 - 0.9))  # fewer misses than the reader: negative
     assert r["extra_workups"] == pytest.approx(1000 * 0.8 * (0.8 - 0.6))
     assert r["net_annual_value"] == pytest.approx(-(-40 * 100) - 160 * 10)
@@ -84,30 +86,30 @@ def test_invariants(workflow, op, task):
         site = Site(workflow=workflow, operating_point=op, prevalence_abnormal=rng.uniform(0.2, 0.5),
                     prevalence_covid=rng.uniform(0, 0.2), read_s_ai_normal=rng.uniform(5, 14),
                     read_s_ai_flagged=rng.uniform(5, 14), read_s_without_ai=14.8)
-        r = roi_model.roi(site, p)
-        more = roi_model.roi(site.replace(studies_per_year=site.studies_per_year * 2), p)
+        r = model.roi(site, p)
+        more = model.roi(site.replace(studies_per_year=site.studies_per_year * 2), p)
         # the AI saves time per study here, so more volume never lowers the hours saved
         assert r["reader_hours_saved"] > 0 and more["reader_hours_saved"] >= r["reader_hours_saved"]
         # a dearer AI never raises the net value; a costlier miss never raises it
-        dearer = roi_model.roi(site.replace(ai_cost_per_study=site.ai_cost_per_study + 1), p)
+        dearer = model.roi(site.replace(ai_cost_per_study=site.ai_cost_per_study + 1), p)
         assert dearer["net_annual_value"] < r["net_annual_value"]
         if workflow == "rule_out":
-            costlier = roi_model.roi(site.replace(cost_missed=site.cost_missed * 2), p)
+            costlier = model.roi(site.replace(cost_missed=site.cost_missed * 2), p)
             assert costlier["net_annual_value"] <= r["net_annual_value"]
-            better = roi_model.roi(site, dataclasses.replace(p, sensitivity=min(1.0, se + 0.05)))
+            better = model.roi(site, dataclasses.replace(p, sensitivity=min(1.0, se + 0.05)))
             assert better["extra_missed"] <= r["extra_missed"]
 
 
 def test_psa_is_reproducible_and_brackets_the_point_estimate():
     site, p = Site(), perf()
-    a, b = roi_uncertainty.psa(site, p, n=400, seed=3), roi_uncertainty.psa(site, p, n=400, seed=3)
+    a, b = uncertainty.psa(site, p, n=400, seed=3), uncertainty.psa(site, p, n=400, seed=3)
     assert np.array_equal(a["net_values"], b["net_values"])
-    c = roi_uncertainty.psa(site, p, n=400, seed=4)
+    c = uncertainty.psa(site, p, n=400, seed=4)
     assert not np.array_equal(a["net_values"], c["net_values"])
     lo, hi = a["interval90"]
     assert lo < a["median"] < hi
     assert 0 <= a["p_positive"] <= 1
-    draws = roi_uncertainty.draw_inputs(site, 1000, seed=0)
+    draws = uncertainty.draw_inputs(site, 1000, seed=0)
     for name, (kind, low, high, _) in roi_inputs.UNCERTAIN.items():
         base = getattr(site, name)
         lo_b, hi_b = (low, high) if kind == "absolute" else (base * low, base * high)
@@ -117,20 +119,20 @@ def test_psa_is_reproducible_and_brackets_the_point_estimate():
 
 def test_tornado_and_break_even():
     site, p = Site(), perf()
-    t = roi_uncertainty.tornado(site, p)
+    t = uncertainty.tornado(site, p)
     assert list(t.swing) == sorted(t.swing, reverse=True)
     assert t.input.iloc[0] == "AI price per study"  # at the default site the licence dominates
-    grid = roi_uncertainty.break_even(site, p, np.array([0.0, 2.0]), np.array([0.0, 4.0]))
-    assert grid.loc[0.0, 2.0] == pytest.approx(roi_model.roi(site.replace(read_s_ai_normal=14.8), p)["net_annual_value"])
+    grid = uncertainty.break_even(site, p, np.array([0.0, 2.0]), np.array([0.0, 4.0]))
+    assert grid.loc[0.0, 2.0] == pytest.approx(model.roi(site.replace(read_s_ai_normal=14.8), p)["net_annual_value"])
     assert grid.loc[4.0, 0.0] > grid.loc[0.0, 0.0] and grid.loc[4.0, 0.0] > grid.loc[4.0, 2.0]
 
 
 def test_volume_for_a_claim():
     site = Site(workflow="rule_out", operating_point="abnormal@99", cost_missed=0.0, ai_cost_per_study=0.1)
     p = perf(op="abnormal@99", se=0.99, sp=0.6)
-    v = roi_uncertainty.volume_for(site, p, 1e6)
-    assert roi_model.roi(site.replace(studies_per_year=v), p)["net_annual_value"] == pytest.approx(1e6)
-    assert roi_uncertainty.volume_for(Site(), perf(), 1e6) == math.inf  # prioritisation at $2 a study never pays
+    v = uncertainty.volume_for(site, p, 1e6)
+    assert model.roi(site.replace(studies_per_year=v), p)["net_annual_value"] == pytest.approx(1e6)
+    assert uncertainty.volume_for(Site(), perf(), 1e6) == math.inf  # prioritisation at $2 a study never pays
 
 
 @pytest.mark.parametrize("change,field", [
@@ -163,7 +165,7 @@ def test_a_wrong_abnormal_prevalence_names_both_prevalences():
     ("reading_time_reduction", -math.inf, "n/a"), ("reader_hours_saved", math.nan, "n/a"),
 ])
 def test_outputs_never_show_nonsense(key, value, shown):
-    assert roi_format.format_output(key, value) == shown
+    assert format.format_output(key, value) == shown
 
 
 def test_text_inputs_and_presets():
@@ -194,7 +196,7 @@ def test_performance_is_read_from_the_record(tmp_path: Path):
     with pytest.raises(InputError, match="operating_point"):
         roi_inputs.performance(rec, "covid@50")
     with pytest.raises(InputError, match="covid task"):
-        roi_model.roi(Site(), roi_inputs.performance(rec, "covid@95").__class__(**{**p.to_dict(), "task": "covid"}))
+        model.roi(Site(), roi_inputs.performance(rec, "covid@95").__class__(**{**p.to_dict(), "task": "covid"}))
 
 
 def test_use_cases_and_verdicts(tmp_path: Path):
@@ -216,21 +218,21 @@ def test_use_cases_and_verdicts(tmp_path: Path):
 def test_roi_command(tmp_path: Path, capsys):
     path = tmp_path / "evaluation.json"
     path.write_text(json.dumps(record()))
-    assert cli.main(["roi", "--list"]) == 0
+    assert main.main(["roi", "--list"]) == 0
     assert "pandemic_surveillance" in capsys.readouterr().out
-    assert cli.main(["roi", "--evaluation", str(path), "--preset", "ed_triage", "--set", "studies_per_year=40000",
+    assert main.main(["roi", "--evaluation", str(path), "--preset", "ed_triage", "--set", "studies_per_year=40000",
                      "--draws", "100", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     site = roi_cases.site_from("ed_triage", {"studies_per_year": 40000})
-    expected = roi_model.roi(site, roi_inputs.performance(path, site.operating_point))
+    expected = model.roi(site, roi_inputs.performance(path, site.operating_point))
     assert out["result"]["net_annual_value"] == pytest.approx(expected["net_annual_value"])
-    assert cli.main(["roi", "--evaluation", str(path), "--set", "prevalence_covid=2"]) == 2
+    assert main.main(["roi", "--evaluation", str(path), "--set", "prevalence_covid=2"]) == 2
     assert "prevalence of COVID-19: 2 is not a share between 0 and 1" in capsys.readouterr().err
-    assert cli.main(["roi", "--evaluation", str(path), "--set", "speed"]) == 2
+    assert main.main(["roi", "--evaluation", str(path), "--set", "speed"]) == 2
     assert "FIELD=VALUE" in capsys.readouterr().err
-    assert cli.main(["roi", "--preset", "nowhere", "--evaluation", str(path)]) == 2
+    assert main.main(["roi", "--preset", "nowhere", "--evaluation", str(path)]) == 2
     assert "unknown preset" in capsys.readouterr().err
-    assert cli.main(["roi", "--evaluation", str(tmp_path / "none.json")]) == 2
+    assert main.main(["roi", "--evaluation", str(tmp_path / "none.json")]) == 2
     assert "cxr evaluate" in capsys.readouterr().err
 
 
@@ -260,14 +262,14 @@ def _result_attrs(box) -> dict:
 
 def test_widget_updates_and_matches_the_model():
     sets = roi_inputs.performance_sets({"database": record(0.99, 0.9), "external": record(0.95, 0.4)})
-    box = roi_calculator.widget(sets, draws=50)
+    box = calculator.widget(sets, draws=50)
     first = _result_attrs(box)
     slider = _control(box, "studies per year")
     slider.value = 120_000
     after = _result_attrs(box)
     assert after["net"] != first["net"] and after["inputs"]["studies_per_year"] == 120_000
     site = Site(**after["inputs"])
-    assert after["net"] == pytest.approx(roi_model.roi(site, sets["database"][site.operating_point])["net_annual_value"])
+    assert after["net"] == pytest.approx(model.roi(site, sets["database"][site.operating_point])["net_annual_value"])
     preset_box = _control(box, "use case")
     preset_box.value = "pandemic_surveillance"
     assert _result_attrs(box)["inputs"]["workflow"] == "covid_screening"
@@ -288,23 +290,23 @@ def test_widget_updates_and_matches_the_model():
 
 def test_static_calculator_is_self_contained():
     sets = roi_inputs.performance_sets({"database": record()})
-    page = roi_calculator.calculator_html(sets)
+    page = calculator.calculator_html(sets)
     assert "http://" not in page and "https://" not in page
     assert 'id="cxr-roi-json"' in page and "function roi(" in page
-    data = roi_calculator.calculator_data(sets)
+    data = calculator.calculator_data(sets)
     assert set(data["presets"]) == set(roi_cases.PRESETS)
     assert data["performance"]["database"]["abnormal@95"]["sensitivity"] == 0.9
 
 
 def test_break_even_price_and_summary_of_use_cases():
     site, p = Site(), perf()
-    price = roi_uncertainty.break_even_price(site, p)
+    price = uncertainty.break_even_price(site, p)
     if price > 0:
-        assert roi_model.roi(site.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
+        assert model.roi(site.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
     cheap = site.replace(ai_cost_per_year=0.0, read_s_ai_normal=5.0)
-    price = roi_uncertainty.break_even_price(cheap, p)
+    price = uncertainty.break_even_price(cheap, p)
     assert price > 0
-    assert roi_model.roi(cheap.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
+    assert model.roi(cheap.replace(ai_cost_per_study=price), p)["net_annual_value"] == pytest.approx(0, abs=1e-6)
     sets = roi_inputs.performance_sets({"database": record(0.99, 0.99), "external": record(0.95, 0.2)})
     cases = roi_cases.use_cases(sets, n=200, seed=0)
     s = roi_cases.summarise_use_cases(cases)

@@ -1,11 +1,12 @@
-"""Chapter 04's statements, from an evaluation record and test probabilities (`cxr.clinical`)."""
+"""Chapter 04's statements, from an evaluation record and test probabilities (`cxr.assess.clinical`)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from cxr import clinical, metrics, targets
-from cxr.classes import CLASSES
+from cxr.assess import clinical
+from cxr.core import metrics, targets
+from cxr.core.config import CLASSES
 
 
 def record(accuracy=0.95, ece=0.01, auc=0.99) -> dict:

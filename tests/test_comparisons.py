@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cxr import comparisons, enhancement, registry
-from cxr.config import get_config
+from cxr.core.config import get_config
+from cxr.model import registry
+from cxr.report import comparisons, enhancement_experiment
 
 REF = {"model_sha256": "ab" * 32, "data_sha256": "d1" * 32, "records_version": 1, "model": "m", "profile": "full"}
 
@@ -58,14 +59,14 @@ def test_a_stored_map_comes_back_at_the_asked_size():
 def test_the_enhancement_record_is_reused_for_the_same_data_and_settings(tmp_path, monkeypatch):
     cfg = get_config("full")
     monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path))
-    monkeypatch.setattr(enhancement, "_ref", lambda config: {"data_sha256": "d1", "pixels": config.key("clahe")})
+    monkeypatch.setattr(enhancement_experiment, "_ref", lambda config: {"data_sha256": "d1", "pixels": config.key("clahe")})
     calls = []
     result = {"enhancements": {"none": {"accuracy_vs_none": [0.0, [0.0, 0.0]]}}, "verdicts": [], "adopted": []}
-    monkeypatch.setattr(enhancement, "measure", lambda config, progress=False: calls.append(1) or result)
-    enhancement.enhancement_record(cfg)
-    enhancement.enhancement_record(cfg)
+    monkeypatch.setattr(enhancement_experiment, "measure", lambda config, progress=False: calls.append(1) or result)
+    enhancement_experiment.enhancement_record(cfg)
+    enhancement_experiment.enhancement_record(cfg)
     assert len(calls) == 1
-    enhancement.enhancement_record(cfg.replace(clahe=not cfg.clahe))  # other settings: measured again
+    enhancement_experiment.enhancement_record(cfg.replace(clahe=not cfg.clahe))  # other settings: measured again
     assert len(calls) == 2
 
 
@@ -75,13 +76,13 @@ def test_the_enhancement_table_shows_each_variant_against_none():
     record = {"enhancements": {"none": row | {"accuracy_vs_none": [0.0, [0.0, 0.0]], "macro_auc_vs_none": [0, [0, 0]]},
                                "gamma 0.8": row | {"accuracy_vs_none": [-0.012, [-0.02, -0.004]],
                                                    "macro_auc_vs_none": [0.001, [-0.001, 0.003]]}}}
-    t = enhancement.table(record)
+    t = enhancement_experiment.table(record)
     assert list(t.index) == ["none", "gamma 0.8"]
     assert t.loc["gamma 0.8", "accuracy vs none (points)"].startswith("-1.20 [-2.00,")
 
 
 def _fair_record(accuracy=0.85, curve=(0.5, 0.7, 0.8, 0.84, 0.85, 0.85)):
-    from cxr.classes import CLASSES
+    from cxr.core.config import CLASSES
 
     return {"budget": {"steps": 1400, "batch_size": 32, "input_size": 128, "epochs": 4.3, "images_seen": 44800,
                        "schedule": "AdamW, cosine decay over the steps"},
@@ -95,7 +96,7 @@ def _fair_record(accuracy=0.85, curve=(0.5, 0.7, 0.8, 0.84, 0.85, 0.85)):
 
 
 def test_the_recorded_resnet50_is_described_by_its_numbers():
-    from cxr import resnet50_record
+    from cxr.report import resnet50_baseline as resnet50_record
 
     assert not resnet50_record.still_improving([{"val_accuracy": a} for a in (0.5, 0.8, 0.85, 0.85, 0.84, 0.85)])
     assert resnet50_record.still_improving([{"val_accuracy": a} for a in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85)])
@@ -111,8 +112,8 @@ def test_the_recorded_resnet50_is_described_by_its_numbers():
 
 
 def test_the_recorded_resnet50_is_read_only_for_the_data_it_was_made_on(tmp_path):
-    from cxr import resnet50_record
-    from cxr.registry import data_ref
+    from cxr.model.registry import data_ref
+    from cxr.report import resnet50_baseline as resnet50_record
 
     path = tmp_path / "resnet50.json"
     ref = data_ref()
@@ -126,7 +127,7 @@ def test_the_validation_curve_is_drawn_from_the_record_or_says_there_is_none():
     import matplotlib
 
     matplotlib.use("Agg")
-    from cxr import plots
+    from cxr.report import plots
 
     fig = plots.validation_curve(_fair_record())
     assert len(fig.axes[0].lines) == 2 and len(fig.axes[0].lines[0].get_xdata()) == 6

@@ -1,6 +1,9 @@
 """Discovery, validation of bad files, import, duplicates and split invariants."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -8,10 +11,10 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-
-from cxr import classes, dataset, images, scanning, splits
-from cxr.config import repo_root
 from conftest import synthetic_xray, write_dataset
+
+from cxr.core.config import CLASSES, repo_root
+from cxr.data import dataset, images, scanning, splits
 
 
 # ---------------------------------------------------------------- discovery order
@@ -164,7 +167,7 @@ def test_committed_split_invariants():
     split = pd.read_csv(SPLITS, keep_default_na=False)
     assert {"file", "label", "split", "group"} <= set(split.columns)
     assert set(split.split) == {"train", "val", "test"}
-    assert set(split.label) == set(classes.CLASSES)
+    assert set(split.label) == set(CLASSES)
     assert split.file.is_unique
     assert split.groupby("group").split.nunique().max() == 1, "a duplicate group straddles two splits"
     assert not split.file.str.startswith("audit/").any(), "the audit subset must stay out of the split"
@@ -175,7 +178,7 @@ def test_committed_split_invariants():
 def test_stratified_sample_keeps_class_shares_and_does_not_depend_on_row_order():
     import pandas as pd
 
-    from cxr.splits import stratified_sample
+    from cxr.data.splits import stratified_sample
 
     rows = pd.DataFrame({"file": [f"f{i}.png" for i in range(1000)],
                          "label": ["Normal"] * 600 + ["COVID"] * 300 + ["Viral Pneumonia"] * 100})
@@ -185,3 +188,22 @@ def test_stratified_sample_keeps_class_shares_and_does_not_depend_on_row_order()
     assert list(s.file) == list(shuffled.file)
     assert set(stratified_sample(rows, 100, seed=1).file) != set(s.file)
     assert len(stratified_sample(rows, 5000)) == 1000  # fewer rows than asked: all of them
+
+
+def test_make_stops_first_with_the_one_message_when_the_data_is_missing(tmp_path: Path):
+    """`make book` and `make test` check for the data before anything runs: with none, they stop
+    with the message that says where it was looked for and how to get it, and run no chapter."""
+    if not shutil.which("make"):
+        pytest.skip("no make here")
+    root = repo_root()
+    env = {**os.environ, "CXR_DATA_DIR": str(tmp_path / "nowhere")}
+    for target in ("book", "test"):
+        r = subprocess.run(["make", "-n", target], cwd=root, capture_output=True, text=True, env=env)
+        lines = r.stdout.splitlines()
+        check = next(i for i, line in enumerate(lines) if "cxr data where" in line)
+        runs = [i for i, line in enumerate(lines) if "jupyter-book build" in line or "pytest" in line]
+        assert runs and check < min(runs), f"make {target} runs something before it checks for the data"
+    r = subprocess.run(["make", "--no-print-directory", "data-check"], cwd=root, capture_output=True, text=True,
+                       env=env)
+    assert r.returncode != 0
+    assert "CXR_DATA_DIR=" in r.stderr and "holds no class folders" in r.stderr and "Traceback" not in r.stderr

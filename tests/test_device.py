@@ -7,10 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cxr import checkpoints, cli, registry, runtime, train
-from cxr.config import get_config
 from conftest import write_dataset
+
+from cxr.cli import main
+from cxr.core import runtime
+from cxr.core.config import get_config
+from cxr.model import checkpoints, registry
+from cxr.train import run as train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
 
@@ -47,10 +50,10 @@ def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setenv("CXR_DEVICE", "auto")  # restored after the test: `cxr --device` sets it for the process
     for command in (["train"], ["evaluate", "--data", "x"], ["audit"], ["adapt", "--data", "x"], ["predict", "x"]):
-        assert cli.main(command + ["--device", "cuda"]) == 2, command
+        assert main.main(command + ["--device", "cuda"]) == 2, command
         assert "no CUDA GPU" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["predict", "x", "--device", "tpu"])
+        main.main(["predict", "x", "--device", "tpu"])
 
 
 def test_models_load_and_predict_on_the_cpu_when_asked(monkeypatch):

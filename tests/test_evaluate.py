@@ -9,12 +9,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_dataset
 from sklearn.metrics import roc_auc_score
 from statsmodels.stats.proportion import proportion_confint
 
-from cxr import checkpoints, classes, evaluate, metrics, train
-from cxr.config import get_config
-from conftest import write_dataset
+from cxr.assess import evaluate
+from cxr.core import metrics
+from cxr.core.config import CLASSES, get_config
+from cxr.train import run as train
 
 
 @pytest.mark.parametrize("k,n", [(363, 542), (0, 10), (10, 10), (1, 3), (95, 100)])
@@ -151,7 +153,7 @@ def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
 
 
 def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monkeypatch):
-    from cxr import registry
+    from cxr.model import registry
 
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     monkeypatch.setattr(registry, "SHIPPED", tmp_path / "not-shipped.pt")
@@ -160,7 +162,7 @@ def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monk
 
 
 def test_without_a_run_the_shipped_model_is_used(home: Path, tmp_path: Path, monkeypatch):
-    from cxr import registry
+    from cxr.model import registry
 
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     monkeypatch.delenv(registry.MODEL_ENV, raising=False)
@@ -184,8 +186,8 @@ def test_operating_points_chosen_on_validation_reach_their_target():
     for name in chosen:
         assert again[name]["measured"]["tp"] == chosen[name]["validation"]["tp"]
     truth, score = metrics.task_scores("abnormal", y, proba)
-    assert np.array_equal(truth, y != classes.CLASSES.index("Normal"))
-    assert np.allclose(score, 1 - proba[:, classes.CLASSES.index("Normal")])
+    assert np.array_equal(truth, y != CLASSES.index("Normal"))
+    assert np.allclose(score, 1 - proba[:, CLASSES.index("Normal")])
     with pytest.raises(ValueError, match="unknown task"):
         metrics.task_scores("pneumothorax", y, proba)
 
@@ -231,12 +233,12 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     # patient ids repeat across collections: patients are told apart by collection too
     assert ext["patient_level"]["patients"] == 6 and ext["patient_level"]["images"] == 12
     assert "patient-level intervals (6 patients" in evaluate.format_summary(ext)
-    from cxr import report
+    from cxr.report import prose
 
-    tables = report.external_tables(ext, record)
+    tables = prose.external_tables(ext, record)
     assert list(tables["per_class"].index) == list(metrics.CLASSES) and len(tables["by_collection"]) == 2
     assert tables["confusion"].to_numpy().sum() == 12
-    text = report.external_text(ext, record)
+    text = prose.external_text(ext, record)
     assert text["ext_images"] == "12" and text["ext_patients"] == "6" and "ext_acc_a" in text
     with pytest.raises(ValueError, match="no operating points"):
         evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
@@ -268,7 +270,7 @@ def test_at_threshold_counts_and_intervals():
 def test_patient_level_intervals_widen_when_images_of_one_patient_agree():
     """Ten patients with ten images each, every patient all right or all wrong: 100 images but only
     ten independent pieces of evidence, so the patient-level interval is much wider than Wilson's."""
-    from cxr import metrics
+    from cxr.core import metrics
 
     y = np.repeat(np.arange(10) % 2 * 2, 10)  # COVID and Normal patients
     right = np.repeat(np.arange(10) < 5, 10)
@@ -289,7 +291,7 @@ def test_patient_level_intervals_widen_when_images_of_one_patient_agree():
 
 
 def test_difference_verdict_needs_the_whole_interval_on_one_side():
-    from cxr.metrics import difference_verdict
+    from cxr.core.metrics import difference_verdict
 
     assert "better" in difference_verdict("x", 0.02, (0.001, 0.04))
     assert "worse" in difference_verdict("x", -0.02, (-0.04, -0.001))
@@ -300,7 +302,7 @@ def test_difference_verdict_needs_the_whole_interval_on_one_side():
 def test_per_class_table_keeps_each_interval_on_one_line():
     import numpy as np
 
-    from cxr.metrics import per_class_table, summary
+    from cxr.core.metrics import per_class_table, summary
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 10)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from cxr import audit, explain
-from cxr.models import efficientnet_lite0
 from conftest import synthetic_xray
+
+from cxr.assess import audit, explain
+from cxr.model.architectures import efficientnet_lite0
 
 
 def test_energy_share_and_regions():

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_dataset
 
 import cxr
-from cxr import config as config_module, registry, train
-from cxr.config import VERSIONS, get_config
-from conftest import write_dataset
+from cxr.core.config import VERSIONS, get_config
+from cxr.model import registry
+from cxr.train import run as train
 
 GOLDEN = Path(__file__).with_name("golden_weights.json")
 
@@ -24,10 +25,12 @@ KEYS = r"""
 import json, sys
 import numpy as np
 from pathlib import Path
-from cxr import config, data, features, preprocess, registry, scanning
+from cxr.core import config
+from cxr.data import preprocess, scanning, splits
+from cxr.model import features, registry
 root = Path(sys.argv[1])
 cfg = config.get_config("full", cache_dir=root / "cache", runs_dir=root / "runs")
-_, table = data.load_table(cfg, root=root / "ds")
+_, table = splits.load_table(cfg, root=root / "ds")
 px = np.zeros((2, 8, 8), np.uint8)
 print(json.dumps({
     "scan": scanning._listing_key(root / "ds", table.file),
@@ -60,10 +63,10 @@ def test_editing_comments_and_docstrings_in_any_module_changes_no_key(tmp_path: 
 
 
 def test_a_version_bump_renames_only_its_own_path(home, cfg, dataset, monkeypatch):
-    from cxr import data, preprocess
+    from cxr.data import preprocess, splits
 
     monkeypatch.setenv("CXR_DATA_DIR", str(dataset))
-    _, table = data.load_table(cfg)
+    _, table = splits.load_table(cfg)
     keys = {a: registry.run_key(cfg, a, table) for a in registry.APPROACHES}
     pixels = preprocess.pixels_cache_key(dataset, table, cfg)
     monkeypatch.setitem(VERSIONS, "finetune", VERSIONS["finetune"] + 1)
@@ -75,10 +78,10 @@ def test_a_version_bump_renames_only_its_own_path(home, cfg, dataset, monkeypatc
 
 
 def test_a_run_key_reads_only_the_fields_of_its_approach(home, cfg, dataset, monkeypatch):
-    from cxr import data
+    from cxr.data import splits
 
     monkeypatch.setenv("CXR_DATA_DIR", str(dataset))
-    _, table = data.load_table(cfg)
+    _, table = splits.load_table(cfg)
     key = {a: registry.run_key(cfg, a, table) for a in registry.APPROACHES}
     resnet_change = cfg.replace(resnet_steps=cfg.resnet_steps + 1)
     assert registry.run_key(resnet_change, "finetune", table) == key["finetune"]
@@ -151,7 +154,7 @@ def same_training(got: dict, want: dict, same_machine: bool = False) -> tuple[bo
 def test_the_training_paths_give_their_golden_weights(tiny):
     """Fails when a training path changes its weights and its recipe version was not bumped (then
     its runs would be reused though they are not what the code trains now). After a deliberate
-    change: bump `cxr.config.VERSIONS[approach]`, then write the new digests with
+    change: bump `cxr.core.config.VERSIONS[approach]`, then write the new digests with
     `python tests/test_keys.py`."""
     golden = json.loads(GOLDEN.read_text())
     here = golden.get("machine") == machine()
@@ -165,7 +168,7 @@ def test_the_training_paths_give_their_golden_weights(tiny):
             f"{approach}: the training path now gives other weights under the same recipe version "
             f"{got['version']} (test probabilities differ by up to {diff:.2g}; "
             + ("bitwise equality is asked on the machine that wrote the digests" if here else
-               f"another CPU may move them by {PROBABILITY_TOLERANCE:g}") + "): bump cxr.config.VERSIONS[{approach!r}] (and write the digests), or undo the change")
+               f"another CPU may move them by {PROBABILITY_TOLERANCE:g}") + "): bump cxr.core.config.VERSIONS[{approach!r}] (and write the digests), or undo the change")
 
 
 def test_the_golden_comparison_tells_a_changed_recipe_from_another_cpu():

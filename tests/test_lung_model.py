@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr import lung_model, targets
-from cxr.classes import CLASSES
+from cxr.core.config import CLASSES
+from cxr.report import lung_experiment
 
 
 def test_the_occlusion_pair_falls_to_chance_for_a_model_that_reads_only_the_lungs():
@@ -24,14 +24,15 @@ def test_the_occlusion_pair_falls_to_chance_for_a_model_that_reads_only_the_lung
         k = np.clip(np.round((level - 60) / 40), 0, 3).astype(int)
         return np.eye(4)[k]
 
-    o = lung_model.occlusion_pair(reads_lungs, px, y, lungs)
+    o = lung_experiment.occlusion_pair(reads_lungs, px, y, lungs)
     assert o["as_is_balanced_accuracy"] == 1.0 and o["lungs_only_balanced_accuracy"] == 1.0
     assert o["lungs_hidden_balanced_accuracy"] == pytest.approx(0.25)
 
 
 def test_a_failed_mask_is_replaced_by_the_mean_of_those_that_passed(monkeypatch):
-    from cxr import segmenter
     from test_lungs import two_lungs
+
+    from cxr.data import segmenter
 
     good, empty = two_lungs(64), np.zeros((64, 64), bool)
     monkeypatch.setattr(segmenter, "segment", lambda seg, images: [good, empty, good])
@@ -53,15 +54,15 @@ def _row(name, hidden, only=0.9, acc=0.95, ext_normals=5):
 
 
 def test_the_record_chooses_by_validation_and_its_table_names_the_chosen_model():
-    rec = lung_model.comparison([_row("whole", 0.88), _row("lungs", 0.30)])
+    rec = lung_experiment.comparison([_row("whole", 0.88), _row("lungs", 0.30)])
     assert rec["chosen"] == "lungs"
-    t = lung_model.table(rec)
+    t = lung_experiment.table(rec)
     assert list(t.columns) == ["whole", "lungs (chosen)"] and t.loc["lungs hidden (balanced)", "lungs (chosen)"] == "30.0%"
     assert t.loc["external normals called COVID-19", "whole"] == "5 of 32"
 
 
 def test_the_target_check_says_by_how_much_a_target_is_missed():
-    check = lung_model.target_check(_row("lungs", 0.40, only=0.85, ext_normals=14))
+    check = lung_experiment.target_check(_row("lungs", 0.40, only=0.85, ext_normals=14))
     assert check.loc["lungs hidden (balanced accuracy)", "verdict"] == "missed by 5.0 points"
     assert check.loc["lungs only, below as is (points)", "verdict"] == "missed by 5.0 points"
     assert check.loc["external normals called COVID-19", "verdict"] == "missed by 4 films"
@@ -72,21 +73,21 @@ def test_the_target_check_says_by_how_much_a_target_is_missed():
 def test_the_verdict_follows_the_numbers():
     whole, lungs = _row("whole", 0.88, acc=0.968, ext_normals=25), _row("lungs", 0.30, acc=0.94, ext_normals=8)
     whole["input"] = "none"
-    text = lung_model.verdict(lung_model.comparison([whole, lungs]))
+    text = lung_experiment.verdict(lung_experiment.comparison([whole, lungs]))
     assert "lungs is chosen, so the lung model is the one to ship" in text
     assert "test accuracy falls by 2.8 points" in text and "calls 8 of 32 normal films COVID-19 (whole film 25)" in text
     better = _row("lungs", 0.30, acc=0.97)
-    assert "rises by 0.2 points" in lung_model.verdict(lung_model.comparison([whole, better]))
+    assert "rises by 0.2 points" in lung_experiment.verdict(lung_experiment.comparison([whole, better]))
     weak = _row("lungs", 0.30) | {"val": _row("lungs", 0.30)["val"] | {"twin_agreement": 0.5}}
-    assert "whole-film model keeps shipping" in lung_model.verdict(lung_model.comparison([whole, weak]))
+    assert "whole-film model keeps shipping" in lung_experiment.verdict(lung_experiment.comparison([whole, weak]))
 
 
 def test_the_summary_sentence_follows_the_numbers():
     whole = _row("whole", 0.88) | {"input": "none"}
     weak = _row("lung-crop", 0.60) | {"val": _row("lung-crop", 0.60)["val"] | {"twin_agreement": 0.5}}
-    text = lung_model.summary(lung_model.comparison([whole, weak]))
+    text = lung_experiment.summary(lung_experiment.comparison([whole, weak]))
     assert "60.0% (lung-crop), above the 35% target" in text and "did not make it need them" in text
     assert text.endswith("kept the whole-film model.")
-    good = lung_model.summary(lung_model.comparison([whole, _row("lung-crop", 0.30)]))
+    good = lung_experiment.summary(lung_experiment.comparison([whole, _row("lung-crop", 0.30)]))
     assert "within the 35% target" in good and "made it need them" in good and good.endswith("kept lung-crop.")
-    assert lung_model.summary(None).startswith("No model")
+    assert lung_experiment.summary(None).startswith("No model")

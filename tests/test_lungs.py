@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import lung_masks, segmenter
+from cxr.data import lung_masks, segmenter
 
 
 def two_lungs(size: int = 128, left: float = 1.0, right: float = 1.0, gap: int = 8) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_the_network_keeps_the_size_and_its_file_reads_back_without_unpickling(t
 
 
 def test_the_held_out_part_is_whole_patients():
-    from cxr.segmenter_train import patient_split
+    from cxr.train.segmenter import patient_split
 
     patients = pd.Series(["a", "a", "b", "c", "c", "c", "d", "e", "f", "g"])
     held = patient_split(patients, share=0.3, seed=0)
@@ -125,7 +125,7 @@ def test_folding_the_batch_norms_changes_nothing_but_speed():
 
 
 def test_a_lung_at_a_known_place_lands_where_expected_in_the_crop_and_the_mask():
-    from cxr import lung_crop
+    from cxr.data import lung_crop
 
     gray = np.full((100, 120), 50, np.uint8)
     mask = np.zeros((100, 120), bool)
@@ -143,22 +143,22 @@ def test_a_lung_at_a_known_place_lands_where_expected_in_the_crop_and_the_mask()
 
 
 def test_a_film_whose_mask_fails_is_passed_whole_with_its_status(monkeypatch):
-    from cxr import lung_crop
+    from cxr.data import lung_crop
 
     gray = np.full((64, 64), 80, np.uint8)
     monkeypatch.setattr(lung_crop, "_segmenter", lambda: None)
-    monkeypatch.setattr("cxr.segmenter.segment", lambda model, images: [np.zeros((64, 64), bool)])
+    monkeypatch.setattr("cxr.data.segmenter.segment", lambda model, images: [np.zeros((64, 64), bool)])
     out, status = lung_crop.lung_input(gray, "crop")
     assert status == "empty" and out.shape == gray.shape
     tiny = np.zeros((64, 64), bool)
     tiny[28:36, 16:26] = tiny[28:36, 38:48] = True  # two lungs of 4% of the image together
-    monkeypatch.setattr("cxr.segmenter.segment", lambda model, images: [tiny])
+    monkeypatch.setattr("cxr.data.segmenter.segment", lambda model, images: [tiny])
     assert lung_crop.lung_input(gray, "crop")[1] == "too small"
 
 
 def test_the_lung_input_is_a_preprocessing_setting_that_leaves_earlier_keys_alone():
-    from cxr.config import get_config
-    from cxr.preprocess import PARAMS
+    from cxr.core.config import get_config
+    from cxr.data.preprocess import PARAMS
 
     base = get_config("smoke")
     assert base.key() == base.replace(lungs="none", lung_margin=0.1).key()

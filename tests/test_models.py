@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from cxr import models
+from cxr.model import architectures
 
 
 @pytest.fixture(scope="module")
@@ -20,18 +19,18 @@ def cat() -> torch.Tensor:
 
 
 def test_lite0_names_the_cat(cat):
-    m = models.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
+    m = architectures.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
     with torch.no_grad():
         top = m(cat).softmax(1).topk(3).indices[0].tolist()
     assert top[0] in (281, 282, 285)  # tabby, tiger cat, Egyptian cat
-    random = models.efficientnet_lite0(num_classes=1000, in_channels=3, pretrained=False).eval()
+    random = architectures.efficientnet_lite0(num_classes=1000, in_channels=3, pretrained=False).eval()
     with torch.no_grad():
         assert random(cat).softmax(1).max() < 0.05  # an untrained network has no idea
 
 
 def test_grey_stem_is_equivalent_to_rgb(cat):
-    rgb = models.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
-    grey = models.efficientnet_lite0(num_classes=1000, in_channels=1).eval()
+    rgb = architectures.efficientnet_lite0(num_classes=1000, in_channels=3).eval()
+    grey = architectures.efficientnet_lite0(num_classes=1000, in_channels=1).eval()
     g = cat.mean(1, keepdim=True)
     with torch.no_grad():
         assert torch.allclose(grey(g), rgb(g.expand(-1, 3, -1, -1)), atol=1e-4)
@@ -39,8 +38,8 @@ def test_grey_stem_is_equivalent_to_rgb(cat):
 
 def test_resnet50_says_when_it_starts_from_random(monkeypatch, tmp_path, caplog):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    caplog.set_level(logging.INFO, logger="cxr.models")
-    m, origin = models.resnet50()
+    caplog.set_level(logging.INFO, logger="cxr.model.architectures")
+    m, origin = architectures.resnet50()
     said = [r for r in caplog.records if "random weights" in r.getMessage()]
     # in the log at info level: a warning would print on chapter 03's page beside the sentence that says it
     assert said and all(r.levelno == logging.INFO for r in said)
@@ -54,13 +53,13 @@ def test_resnet50_grey_stem_matches_normalised_rgb(tmp_path):
     net = torchvision.models.resnet50(weights=None).eval()
     path = tmp_path / "resnet50-test.pth"
     torch.save(net.state_dict(), path)
-    grey, origin = models.resnet50(weights_path=path)
+    grey, origin = architectures.resnet50(weights_path=path)
     assert origin == f"ImageNet weights ({path.name})"  # the file, not this machine's folder
     grey.fc = net.fc
     grey.eval()
     x = torch.rand(1, 1, 96, 96)
-    mean = torch.tensor(models.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(models.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(architectures.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(architectures.IMAGENET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         a = grey.conv1(x)[..., 2:-2, 2:-2]  # away from the zero-padded border
         b = net.conv1((x.expand(-1, 3, -1, -1) - mean) / std)[..., 2:-2, 2:-2]
@@ -69,7 +68,7 @@ def test_resnet50_grey_stem_matches_normalised_rgb(tmp_path):
 
 def test_missing_resnet_weights_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
-        models.resnet50(weights_path=tmp_path / "nope.pth")
+        architectures.resnet50(weights_path=tmp_path / "nope.pth")
 
 
 @pytest.mark.parametrize("k,stride,size", [(3, 1, 14), (5, 1, 15), (3, 2, 16), (3, 2, 15), (5, 2, 28), (1, 1, 7)])
@@ -81,7 +80,7 @@ def test_same_padding_matches_tensorflow_same(k, stride, size):
     import torch
     import torch.nn.functional as F
 
-    from cxr.models import SameConv2d
+    from cxr.model.architectures import SameConv2d
 
     torch.manual_seed(0)
     conv = SameConv2d(4, 6, k, stride=stride, bias=True)
@@ -96,8 +95,8 @@ def test_same_padding_matches_tensorflow_same(k, stride, size):
 
 def test_folded_copy_computes_the_same_function_and_leaves_the_model_alone(cat):
     grey = cat.mean(1, keepdim=True)
-    m = models.efficientnet_lite0(num_classes=1000, in_channels=1).train()  # ImageNet batch-norm statistics
-    f = models.folded(m)
+    m = architectures.efficientnet_lite0(num_classes=1000, in_channels=1).train()  # ImageNet batch-norm statistics
+    f = architectures.folded(m)
     assert m.training and any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())  # the original is untouched
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in f.modules())
     assert not any(p.requires_grad for p in f.parameters())
@@ -108,8 +107,8 @@ def test_folded_copy_computes_the_same_function_and_leaves_the_model_alone(cat):
     for a, b in ((got, want), part):  # float rounding only: errors far below the values' range
         assert (a - b).abs().max() <= 1e-4 * b.abs().max()
     assert torch.equal(got.argmax(1), want.argmax(1))
-    resnet, _ = models.resnet50(pretrained=False)
-    assert models.folded(resnet) is resnet  # only EfficientNet-Lite0 is folded
+    resnet, _ = architectures.resnet50(pretrained=False)
+    assert architectures.folded(resnet) is resnet  # only EfficientNet-Lite0 is folded
 
 
 def test_in_place_activations_give_the_same_gradients_as_out_of_place(monkeypatch):
@@ -118,12 +117,12 @@ def test_in_place_activations_give_the_same_gradients_as_out_of_place(monkeypatc
 
     def grads():
         torch.manual_seed(0)
-        m = models.efficientnet_lite0(pretrained=False).train()
+        m = architectures.efficientnet_lite0(pretrained=False).train()
         m(x).logsumexp(1).sum().backward()
         return [p.grad.clone() for p in m.parameters()]
 
     in_place = grads()
     relu6 = F.relu6
-    monkeypatch.setattr(models.F, "relu6", lambda t, inplace=False: relu6(t))
+    monkeypatch.setattr(architectures.F, "relu6", lambda t, inplace=False: relu6(t))
     out_of_place = grads()
     assert all(torch.equal(a, b) for a, b in zip(in_place, out_of_place))

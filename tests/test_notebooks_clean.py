@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from cxr.config import repo_root
+from cxr.core.config import repo_root
 
 NOTEBOOKS = sorted((repo_root() / "notebooks").glob("*.ipynb"))
 

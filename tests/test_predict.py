@@ -11,17 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from cxr import checkpoints, cli, ood, predict, reading, results, walk
 from conftest import synthetic_xray
 from test_evaluate import tiny_run
+
+from cxr.assess import predict, results
+from cxr.cli import main
+from cxr.data import reading, walk
+from cxr.model import checkpoints, ood
 
 
 def write_dicom(path: Path, arr: np.ndarray | None, modality: str = "DX", photometric: str = "MONOCHROME2",
                 broken_jpeg2000: bool = False) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import JPEG2000Lossless, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
@@ -137,16 +140,16 @@ def test_monochrome1_is_the_inverse_of_monochrome2(tmp_path: Path):
 
 def test_command_exit_codes_and_no_dicom_header_in_output(model_file: Path, inputs: Path, tmp_path: Path, capsys):
     out = tmp_path / "results.csv"
-    assert cli.main(["predict", str(inputs / "grey.png"), str(inputs / "dx.dcm"), "--model", str(model_file),
+    assert main.main(["predict", str(inputs / "grey.png"), str(inputs / "dx.dcm"), "--model", str(model_file),
                      "--out", str(out), "--threshold", "covid@95", "--cam", str(tmp_path / "cams")]) == 0
     rows = pd.read_csv(out)
     assert list(rows.file) == ["grey.png", "dx.dcm"] and set(rows.decision) <= {"COVID-19", "not COVID-19"}
     text = out.read_text() + capsys.readouterr().out
     assert "Secret" not in text and "ID-12345" not in text
     assert sorted(p.name for p in (tmp_path / "cams").iterdir()) == ["dx_gradcam.png", "grey_gradcam.png"]
-    assert cli.main(["predict", str(inputs), "--model", str(model_file), "--out", str(tmp_path / "r.json")]) == 1
+    assert main.main(["predict", str(inputs), "--model", str(model_file), "--out", str(tmp_path / "r.json")]) == 1
     assert len(json.loads((tmp_path / "r.json").read_text())) == len(EXPECTED)
-    assert cli.main(["predict", str(inputs / "grey.png"), "--model", str(model_file), "--threshold", "covid@50"]) == 2
+    assert main.main(["predict", str(inputs / "grey.png"), "--model", str(model_file), "--threshold", "covid@50"]) == 2
     assert "covid@50" in capsys.readouterr().err
 
 
@@ -164,7 +167,7 @@ def test_exported_model_loads_weights_only_and_flags_strange_images(model_file: 
 
 
 def test_predict_uses_the_shipped_model_whatever_runs_there_are(model_file: Path, monkeypatch, tmp_path):
-    from cxr import registry
+    from cxr.model import registry
 
     monkeypatch.setattr(registry, "SHIPPED", model_file)
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "runs"))
@@ -234,7 +237,7 @@ def test_a_pacs_export_is_read_by_content(model_file: Path, pacs: Path, capsys):
     assert not {"export/DICOMDIR", "export/INDEX", "export/notes.txt", "export/README"} & set(rows.index)
     assert len(rows) == 9
     # the command says what it left out in one line
-    assert cli.main(["predict", str(pacs), "--model", str(model_file), "--workers", "0"]) == 1  # one error row
+    assert main.main(["predict", str(pacs), "--model", str(model_file), "--workers", "0"]) == 1  # one error row
     err = capsys.readouterr().err
     assert "ignored 4 files that are not images: DICOMDIR, INDEX, README, notes.txt" in err
     order = list(rows.index)
@@ -317,13 +320,13 @@ def test_shards_cover_every_file_once_and_merge_finds_what_is_wrong(model_file: 
     parts = []
     for k in (1, 2, 3):
         part = tmp_path / f"part-{k}.csv"
-        assert cli.main(["predict", str(root), "--model", str(model_file), "--shard", f"{k}/3", "--out", str(part),
+        assert main.main(["predict", str(root), "--model", str(model_file), "--shard", f"{k}/3", "--out", str(part),
                          "--workers", "0"]) == 0
         parts.append(part)
     files = [set(results.read(p).file) for p in parts]
     assert all(files) and sum(map(len, files)) == 40 and len(set.union(*files)) == 40
     merged = tmp_path / "all.parquet"
-    assert cli.main(["predict", "--merge", str(merged), *map(str, parts)]) == 0
+    assert main.main(["predict", "--merge", str(merged), *map(str, parts)]) == 0
     assert "every file is there exactly once" in capsys.readouterr().out
     assert len(results.read(merged)) == 40 and results.read(merged).file.is_unique
     # a doubled file (in two parts) and a missing one (its row lost) are found and named
@@ -331,18 +334,18 @@ def test_shards_cover_every_file_once_and_merge_finds_what_is_wrong(model_file: 
     lost = one.file.iloc[0]
     one.iloc[1:].to_csv(parts[0], index=False)
     pd.concat([two, one.iloc[[1]]]).to_csv(parts[1], index=False)
-    assert cli.main(["predict", "--merge", str(tmp_path / "m.csv"), *map(str, parts)]) == 1
+    assert main.main(["predict", "--merge", str(tmp_path / "m.csv"), *map(str, parts)]) == 1
     err = capsys.readouterr().err
     assert f"1 files with no row in any part: {lost}" in err
     assert f"1 files in more than one part (one row kept): {one.file.iloc[1]}" in err
     # without the third part, its shard is missing
-    assert cli.main(["predict", "--merge", str(tmp_path / "m2.csv"), *map(str, parts[:2])]) == 1
+    assert main.main(["predict", "--merge", str(tmp_path / "m2.csv"), *map(str, parts[:2])]) == 1
     assert "shards with no part: 3/3" in capsys.readouterr().err
 
 
 def test_parquet_results_and_cams_of_files_with_one_name(model_file: Path, pacs: Path, tmp_path: Path):
     out, cams = tmp_path / "r.parquet", tmp_path / "cams"
-    assert cli.main(["predict", str(pacs), "--model", str(model_file), "--out", str(out), "--cam", str(cams),
+    assert main.main(["predict", str(pacs), "--model", str(model_file), "--out", str(out), "--cam", str(cams),
                      "--workers", "0"]) == 1
     rows = results.read(out)
     assert len(rows) == 9 and not (tmp_path / "r.parquet.partial.csv").exists()

@@ -6,9 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from cxr import images, preprocess, scanning
 from conftest import synthetic_xray
+
+from cxr.data import images, preprocess, scanning
 
 
 def test_clahe_raises_local_contrast_and_keeps_shape():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxr.config import repo_root
+from cxr.core.config import repo_root
 
 ROOT = repo_root()
 

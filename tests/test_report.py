@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cxr import report
-from cxr.config import VERSIONS
+from cxr.core.config import VERSIONS
+from cxr.report import export, prose, records
 
 
 def summary_record(external: bool = True) -> dict:
@@ -28,7 +28,7 @@ def summary_record(external: bool = True) -> dict:
 
 
 def test_summary_text():
-    t = report.summary_text(summary_record())
+    t = prose.summary_text(summary_record())
     assert t["accuracy"] == "97.9% [97.2,\u00a098.4]"
     assert t["macro_auc"] == "0.997 [0.994,\u00a00.999]"
     assert t["covid_counts"] == "480 of 488" and t["test_images"] == "2,197"
@@ -44,7 +44,7 @@ def test_summary_text():
 
 
 def test_summary_text_without_an_external_set():
-    t = report.summary_text(summary_record(external=False))
+    t = prose.summary_text(summary_record(external=False))
     assert "not measured" in t["external_accuracy"] and "not measured" in t["roi_external"]
 
 
@@ -56,45 +56,47 @@ def test_a_record_is_reused_only_for_its_own_model_data_and_version(tmp_path: Pa
 
     Model.ref = ref
     path = tmp_path / "evaluation.json"
-    assert report._fresh(path, Model) is None
+    assert records._fresh(path, Model) is None
     path.write_text(json.dumps(ref | {"n": 3}))
-    assert report._fresh(path, Model)["n"] == 3
+    assert records._fresh(path, Model)["n"] == 3
     for change in ({"model_sha256": "cd" * 32}, {"data_sha256": "d2" * 32}, {"records_version": 0}):
         path.write_text(json.dumps(ref | change | {"n": 3}))
-        assert report._fresh(path, Model) is None, change
+        assert records._fresh(path, Model) is None, change
     path.write_text(json.dumps({"model_sha256": "ab" * 32, "checkpoint": "runs/finetune-full-abc/checkpoint.pt"}))
-    assert report._fresh(path, Model) is None  # a record from before records named their data
+    assert records._fresh(path, Model) is None  # a record from before records named their data
 
 
 def test_a_record_function_with_no_model_stops_with_the_command_and_does_not_train(home: Path, tmp_path: Path,
                                                                                      monkeypatch):
-    from cxr import registry, train
-    from cxr.config import get_config
     from conftest import write_dataset
+
+    from cxr.core.config import get_config
+    from cxr.model import registry
+    from cxr.train import run
 
     monkeypatch.setenv("CXR_DATA_DIR", str(write_dataset(tmp_path / "ds", per_class=4)))
     monkeypatch.setenv(registry.MODEL_ENV, "retrained")
     cfg = get_config("full", cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
-    monkeypatch.setattr(train, "fit", lambda *a, **k: pytest.fail("a record function trained a model"))
-    for record in (report.evaluation_record, report.executive_summary, report.twin_audit):
+    monkeypatch.setattr(run, "fit", lambda *a, **k: pytest.fail("a record function trained a model"))
+    for record in (records.evaluation_record, records.executive_summary, records.twin_audit):
         with pytest.raises(registry.MissingModel, match="`cxr train`"):
             record(cfg)
     monkeypatch.setenv(registry.MODEL_ENV, "shipped")
     monkeypatch.setattr(type(cfg), "reports_dir", property(lambda self: tmp_path / "reports"))
     # the shipped final model is there; the comparison record of this data and its runs are not
     with pytest.raises(registry.MissingModel, match=r"make comparisons.*|.*`cxr train --no-harmonise`"):
-        report.audit_record(cfg)
+        records.audit_record(cfg)
     assert not (tmp_path / "runs").exists()
 
 def test_metric_differences_in_points():
     full = {"accuracy": 0.9, "per_class": {"COVID": {"sensitivity": 0.8, "specificity": 0.95}}}
     shipped = {"accuracy": 0.899, "per_class": {"COVID": {"sensitivity": 0.81, "specificity": 0.95}}}
-    d = report.metric_differences(full, shipped)
+    d = records.metric_differences(full, shipped)
     assert abs(d["accuracy"] + 0.1) < 1e-9 and abs(d["COVID sensitivity"] - 1.0) < 1e-9 and d["COVID specificity"] == 0
 
 
 def test_intervals_stay_on_one_line_and_say_when_missing():
-    from cxr import book
+    from cxr.core import book
 
     assert book.pct(0.979, [0.972, 0.984]) == "97.9% [97.2,\u00a098.4]"
     assert book.interval(0.99671, [0.9936, 0.9987], 1, 4) == "0.9967 [0.9936,\u00a00.9987]"
@@ -104,7 +106,7 @@ def test_intervals_stay_on_one_line_and_say_when_missing():
 
 
 def test_records_and_pages_show_project_paths_not_machine_paths(tmp_path, monkeypatch):
-    from cxr.config import display_path
+    from cxr.core.config import display_path
 
     root = tmp_path / "checkout"
     (root / "runs" / "r").mkdir(parents=True)
@@ -124,8 +126,8 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     the run's history rides along."""
     import pandas as pd
 
-    from cxr import checkpoints, evaluate, ood, registry
-    from cxr.config import get_config
+    from cxr.core.config import get_config
+    from cxr.model import checkpoints
 
     monkeypatch.setenv("CXR_HOME", str(tmp_path))
     cfg = get_config("full")
@@ -135,33 +137,34 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     (run_path / "config.json").write_text("{}")
     pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6]}).to_csv(run_path / "history.csv", index=False)
     evaluated, measured, exported = [], [], []
-    monkeypatch.setattr(report, "external_dir", lambda: None)
-    monkeypatch.setattr(evaluate, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
+    monkeypatch.setattr(export, "external_dir", lambda: None)
+    monkeypatch.setattr(export, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
     monkeypatch.setattr(checkpoints, "load_model", lambda path: (None, {"input_size": 64}))
-    monkeypatch.setattr(ood, "fit_on_split", lambda model, size, config: {})
+    monkeypatch.setattr(export, "fit_on_split", lambda model, size, config: {})
     monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
-    monkeypatch.setattr(report, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
-    monkeypatch.setattr("cxr.dataset.find_dataset", lambda: tmp_path)
+    monkeypatch.setattr(export, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
+    monkeypatch.setattr(export, "find_dataset", lambda: tmp_path)
     attached = []
-    monkeypatch.setattr("cxr.site_record.attach", lambda path, config=None: attached.append(Path(path)) or Path(path))
-    report.export_model(run_path, tmp_path / "shipped.pt", cfg)
+    monkeypatch.setattr(export, "attach", lambda path, config=None: attached.append(Path(path)) or Path(path))
+    export.export_model(run_path, tmp_path / "shipped.pt", cfg)
     assert attached == [tmp_path / "shipped.pt"]  # the site check's reference, fitted on the exported file
     (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
     assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
     assert evaluated == [half] and measured == [half] and half != ckpt  # measured on the half-precision file
     assert ev == {"n": 1} and ext is None and audit["agreement"] == 0.95 and audit["twins"] == 40
     assert training["summary"] == {"best_epoch": 2} and [r["epoch"] for r in training["history"]] == [1, 2]
-    monkeypatch.setattr(report, "twin_audit", lambda config, path: {"agreement": float("nan"), "n": 0})
-    report.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
+    monkeypatch.setattr(export, "twin_audit", lambda config, path: {"agreement": float("nan"), "n": 0})
+    export.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
     assert exported[-1][4] is None
 
 
 
 def _small_full_profile(home: Path, tmp_path: Path, monkeypatch, per_class: int = 4):
     """The full profile on a small synthetic dataset, with its records in a folder of its own."""
-    from cxr.config import get_config
     from conftest import write_dataset
+
+    from cxr.core.config import get_config
 
     monkeypatch.setenv("CXR_DATA_DIR", str(write_dataset(tmp_path / "ds", per_class=per_class)))
     cfg = get_config("full", cache_dir=tmp_path / "cache", runs_dir=tmp_path / "runs")
@@ -171,9 +174,10 @@ def _small_full_profile(home: Path, tmp_path: Path, monkeypatch, per_class: int 
 
 
 def test_the_chapter_05_view_is_read_from_a_fresh_audit_record_and_nothing_is_audited_again(home, tmp_path, monkeypatch):
-    from cxr import audit, registry
-    from cxr.classes import CLASSES
-    from cxr.data import load_table
+    from cxr.assess import audit
+    from cxr.core.config import CLASSES
+    from cxr.data.splits import load_table
+    from cxr.model import registry
 
     cfg = _small_full_profile(home, tmp_path, monkeypatch)
     _, table = load_table(cfg)
@@ -189,7 +193,7 @@ def test_the_chapter_05_view_is_read_from_a_fresh_audit_record_and_nothing_is_au
         "twins_total": 7, "runs": {"after: final model": {"test_accuracy": 0.9}}}
     (tmp_path / "reports" / "explain.json").write_text(json.dumps(record))
     monkeypatch.setattr(audit, "shortcut_audit", lambda *a, **k: pytest.fail("a fresh record was audited again"))
-    result = report.audit_record(cfg)
+    result = records.audit_record(cfg)
     d = result.details
     assert table.file[d["sample"]].tolist() == test_files
     assert [CLASSES[k] for k in d["pred"]] == record["map_images"]["predicted"]
@@ -200,32 +204,33 @@ def test_the_chapter_05_view_is_read_from_a_fresh_audit_record_and_nothing_is_au
     # a record of another model, or one made before the view's keys existed, is audited again
     (tmp_path / "reports" / "explain.json").write_text(json.dumps({k: v for k, v in record.items() if k != "runs"}))
     monkeypatch.setattr(audit, "shortcut_audit", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("audited")))
-    monkeypatch.setattr("cxr.comparisons.comparison_record", lambda config: {"models": {"before": {"numbers": {}}}})
+    monkeypatch.setattr("cxr.report.comparisons.comparison_record", lambda config: {"models": {"before": {"numbers": {}}}})
     with pytest.raises(RuntimeError, match="audited"):
-        report.audit_record(cfg)
+        records.audit_record(cfg)
 
 
 def test_the_ood_record_is_read_while_it_names_the_model_and_data(home, tmp_path, monkeypatch):
     import numpy as np
 
-    from cxr import predict, registry
+    from cxr.assess import predict
+    from cxr.model import registry
 
     cfg = _small_full_profile(home, tmp_path, monkeypatch)
     ship = registry.shipped(cfg)
     record = ship.ref | {"threshold": 3.0, "groups": {}, "scores": {"database test split": [1.0, 2.5]}}
     (tmp_path / "reports" / "ood.json").write_text(json.dumps(record))
     monkeypatch.setattr(predict, "load", lambda *a, **k: pytest.fail("a fresh record was measured again"))
-    got = report.ood_record(cfg)
+    got = records.ood_record(cfg)
     assert isinstance(got["scores"]["database test split"], np.ndarray) and got["threshold"] == 3.0
     (tmp_path / "reports" / "ood.json").write_text(json.dumps(record | {"data_sha256": "0" * 64}))
     with pytest.raises(pytest.fail.Exception, match="measured again"):
-        report.ood_record(cfg)
+        records.ood_record(cfg)
 
 
 def test_the_summary_answers_does_it_read_the_lungs_with_the_occlusion_pair():
     r = summary_record() | {"occlusion": {"lungs_hidden_balanced_accuracy": 0.878, "lungs_only_balanced_accuracy": 0.502,
                                           "as_is_balanced_accuracy": 0.956}}
-    t = report.summary_text(r)
+    t = prose.summary_text(r)
     assert t["lungs_hidden"] == "87.8%" and t["lungs_only"] == "50.2%" and t["lungs_as_is"] == "95.6%"
     assert t["lungs_reading"].startswith("it does not need the lungs")
-    assert report.summary_text(summary_record())["lungs_hidden"] == "not measured"
+    assert prose.summary_text(summary_record())["lungs_hidden"] == "not measured"

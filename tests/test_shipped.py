@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
-
-from cxr import checkpoints, cli, registry
-from cxr.config import repo_root
 from conftest import synthetic_xray
+
+from cxr.cli import main
+from cxr.core.config import repo_root
+from cxr.model import checkpoints, registry
 
 REPORTS = repo_root() / "reports"
 
@@ -48,7 +48,7 @@ def test_predict_on_a_fresh_install_uses_the_shipped_model(tmp_path: Path, monke
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     monkeypatch.setenv("TQDM_DISABLE", "1")
     cv2.imwrite(str(tmp_path / "film.png"), synthetic_xray(11, 300))
-    assert cli.main(["predict", str(tmp_path / "film.png"), "--threshold", "abnormal@99",
+    assert main.main(["predict", str(tmp_path / "film.png"), "--threshold", "abnormal@99",
                      "--out", str(tmp_path / "r.json")]) == 0
     rows = json.loads((tmp_path / "r.json").read_text())
     assert rows[0]["status"] in ("ok", "warning: out of distribution")

@@ -1,4 +1,4 @@
-"""The site check (`cxr.site_check`, `cxr site-check`, `cxr predict`'s verdict): calibrated on
+"""The site check (`cxr.model.site_check`, `cxr site-check`, `cxr predict`'s verdict): calibrated on
 folders of one distribution whatever their class mix, it flags another processing chain, not
 another container; `cxr predict` decides before its first row, keeps its verdict when resumed,
 shares it between shards; the hospital report names no patient and reads at a phone's width."""
@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cxr import cli, predict, results, site_check as sc, site_folder, site_record
-from cxr.classes import CLASSES
-from cxr.config import repo_root
+from cxr.assess import predict, results, site_folder
+from cxr.cli import main
+from cxr.core.config import CLASSES, repo_root
+from cxr.model import site_check as sc
+from cxr.report import site_record
 
 SHARED = repo_root().parent / "shared"
 DATABASE = SHARED / "cxr-radiography"
@@ -110,7 +112,7 @@ def grey_films() -> list[np.ndarray]:
     """The first FILMS Normal films of the full split's test split (one class: a label shift)."""
     if not DATABASE.is_dir():
         pytest.skip("the database is not at ../shared/cxr-radiography")
-    from cxr.images import read_gray
+    from cxr.data.images import read_gray
 
     table = pd.read_csv(repo_root() / "data" / "splits.csv")
     files = table[(table.split == "test") & (table.label == "Normal")].file.head(FILMS)
@@ -181,7 +183,7 @@ def test_predict_decides_before_its_first_row_and_marks_every_ok_row(folders, tm
         return append(self, rows)
 
     monkeypatch.setattr(results.Writer, "append", spy)
-    assert cli.main(["predict", str(folders["chain"]), "--out", str(out), "--workers", "0"]) == 0
+    assert main.main(["predict", str(folders["chain"]), "--out", str(out), "--workers", "0"]) == 0
     assert seen and seen[0]["verdict"] == sc.SHIFT and seen[0]["films"] == FILMS  # before the first row
     rows = _rows(out)
     assert len(rows) == FILMS and set(rows.status) <= {sc.SHIFT, predict.OOD} and (rows.status == sc.SHIFT).any()
@@ -193,7 +195,7 @@ def test_predict_decides_before_its_first_row_and_marks_every_ok_row(folders, tm
 @needs_data
 def test_predict_on_database_films_leaves_rows_ok(folders, tmp_path):
     out = tmp_path / "rows.csv"
-    assert cli.main(["predict", str(folders["jpg"]), "--out", str(out), "--workers", "0"]) == 0
+    assert main.main(["predict", str(folders["jpg"]), "--out", str(out), "--workers", "0"]) == 0
     assert sc.SHIFT not in set(_rows(out).status) and results.read_run(out)["site"]["verdict"] == sc.SAME
 
 
@@ -201,11 +203,11 @@ def test_predict_on_database_films_leaves_rows_ok(folders, tmp_path):
 def test_a_resumed_run_keeps_the_verdict_it_recorded(grey_films, tmp_path):
     folder = _folder(tmp_path / "site", grey_films[:20], "chain")
     out = tmp_path / "rows.csv"
-    assert cli.main(["predict", str(folder), "--out", str(out), "--workers", "0"]) == 0
+    assert main.main(["predict", str(folder), "--out", str(out), "--workers", "0"]) == 0
     assert results.read_run(out)["site"]["verdict"] == sc.SHIFT
     for i, g in enumerate(grey_films[20:]):  # database films, which alone would pass
         cv2.imwrite(str(folder / f"late{i:03d}.jpg"), g)
-    assert cli.main(["predict", str(folder), "--out", str(out), "--workers", "0"]) == 0
+    assert main.main(["predict", str(folder), "--out", str(out), "--workers", "0"]) == 0
     rows = _rows(out)
     assert len(rows) == FILMS and rows[rows.file.str.contains("late")].status.eq(sc.SHIFT).any()
     assert results.read_run(out)["site"]["verdict"] == sc.SHIFT
@@ -214,25 +216,25 @@ def test_a_resumed_run_keeps_the_verdict_it_recorded(grey_films, tmp_path):
 @needs_data
 def test_shards_share_the_verdict_of_a_site_profile(folders, tmp_path, capsys):
     profile = tmp_path / "site.json"
-    assert cli.main(["site-check", str(folders["chain"]), "--out", str(profile), "--workers", "0"]) == 0
+    assert main.main(["site-check", str(folders["chain"]), "--out", str(profile), "--workers", "0"]) == 0
     verdicts = []
     for k in (1, 2):
         out = tmp_path / f"part{k}.csv"
-        assert cli.main(["predict", str(folders["chain"]), "--shard", f"{k}/2", "--site", str(profile),
+        assert main.main(["predict", str(folders["chain"]), "--shard", f"{k}/2", "--site", str(profile),
                          "--out", str(out), "--workers", "0"]) == 0
         verdicts.append(results.read_run(out)["site"])
         assert sc.SHIFT in set(_rows(out).status) or len(_rows(out)) == 0
     assert verdicts[0] == verdicts[1] == json.loads(profile.read_text())["site"]
     other = tmp_path / "other.json"
     other.write_text(json.dumps(json.loads(profile.read_text()) | {"model_sha256": "0" * 64}))
-    assert cli.main(["predict", str(folders["chain"]), "--site", str(other), "--out", str(tmp_path / "x.csv")]) == 2
+    assert main.main(["predict", str(folders["chain"]), "--site", str(other), "--out", str(tmp_path / "x.csv")]) == 2
     assert "another model" in capsys.readouterr().err
 
 
 @needs_data
 def test_the_check_can_be_turned_off(folders, tmp_path):
     out = tmp_path / "rows.csv"
-    assert cli.main(["predict", str(folders["chain"]), "--site-check", "off", "--out", str(out), "--workers", "0"]) == 0
+    assert main.main(["predict", str(folders["chain"]), "--site-check", "off", "--out", str(out), "--workers", "0"]) == 0
     assert sc.SHIFT not in set(_rows(out).status)
     assert results.read_run(out)["site"]["verdict"] == sc.UNCHECKED
 
@@ -243,7 +245,7 @@ def test_the_report_names_no_patient(grey_films, tmp_path, capsys):
     folder = tmp_path / "Smith_Johnathan_19610402"
     _folder(folder, grey_films[:20], "dicom", label="Normal", name="SMITH^JOHNATHAN")
     report = tmp_path / "site.html"
-    assert cli.main(["site-check", str(folder), "--report", str(report), "--workers", "0"]) == 0
+    assert main.main(["site-check", str(folder), "--report", str(report), "--workers", "0"]) == 0
     text = report.read_text()
     assert "Verdict" in text and "specificity" in text
     for secret in ("Smith", "SMITH", "Johnathan", "JOHNATHAN", "19610402", "film000", "123456", str(tmp_path)):
@@ -265,7 +267,7 @@ def test_the_report_reads_at_1280_and_390_px(folders, tmp_path):
     from selenium.webdriver.chrome.service import Service
 
     report = tmp_path / "site.html"
-    assert cli.main(["site-check", str(folders["chain"]), "--report", str(report), "--workers", "0"]) == 0
+    assert main.main(["site-check", str(folders["chain"]), "--report", str(report), "--workers", "0"]) == 0
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"):
@@ -289,8 +291,8 @@ def test_the_report_reads_at_1280_and_390_px(folders, tmp_path):
 # --------------------------------------------------------------------------- after adaptation
 @pytest.mark.skipif(not (SITE.is_dir() and DATABASE.is_dir()), reason="needs ../shared/cxr-site-normal and the database")
 def test_an_adapted_model_passes_its_site_and_still_flags_another(grey_films, tmp_path):
-    from cxr import adapt
-    from cxr.config import get_config
+    from cxr.assess import adapt
+    from cxr.core.config import get_config
 
     films = sorted((SITE / "Normal" / "images").glob("*.jpg"))
     fit, held = tmp_path / "fit" / "Normal" / "images", tmp_path / "held" / "Normal" / "images"

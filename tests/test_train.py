@@ -6,11 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from cxr import checkpoints, runtime, speed, train, train_finetune, tta
-from cxr.classes import CLASSES
-from cxr.config import get_config
 from conftest import write_dataset
+
+from cxr.core import runtime
+from cxr.core.config import CLASSES, get_config
+from cxr.model import checkpoints, speed, tta
+from cxr.train import finetune, run as train
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_finetune_run_folder_and_checkpoint(tiny):
 
 def test_interrupted_finetune_resumes(tiny, monkeypatch):
     calls = {"n": 0}
-    real = train_finetune.save_state
+    real = finetune.save_state
 
     def dies_after_first_epoch(path, state):
         real(path, state)
@@ -49,10 +50,10 @@ def test_interrupted_finetune_resumes(tiny, monkeypatch):
             calls["n"] += 1
             raise KeyboardInterrupt("killed after epoch 1")
 
-    monkeypatch.setattr(train_finetune, "save_state", dies_after_first_epoch)
+    monkeypatch.setattr(finetune, "save_state", dies_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         train.fit("finetune", tiny, progress=False)
-    monkeypatch.setattr(train_finetune, "save_state", real)
+    monkeypatch.setattr(finetune, "save_state", real)
     run = train.fit("finetune", tiny, progress=False)
     assert calls["n"] == 1
     assert run.history.epoch.tolist() == [1, 2]  # epoch 1 from the first session, epoch 2 resumed
@@ -61,8 +62,8 @@ def test_interrupted_finetune_resumes(tiny, monkeypatch):
 def test_linear_head_checkpoint_is_an_ordinary_model(tiny):
     run = train.fit("linear", tiny, progress=False)
     model, meta = checkpoints.load_model(run.checkpoint)
-    from cxr.data import load_table
-    from cxr.preprocess import load_pixels
+    from cxr.data.preprocess import load_pixels
+    from cxr.data.splits import load_table
 
     root, table = load_table(tiny)
     test = table[table.split == "test"]
@@ -91,7 +92,7 @@ def test_load_model_rejects_wrong_files(tmp_path):
 
 
 def test_inference_speed_reports_median():
-    from cxr.models import efficientnet_lite0
+    from cxr.model.architectures import efficientnet_lite0
 
     s = speed.inference_speed(efficientnet_lite0(pretrained=False), 64, batch=4, repeats=3)
     assert s["images_per_second"] == pytest.approx(float(np.median(s["runs"])))
@@ -102,7 +103,7 @@ def test_paired_views_and_the_selection_rule_are_recorded(tiny):
     assert run.summary["consistency"] == tiny.consistency > 0  # paired views with the consistency loss
     assert {"val_twin_agreement", "val_sensitivity_Lung_Opacity"} <= set(run.history.columns)
     # the kept epoch is the one the report's rule ranks highest on validation
-    from cxr import targets
+    from cxr.core import targets
 
     h = run.history
     keys = [(*targets.selection_key(r.val_twin_agreement, {c: r[f"val_sensitivity_{c}"] for c in CLASSES},
@@ -124,22 +125,22 @@ def test_finetune_work_counts_what_a_run_computes(tiny, monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", counted)
     drawn = {"n": 0}
-    real_draw = train_finetune.augment.augment_batch
+    real_draw = finetune.augment.augment_batch
 
     def counted_draw(images, transform):
         drawn["n"] += len(images)
         return real_draw(images, transform)
 
-    monkeypatch.setattr(train_finetune.augment, "augment_batch", counted_draw)
+    monkeypatch.setattr(finetune.augment, "augment_batch", counted_draw)
     run = train.fit("finetune", tiny, progress=False)  # cold caches: every frozen pass is this run's
     s = run.summary
-    work = train_finetune.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
+    work = finetune.finetune_work(tiny, s["train_images"], s["val"]["n"], s["val_twins"])
     assert steps["n"] == work["steps"] > 0
     cached = sum(np.load(p, mmap_mode="r").shape[0] for p in Path(tiny.cache_dir).glob("activations-*.npy"))
     assert cached == work["frozen_images"]
     assert drawn["n"] == work["augmented_images"] + work["chained_images"] > 0
     assert work["activations_per_step"] == tiny.batch_size  # paired: half the radiographs, each twice
-    unpaired = train_finetune.finetune_work(tiny.replace(consistency=0.0), 10, 0)
+    unpaired = finetune.finetune_work(tiny.replace(consistency=0.0), 10, 0)
     assert unpaired["activations_per_step"] == tiny.batch_size and unpaired["frozen_images"] == tiny.views * 10
 
 
@@ -150,8 +151,8 @@ def test_resnet50_trains_its_recipe_steps(tiny):
     assert run.history.step.iloc[-1] == 3
     # validation: the fixed subset the checks used (the last check's predictions); test: its own fixed
     # subset, every class in it
-    from cxr.classes import CLASSES
-    from cxr.data import load_table
+    from cxr.core.config import CLASSES
+    from cxr.data.splits import load_table
 
     _, table = load_table(tiny)
     y_val, _ = run.proba("val")
@@ -173,24 +174,24 @@ def test_a_run_gives_the_same_model_with_cold_and_warm_caches(tiny):
 
 
 def test_the_plain_view_cache_is_shared_by_runs_that_differ_only_in_their_draws(tiny):
-    from cxr.data import load_table
-    from cxr.preprocess import load_pixels
+    from cxr.data.preprocess import load_pixels
+    from cxr.data.splits import load_table
 
     root, table = load_table(tiny)
     pixels = load_pixels(root, table, tiny, progress=False)
     rows = np.flatnonzero((table.split == "train").to_numpy())
-    plain = train_finetune.frozen_activations(pixels, rows, tiny, 0, progress=False)
+    plain = finetune.frozen_activations(pixels, rows, tiny, 0, progress=False)
     for other in (tiny.replace(seed=1), tiny.replace(harmonise=False)):
-        again = train_finetune.frozen_activations(pixels, rows, other, 0, progress=False)
+        again = finetune.frozen_activations(pixels, rows, other, 0, progress=False)
         assert again.filename == plain.filename  # one file, computed once
-        drawn = train_finetune.frozen_activations(pixels, rows, other, 1, progress=False)
-        assert drawn.filename != train_finetune.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
-    assert train_finetune.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
+        drawn = finetune.frozen_activations(pixels, rows, other, 1, progress=False)
+        assert drawn.filename != finetune.frozen_activations(pixels, rows, tiny, 1, progress=False).filename
+    assert finetune.frozen_activations(pixels, rows, tiny, 0, progress=False, chain=True).filename != plain.filename
 
 
 def test_tta_averages_its_views_and_takes_the_first_from_the_runs_predictions(tiny):
-    from cxr.data import load_table
-    from cxr.preprocess import load_pixels
+    from cxr.data.preprocess import load_pixels
+    from cxr.data.splits import load_table
 
     run = train.fit("finetune", tiny, progress=False)
     mean = tta.tta_predictions(run, tiny, progress=False, splits=("val",))

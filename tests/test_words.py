@@ -8,9 +8,10 @@ import re
 import numpy as np
 import pandas as pd
 
-from cxr import adapt, book, report
-from cxr.classes import CLASSES
-from cxr.config import repo_root
+from cxr.assess import adapt
+from cxr.core import book
+from cxr.core.config import CLASSES, repo_root
+from cxr.report import prose
 
 
 def _record(confusion, covid_sens, normal_sens, accuracy):
@@ -29,14 +30,14 @@ def test_share_words_and_verbs():
 def test_the_external_sentences_say_what_the_confusion_matrix_shows():
     # the published case: nearly everything called COVID-19
     covid_everywhere = _record([[30, 0, 0, 0], [10, 2, 0, 0], [25, 0, 7, 0], [20, 0, 0, 5]], 1.0, 7 / 32, 0.44)
-    w = report.external_words(covid_everywhere, DATABASE)
+    w = prose.external_words(covid_everywhere, DATABASE)
     assert "sensitivity rises to 100.0%" in w["ext_covid_reading"] and "most of the external films" in w["ext_covid_reading"]
     assert "calling COVID-19 where there is none" in w["ext_covid_reading"]
     assert "the column with the most calls is COVID" in w["ext_caption"]
     assert "Normal called COVID (25 of 32 Normal films)" in w["ext_engineer"]
     # the smoke build's case: nearly everything called Normal (the direction flips)
     normal_everywhere = _record([[1, 0, 30, 0], [0, 0, 12, 0], [0, 0, 32, 0], [0, 0, 25, 0]], 1 / 31, 1.0, 33 / 100)
-    w = report.external_words(normal_everywhere, DATABASE)
+    w = prose.external_words(normal_everywhere, DATABASE)
     assert "sensitivity falls to 3.2%" in w["ext_covid_reading"] and "a minority of the external films" in w["ext_covid_reading"]
     assert "none of the normal films" in w["ext_covid_reading"] and "where there is none" not in w["ext_covid_reading"]
     assert "the column with the most calls is Normal" in w["ext_caption"]
@@ -69,7 +70,7 @@ def test_chapter_06_types_no_direction_or_size_beside_its_numbers():
 
 
 def test_the_ood_sentence_follows_the_flag_rates():
-    from cxr import ood
+    from cxr.model import ood
 
     caught = {"not chest radiographs": {"n": 26, "flagged": 26}, "external: COVID": {"n": 26, "flagged": 4},
               "external: Normal": {"n": 32, "flagged": 3}}

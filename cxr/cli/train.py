@@ -1,0 +1,143 @@
+"""`cxr` commands for making models: training, the shippable export, the lung segmenter, and whether a retrained model is the shipped one: each parser beside its handler.
+
+The handlers import the package when they run, so that `cxr --help` does not load PyTorch."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cxr.core.config import LUNG_INPUTS
+
+
+def _train_parser(sub, on) -> None:
+    p = sub.add_parser("train", parents=[on], help="train a model on the split of the current profile")
+    p.add_argument("--approach", choices=("finetune", "linear", "resnet50"), default="finetune")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--views", type=int, help="augmented views per training image (finetune)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--budget-min", type=float, help="wall-time budget in minutes")
+    p.add_argument("--no-harmonise", action="store_true", help="no processing-chain augmentation")
+    p.add_argument("--lungs", choices=LUNG_INPUTS,
+                   help="the input: the whole film (none, the default), or its lung fields as the lung segmenter "
+                        "draws them: cropped to their box with a margin, masked outside, or both")
+    p.add_argument("--retrain", action="store_true", help="train again even if an identical run exists")
+    p.add_argument("--report", help="also write a JSON report (e.g. reports/training.json)")
+    p.add_argument("--command-line", help=argparse.SUPPRESS)
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from cxr.core.config import get_config
+    from cxr.train import run as train
+
+    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr, lungs=args.lungs).items()
+                 if v is not None}
+    if args.no_harmonise:
+        overrides["harmonise"] = False
+    if args.budget_min is not None:
+        overrides["wall_budget_s"] = args.budget_min * 60
+    config = get_config(args.profile, **overrides)
+    print(config.describe())
+    run = train.fit(args.approach, config, retrain=args.retrain)
+    s = run.summary
+    print(f"\nrun: {run.path}")
+    print(f"training wall time: {s['train_wall_seconds'] / 60:.1f} min, epochs: {s.get('epochs')}")
+    for split in ("val", "test"):
+        m = s[split]
+        sens = ", ".join(f"{c} {100 * v['sensitivity']:.1f}%" for c, v in m["per_class"].items())
+        print(f"{split}: accuracy {100 * m['accuracy']:.2f}%, macro AUC {m['macro_auc']:.4f}; sensitivity: {sens}")
+    if args.report:
+        cmd = args.command_line or "cxr " + " ".join(args.argv)
+        from cxr.report.records import training_record
+
+        report = training_record(run, cmd)
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.report} (inference {report['inference_images_per_second']:.0f} images/s)")
+    return 0
+
+
+def _export_parser(sub, on) -> None:
+    p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
+    p.add_argument("--run", help="run folder (default: the full profile's final run)")
+    p.add_argument("--out", help="file to write (default: the package's shipped model)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure the shipped file again on its own weights and rewrite its card (no run needed)")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from cxr.core.config import get_config
+    from cxr.model import registry
+    from cxr.report import export
+
+    if args.remeasure:  # the shipped file's card, operating points and OOD statistics measured on its own weights
+        out = export.export_model(registry.SHIPPED, registry.SHIPPED)
+        print(f"measured {out} again on its own weights (weights unchanged: {registry.shipped().digest[:12]})")
+        return 0
+    run = Path(args.run) if args.run else registry.find_run("final", get_config("full")).path
+    if not (run / "checkpoint.pt").exists():
+        raise registry.MissingModel(f"{run} has no checkpoint.pt: pass a finished run folder, or train one with `cxr train`.")
+    out = export.export_model(run, args.out or registry.SHIPPED)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision) from {run.name}")
+    return 0
+
+
+def _segmenter_parser(sub, on) -> None:
+    p = sub.add_parser("segmenter", parents=[on], help="train the lung segmenter on cxr-lung-masks (patients held out)")
+    p.add_argument("--data", help="the cxr-lung-masks folder (default: $CXR_LUNG_MASKS_DIR, else ../shared/cxr-lung-masks)")
+    p.add_argument("--out", help="weights to write (default: the package's cxr/weights/lung_segmenter.pt)")
+    p.add_argument("--record", help="record to write (default: reports/segmenter.json)")
+    p.add_argument("--epochs", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_segmenter)
+
+
+def _segmenter(args: argparse.Namespace) -> int:
+    from cxr.core.config import repo_root
+    from cxr.core.runtime import device
+    from cxr.train import segmenter
+
+    record = Path(args.record) if args.record else repo_root() / "reports" / "segmenter.json"
+    r = segmenter.train(args.data, args.out, record, epochs=args.epochs, seed=args.seed, device=str(device()))
+    h = r["held_out"]
+    print(f"lung segmenter: held-out Dice {h['dice_mean']:.4f} (patient mean 95% interval "
+          f"{h['dice_patient_mean_ci'][0]:.4f}-{h['dice_patient_mean_ci'][1]:.4f}; target {r['target_dice']}) on "
+          f"{r['split']['held_out_images']} films of {r['split']['held_out_patients']} patients; "
+          f"{h['failed']} masks failed the check; {r['weights_bytes'] / 1e6:.2f} MB; {r['wall_seconds'] / 60:.1f} min")
+    print(f"wrote {r['weights']} and {record}")
+    return 0
+
+
+def _reproduced_parser(sub, on) -> None:
+    p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
+    p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")
+    p.set_defaults(func=_reproduced)
+
+
+def _reproduced(args: argparse.Namespace) -> int:
+    from cxr.core.config import get_config
+    from cxr.core.files import write_json
+    from cxr.model import registry
+
+    config = get_config(args.profile)
+    record = registry.reproduce_check(config)
+    out = write_json(record, args.out or config.reports_dir / "reproduce.json")
+    if record["weights_equal"]:
+        print(f"the retrained {record['retrained_run']} exports to the shipped weights bit for bit "
+              f"(sha256 {record['shipped_sha256'][:16]})")
+    else:
+        print(f"the retrained {record['retrained_run']} differs from the shipped model ({record['shipped_from']}): "
+              f"largest class-probability difference on the {record['test_images']:,} test images "
+              f"{record['largest_probability_difference']:.2e}")
+    print(f"wrote {out}")
+    return 0
+
+
+def add(sub, on) -> None:
+    """Add this group's commands to `cxr`'s sub-parsers (`on`: the options of commands that run a model)."""
+    _train_parser(sub, on)
+    _export_parser(sub, on)
+    _segmenter_parser(sub, on)
+    _reproduced_parser(sub, on)

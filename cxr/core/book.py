@@ -1,0 +1,87 @@
+"""How the chapters show results as a report: numbers glued into sentences, numbered figures,
+intervals that stay on one line, and the few words that state a direction or a size
+(`share_word`, `moves`, `moved_to`), chosen from the numbers. The chapters call these; nothing here computes a result.
+
+A sentence in a chapter quotes a number as {glue:text}`name`; the cell that computed it calls
+`glue(name, text)`. A figure is glued with `figure(name, fig)` and placed by a
+```{glue:figure} name``` block with its caption and label, so it is numbered and can be cited
+from another chapter; the cell that draws it carries the `remove-output` tag, so the page shows
+it once (JupyterLab shows it in the cell, as usual).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+
+NBSP = "\u00a0"  # keeps "[97.2, 98.4]" on one line in the page
+
+
+def interval(v: float | None, ci=None, scale: float = 100, digits: int = 1, unit: str = "") -> str:
+    """'97.9 [97.2, 98.4]' (scale 100, 1 digit); 'n/a' for a missing value; the bracket never breaks."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    s = f"{scale * v:.{digits}f}{unit}"
+    if ci is not None and ci[0] is not None and not any(isinstance(c, float) and math.isnan(c) for c in ci):
+        s += f" [{scale * ci[0]:.{digits}f},{NBSP}{scale * ci[1]:.{digits}f}]"
+    return s
+
+
+def pct(v: float | None, ci=None, digits: int = 1) -> str:
+    """'97.9% [97.2, 98.4]': a share as a percentage, with its interval when given."""
+    return interval(v, ci, 100, digits, "%")
+
+
+def share_word(k: int, n: int) -> str:
+    """How a sentence names k of n, chosen from the numbers: "all", "most" (over half), "half",
+    "a minority" or "none"."""
+    if n <= 0 or k <= 0:
+        return "none"
+    return "all" if k == n else "most" if 2 * k > n else "half" if 2 * k == n else "a minority"
+
+
+def moves(before: float, after: float, tol: float = 0.0005) -> str:
+    """The verb for a change from `before` to `after` (shares): "rises", "falls" or "stays"."""
+    return "rises" if after > before + tol else "falls" if after < before - tol else "stays"
+
+
+def moved_to(before: float, after: float, tol: float = 0.0005) -> str:
+    """How a sentence leads into the new value: "rises to", "falls to" or "stays at" (`moves`)."""
+    return {"rises": "rises to", "falls": "falls to", "stays": "stays at"}[moves(before, after, tol)]
+
+
+def glue(name: str, value) -> None:
+    """Make `value` (a number already formatted as text, or any object) quotable in the page."""
+    from myst_nb import glue as _glue
+
+    _glue(name, value, display=False)
+
+
+def glue_all(texts: dict) -> None:
+    for name, value in texts.items():
+        glue(name, value)
+
+
+def figure(name: str, fig) -> None:
+    """Glue a figure for a numbered ```{glue:figure}``` block; shown once, not again at the cell's end."""
+    import matplotlib.pyplot as plt
+    from myst_nb import glue as _glue
+
+    _glue(name, fig, display=True)
+    plt.close(fig)
+
+
+def image(fig, alt: str, width: str = "100%") -> None:
+    """Show a figure as an image with alt text that says what it shows (in the page and in
+    JupyterLab), and close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    display(HTML(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt, quote=True)}" '
+                 f'style="max-width:{width};height:auto" class="cxr-panel">'))
+

@@ -1,0 +1,181 @@
+"""A trained model: its checkpoint format, loading, calibrated batched prediction, and the model
+that ships with the package.
+
+A checkpoint is a plain dict of tensors and JSON-like metadata, so `torch.load(...,
+weights_only=True)` reads it without unpickling code: ``format``, ``arch``, ``classes``,
+``input_size``, ``config`` (the training config), ``model`` (the weights), ``temperature``
+(fitted on validation) and, for an exported model, ``precision``, ``operating_points`` and
+``card``. `train`, `evaluate`, `explain`, `report` and `predict` all load and run models through
+this module; it imports none of them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from cxr.core.config import CLASSES, Config, display_path, get_config
+from cxr.core.files import save_state
+from cxr.core.metrics import operating_point_rules, temper
+from cxr.core.runtime import autocast, device, model_device, show_progress, to_numpy
+from cxr.data.preprocess import PARAMS
+from cxr.model.architectures import efficientnet_lite0, for_inference, resnet50
+from cxr.model.features import to_tensor
+
+CHECKPOINT_FORMAT = "cxr-checkpoint-1"
+
+def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Config, **extra) -> None:
+    """Weights and plain metadata only, so `torch.load(..., weights_only=True)` can read it."""
+    state = {"format": CHECKPOINT_FORMAT, "arch": arch, "classes": list(CLASSES),
+             "input_size": config.input_size, "config": json.loads(json.dumps(config.to_dict())),
+             "model": model.state_dict(), **extra}
+    save_state(path, state)
+
+
+def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
+    if arch == "efficientnet_lite0":
+        return efficientnet_lite0(pretrained=pretrained)
+    if arch == "resnet50":
+        return resnet50(pretrained=pretrained)[0]
+    raise ValueError(f"unknown architecture {arch!r}")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A cxr checkpoint's contents, loaded with `weights_only=True` (never unpickles code): the one
+    check that a file is a readable cxr checkpoint of this project's classes, with a clear message."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No checkpoint at {path}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {e}).") from e
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a cxr checkpoint (expected format {CHECKPOINT_FORMAT!r}); "
+                         "use checkpoint.pt from a run folder made by `cxr train`.")
+    if list(state.get("classes", [])) != list(CLASSES):
+        raise ValueError(f"{path} predicts classes {state.get('classes')}, not {list(CLASSES)}.")
+    return state
+
+
+def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, on device `on` (default: `runtime.device()`,
+    i.e. --device / $CXR_DEVICE / auto), and the checkpoint's metadata.
+
+    Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
+    file that is not a cxr checkpoint.
+    """
+    path = Path(path)
+    state = read_checkpoint(path)
+    model = build_model(state["arch"], pretrained=False)
+    weights = state["model"]
+    if state.get("precision") == "float16":  # an exported model: stored in half precision, run in float32
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit architecture {state['arch']!r}: {e}") from e
+    meta = {k: v for k, v in state.items() if k != "model"}
+    return model.eval().to(device(on), memory_format=torch.channels_last), meta
+
+
+@torch.inference_mode()
+def forward(model: torch.nn.Module, pixels: np.ndarray, size: int, outputs=("proba",), batch: int = 64,
+            progress: bool = False, desc: str = "predict") -> dict[str, np.ndarray]:
+    """The one batched forward pass of a trained model over preprocessed uint8 images (N, S, S):
+    the outputs asked for, "proba" (class probabilities (N, 4), before temperature scaling) and
+    "features" (the pooled last feature map (N, 1280) of an EfficientNet-Lite0), from one pass."""
+    model = for_inference(model, len(pixels), batch)
+    dev = model_device(model)
+    out = {k: [] for k in outputs}
+    for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
+        x = to_tensor(pixels[i:i + batch], size, dev)
+        with autocast(dev):
+            if "features" in outputs:
+                fmap = model.features(x)
+                out["features"].append(to_numpy(fmap.float().mean((2, 3))))
+                logits = model.head(fmap) if "proba" in outputs else None
+            else:
+                logits = model(x)
+        if "proba" in outputs:
+            out["proba"].append(to_numpy(logits.float().softmax(1)))
+    empty = {"proba": (0, len(CLASSES)), "features": (0, 1280)}
+    return {k: np.concatenate(v) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+
+
+def predict(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64, progress: bool = True,
+            desc: str = "predict") -> np.ndarray:
+    """Class probabilities (N, 4) for preprocessed uint8 images (N, S, S)."""
+    return forward(model, pixels, size, ("proba",), batch, progress, desc)["proba"]
+
+
+def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress: bool = False) -> np.ndarray:
+    """Temperature-scaled class probabilities (the checkpoint's temperature, 1 if it has none)."""
+    return temper(predict(model, pixels, meta["input_size"], progress=progress), float(meta.get("temperature", 1.0)))
+
+
+def pixel_config(meta: dict, config: Config | None = None) -> Config:
+    """The preprocessing a checkpoint's model was trained with (image size, CLAHE, gamma), in the
+    profile, cache and runs folders of `config`: the one way to rebuild it from a checkpoint."""
+    config = config or get_config("full")
+    trained_with = meta.get("config", {})
+    return config.replace(**{k: trained_with[k] for k in PARAMS if k in trained_with})
+
+
+# --------------------------------------------------------------------------- the shipped model
+def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None, external: dict | None = None,
+           audit: dict | None = None, ood: dict | None = None, training: dict | None = None) -> Path:
+    """Write `checkpoint` as a shippable model: weights in half precision, the temperature, the operating points chosen
+    on validation (from `evaluation`, a `cxr evaluate --split test` record of the same model), the
+    out-of-distribution statistics (`cxr.model.ood.fit`), the training history and summary (`training`:
+    {"history": rows, "summary": done.json}) and a model card with the measured results."""
+    state = dict(read_checkpoint(checkpoint))
+    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    state["precision"] = "float16"
+    # a shipped file measured again keeps the run it came from and the history it carries
+    state["source_run"] = state.get("source_run") or Path(checkpoint).parent.name
+    if training is not None:
+        state["training"] = json.loads(json.dumps(training))
+    # the shipped file names no folder of the machine that exported it
+    state["config"] = {k: display_path(v) if k in ("cache_dir", "runs_dir") else v for k, v in state["config"].items()}
+    if evaluation is not None:
+
+        state["operating_points"] = operating_point_rules(evaluation.get("operating_points", {}))
+    if ood is not None:
+        state["ood"] = ood
+    state["card"] = json.loads(json.dumps(model_card(state, evaluation, external, audit)))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_state(out, state)
+    return out
+
+
+def model_card(state: dict, evaluation: dict | None, external: dict | None, audit: dict | None) -> dict:
+    """What a user of the shipped model must know, with the measured numbers."""
+    def headline(rec):
+        if rec is None:
+            return None
+        return {"images": rec["n"], "accuracy": rec["accuracy"], "accuracy_ci": rec["accuracy_ci"],
+                "macro_auc": rec["macro_auc"], "macro_auc_ci": rec["macro_auc_ci"],
+                "sensitivity": {c: m["sensitivity"] for c, m in rec["per_class"].items()},
+                "sensitivity_ci": {c: m["sensitivity_ci"] for c, m in rec["per_class"].items()},
+                "specificity": {c: m["specificity"] for c, m in rec["per_class"].items()}}
+
+    return {
+        "model": f"{state['arch']}, {state['input_size']} px grey input, four classes: {', '.join(CLASSES)}",
+        "training_data": "COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), development copy, "
+                         "duplicate-aware 70/15/15 split (data/splits.csv), audit twins of training originals added",
+        "confounds": "each class came from its own hospitals and its own processing chain; Viral Pneumonia (and part "
+                     "of Normal) are children aged 1-5, the other classes adults",
+        "test_split": headline(evaluation),
+        "external_radiographs": headline(external),
+        "twin_agreement": audit,
+        "temperature": state.get("temperature"),
+        "intended_use": "research and teaching on this database; reproducing the report",
+        "known_limits": "fails on radiographs from outside the database (most are called COVID-19); not validated "
+                        "on any hospital's own films; no paediatric/adult distinction; frontal views only",
+        "not_for_clinical_use": "Not a medical device. Do not use it to make or support clinical decisions.",
+    }

@@ -1,0 +1,323 @@
+"""Which trained model is which: the one module that finds, loads and names trained models.
+
+* **Runs.** A training run lives in ``runs/<approach>-<profile>-<key>``; its key (`run_key`) is the
+  approach, the config fields it reads, the data and the recipe's explicit version
+  (`config.VERSIONS`). `find_run` looks a run up by its key and never trains: a missing run raises
+  `MissingModel`, whose message names the command that makes it.
+* **The final model.** `final_model` is what the book and the records use: the model shipped in
+  ``cxr/weights/`` (the default), or, with ``CXR_MODEL=retrained`` (`make reproduce`), the
+  profile's final run trained on this machine.
+* **Comparison runs.** The "before" model (the recipe without harmonisation), the frozen-feature
+  linear head and the ResNet50 baseline: `comparison_run(name, config)`.
+* **Names.** A model is named in records by the SHA-256 of its weights (`weights_digest`: the
+  tensors only, so metadata such as the model card never renames it) and, for people, by the run
+  it came from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cxr.core.config import CLASSES, VERSIONS, Config, cache_key, get_config
+from cxr.core.files import write_csv
+from cxr.data.preprocess import load_pixels
+from cxr.data.splits import load_table
+from cxr.model.checkpoints import load_model, pixel_config, predict, read_checkpoint
+from cxr.model.features import pixels_key
+
+SHIPPED = Path(__file__).parents[1] / "weights" / "cxr-efficientnet-lite0.pt"
+MODEL_ENV = "CXR_MODEL"
+SOURCES = ("shipped", "retrained")
+
+
+class MissingModel(FileNotFoundError):
+    """A record needs a trained model that is not there; the message names the command that makes it."""
+
+
+# --------------------------------------------------------------------------- run identity
+# The config fields an approach does not read: a run's key leaves them out, so changing the
+# ResNet50 baseline's budget renames no fine-tuning run. Every other field is in the key (a new
+# field is in every approach's key until it is listed here).
+FINETUNE_FIELDS = ("batch_size", "epochs", "patience", "lr", "train_from_block", "views", "consistency")
+RESNET_FIELDS = ("resnet_steps", "resnet_batch_size", "resnet_lr", "resnet_val_subset", "resnet_test_subset")
+PATH_FIELDS = ("cache_dir", "runs_dir")
+NOT_READ = {"finetune": RESNET_FIELDS,
+            "linear": RESNET_FIELDS + FINETUNE_FIELDS + ("weight_decay", "wall_budget_s", "harmonise"),
+            "resnet50": FINETUNE_FIELDS + ("harmonise",)}
+APPROACHES = tuple(NOT_READ)
+
+
+def rows_digest(table: pd.DataFrame) -> str:
+    """The data a run trains and is measured on: every row's file, split and SHA-256."""
+    return hashlib.sha256("\n".join("\0".join(r) for r in table[["file", "split", "sha256"]].itertuples(index=False))
+                          .encode()).hexdigest()
+
+
+def data_ref(config: Config | None = None) -> dict:
+    """How a record names the data it was made from: the profile and the digest of its split table
+    (`rows_digest`), and the version of the record code (`VERSIONS["records"]`). A record is reused
+    only for the same model, the same data and the same version."""
+    config = config or get_config()
+    return {"profile": config.profile, "data_sha256": rows_digest(load_table(config)[1]),
+            "records_version": VERSIONS["records"]}
+
+
+def run_key(config: Config, approach: str, table: pd.DataFrame) -> str:
+    """A run's identity: the approach, the config fields it reads, the data and the approach's
+    explicit recipe version. No source text is in it: the code's hash is written to the run's
+    config.json as provenance only."""
+    if approach not in NOT_READ:
+        raise ValueError(f"approach must be one of {APPROACHES}")
+    fields = [k for k in config.to_dict() if k not in NOT_READ[approach] + PATH_FIELDS]
+    return cache_key([approach, config.key(*fields), rows_digest(table)], approach)[:12]
+
+
+def run_path(approach: str, config: Config, table: pd.DataFrame | None = None) -> Path:
+    """The folder of the run of `approach` under `config` (finished or not)."""
+    if table is None:
+
+        _, table = load_table(config)
+    return Path(config.runs_dir) / f"{approach}-{config.profile}-{run_key(config, approach, table)}"
+
+
+@dataclass
+class Run:
+    """A finished training run."""
+    path: Path
+    config: dict
+    history: pd.DataFrame
+    summary: dict
+
+    def predictions(self, split: str) -> pd.DataFrame:
+        return pd.read_csv(self.path / f"predictions_{split}.csv", keep_default_na=False)
+
+    def proba(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(labels as class indices, probabilities) of a split."""
+        p = self.predictions(split)
+        return p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy()
+
+    def saved_proba(self, split: str, files) -> np.ndarray | None:
+        """The run's saved probabilities of `split` when they cover exactly `files`, row for row, else None."""
+        p = self.predictions(split)
+        return p[list(CLASSES)].to_numpy(np.float32) if p.file.tolist() == list(files) else None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def prediction_frame(table: pd.DataFrame, rows: np.ndarray, proba: np.ndarray) -> pd.DataFrame:
+    """A run's predictions file: file, label, one probability column per class, pred."""
+    df = table.loc[rows, ["file", "label"]].reset_index(drop=True)
+    df[list(CLASSES)] = proba
+    df["pred"] = [CLASSES[i] for i in np.asarray(proba).argmax(1)]
+    return df
+
+
+def write_predictions(path: Path, split: str, table: pd.DataFrame, rows: np.ndarray, proba: np.ndarray) -> None:
+    """`predictions_<split>.csv` in the run folder `path`."""
+    write_csv(prediction_frame(table, rows, proba), Path(path) / f"predictions_{split}.csv")
+
+
+def load_run(path: str | Path) -> Run:
+    path = Path(path)
+    if not (path / "done.json").exists():
+        raise FileNotFoundError(f"{path} is not a finished run (no done.json).")
+    return Run(path, json.loads((path / "config.json").read_text()),
+               pd.read_csv(path / "history.csv"), json.loads((path / "done.json").read_text()))
+
+
+# what makes each run: the recipe's changes to the profile's config, and the command
+COMPARISONS = {
+    "final": ("finetune", {}, "cxr train"),
+    "before": ("finetune", {"harmonise": False}, "cxr train --no-harmonise"),
+    "linear": ("linear", {}, "cxr train --approach linear"),
+    "resnet50": ("resnet50", {}, "cxr train --approach resnet50"),
+    "lung-crop": ("finetune", {"lungs": "crop"}, "cxr train --lungs crop"),
+    "lung-crop+mask": ("finetune", {"lungs": "crop+mask"}, "cxr train --lungs crop+mask"),
+}
+
+
+def find_run(name: str = "final", config: Config | None = None) -> Run:
+    """The finished run `name` (a key of COMPARISONS) of the profile; never trains.
+
+    Raises MissingModel, naming the command that makes the run, when it is not there."""
+    config = config or get_config()
+    approach, changes, command = COMPARISONS[name]
+    path = run_path(approach, config.replace(**changes))
+    if not (path / "done.json").exists():
+        profile = "" if config.profile == "full" else f" --profile {config.profile}"
+        raise MissingModel(f"The {name} model of the {config.profile} profile ({path.name}) has not been trained "
+                           f"here: make it with `{command.replace('cxr', 'cxr' + profile, 1)}`"
+                           f"{' or `make reproduce`' if config.profile == 'full' else ''}.")
+    return load_run(path)
+
+
+def comparison_run(name: str, config: Config | None = None) -> Run:
+    """One of the report's comparison runs ("before", "linear", "resnet50"); see `find_run`."""
+    if name == "final" or name not in COMPARISONS:
+        raise ValueError(f"comparison runs are {', '.join(k for k in COMPARISONS if k != 'final')}")
+    return find_run(name, config)
+
+
+# --------------------------------------------------------------------------- model names
+def weights_digest(checkpoint: str | Path) -> str:
+    """SHA-256 of a checkpoint's weights: every tensor's name, dtype, shape and bytes, in name order.
+    Metadata (temperature, model card, operating points) is not in it."""
+    return state_digest(read_checkpoint(checkpoint)["model"])
+
+
+def state_digest(weights: dict) -> str:
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class Model:
+    """A trained model as the report uses it: its checkpoint, its weight digest, the run it came
+    from (a name for people) and where it was found ("shipped" or "retrained")."""
+    checkpoint: Path
+    digest: str
+    name: str
+    source: str
+    run: Run | None = None
+    data: Config | None = None  # the profile whose split `predictions` reads (default: the current one)
+
+    @property
+    def config(self) -> dict:
+        """The training config the model was trained with (as a run's config.json)."""
+        return self.run.config if self.run is not None else self.meta().get("config", {})
+
+    @property
+    def summary(self) -> dict:
+        """The summary (done.json) of the run the model came from; empty when it is not known."""
+        training = self.training()
+        return training[1] if training else {}
+
+    @cached_property
+    def ref(self) -> dict:
+        """How a record names this model, and the data it was measured on (`data_ref`); worked out
+        once per model (it digests the whole split table), however many records ask."""
+        return {"model_sha256": self.digest, "model": self.name, "model_source": self.source} | data_ref(self.data)
+
+    def meta(self) -> dict:
+        state = read_checkpoint(self.checkpoint)
+        return {k: v for k, v in state.items() if k != "model"}
+
+    def training(self) -> tuple[pd.DataFrame, dict] | None:
+        """The training history (one row per validation) and the summary (done.json) of the run
+        this model came from: the run's own files, or what the exported file carries; None when
+        neither is here (a file exported before checkpoints carried them)."""
+        if self.run is not None:
+            return self.run.history, self.run.summary
+        t = self.meta().get("training")
+        return (pd.DataFrame(t["history"]), t["summary"]) if t else None
+
+    def proba(self, split: str, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, uncalibrated probabilities) of a split of the profile's table, as a run saves them."""
+        p = self.predictions(split, progress)
+        return p.label.map(CLASSES.index).to_numpy(), p[list(CLASSES)].to_numpy()
+
+    def predictions(self, split: str, progress: bool = False) -> pd.DataFrame:
+        """The model's probabilities on a split (file, label, one column per class, pred): the run's
+        own file when the run is at hand and covers the split, else computed once and cached (keyed by
+        the weights and the images)."""
+        config = self.data or get_config()
+        root, table = load_table(config)
+        rows = table.index[table.split == split].to_numpy()
+        if self.run is not None:
+            saved = self.run.predictions(split)
+            if saved.file.tolist() == table.file[rows].tolist():
+                return saved
+
+        model, meta = load_model(self.checkpoint)
+        pixels = load_pixels(root, table, pixel_config(meta, config), progress=progress)
+        key = cache_key([self.digest, pixels_key(pixels), rows_digest(table.loc[rows])], "predictions")
+        path = Path(config.cache_dir) / f"predictions-{key}.csv"
+        if path.exists():
+            return pd.read_csv(path, keep_default_na=False)
+        proba = predict(model, pixels[rows], meta["input_size"], progress=progress, desc=f"predict {split}")
+        df = prediction_frame(table, rows, proba)
+
+        write_csv(df, path)
+        return df
+
+
+def shipped(config: Config | None = None) -> Model:
+    """The model that ships with the package (its predictions read `config`'s data)."""
+    if not SHIPPED.exists():
+        raise MissingModel(f"The shipped model {SHIPPED.name} is missing from cxr/weights/: restore it from git, "
+                           "or train and export one with `cxr train` then `cxr export`.")
+
+    state = read_checkpoint(SHIPPED)
+    return Model(SHIPPED, state_digest(state["model"]), state.get("source_run") or SHIPPED.name, "shipped",
+                 data=config)
+
+
+def from_run(run: Run, config: Config | None = None, source: str = "retrained") -> Model:
+    return Model(run.checkpoint, weights_digest(run.checkpoint), run.name, source, run, data=config)
+
+
+def model_source(source: str | None = None) -> str:
+    source = source or os.environ.get(MODEL_ENV) or "shipped"
+    if source not in SOURCES:
+        raise ValueError(f"{MODEL_ENV}={source!r}: use one of {', '.join(SOURCES)}.")
+    return source
+
+
+def final_model(config: Config | None = None, source: str | None = None) -> Model:
+    """The report's final model: the shipped one (default), or with `source="retrained"` (or
+    ``CXR_MODEL=retrained``) the profile's final run, which must have been trained (`cxr train`)."""
+    config = config or get_config()
+    if model_source(source) == "shipped":
+        return shipped(config)
+    return from_run(find_run("final", config), config)
+
+
+def default_checkpoint() -> Path:
+    """What `cxr predict`, `cxr evaluate` and `cxr adapt` use without --model: `final_model`'s file."""
+    return final_model(get_config("full")).checkpoint
+
+
+def reference_digest() -> str | None:
+    """The shipped model's weight digest (what `make reproduce` compares a retrained model with)."""
+    return shipped().digest if SHIPPED.exists() else None
+
+
+# --------------------------------------------------------------------------- reproducing the shipped model
+def reproduce_check(config: Config | None = None) -> dict:
+    """Whether the profile's retrained final run gives the shipped model: its weights, exported to
+    half precision as `cxr export` does, against the shipped weights, bit for bit; and, if they
+    differ, the largest difference of any class probability on the test split."""
+    config = config or get_config()
+    run = find_run("final", config)
+    ship = shipped(config)
+    state = read_checkpoint(run.checkpoint)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    digest = state_digest(half)
+    record = {"profile": config.profile, "retrained_run": run.name, "retrained_sha256_half": digest,
+              "retrained_sha256": state_digest(state["model"]), "shipped_sha256": ship.digest,
+              "shipped_from": ship.name, "weights_equal": digest == ship.digest}
+    if not record["weights_equal"]:
+        mine = from_run(run, config).predictions("test")[list(CLASSES)].to_numpy()
+        theirs = ship.predictions("test")[list(CLASSES)].to_numpy()
+        record["largest_probability_difference"] = float(np.abs(mine - theirs).max())
+        record["test_images"] = int(len(mine))
+    return record

@@ -1,0 +1,249 @@
+"""Figures for the report: small functions that take data and return a matplotlib Figure."""
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from cxr.assess.explain import overlay
+from cxr.core.config import CLASSES
+from cxr.model.site_check import shown
+
+PALETTE = {"COVID": "#d62728", "Lung_Opacity": "#ff7f0e", "Normal": "#2ca02c", "Viral Pneumonia": "#1f77b4"}
+
+
+def style() -> None:
+    """One look for every figure in the book."""
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "axes.spines.top": False,
+                         "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+                         "figure.autolayout": True, "font.size": 10})
+
+
+def counts_bar(table: pd.DataFrame, by: str = "label", hue: str | None = "split", title: str = "") -> plt.Figure:
+    """Bar chart of image counts per `by` (stacked by `hue`), with the totals written on the bars."""
+    counts = table.groupby([by, hue]).size().unstack(fill_value=0) if hue else table[by].value_counts().to_frame()
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    counts.plot.barh(stacked=True, ax=ax, width=0.7)
+    for i, total in enumerate(counts.sum(1)):
+        ax.text(total, i, f" {total:,}", va="center")
+    ax.set_xlabel("images")
+    ax.set_ylabel("")
+    ax.set_title(title)
+    ax.set_xlim(0, counts.sum(1).max() * 1.15)
+    return fig
+
+
+def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 6,
+               size: float = 1.9, suptitle: str = "", cmap: str = "gray") -> plt.Figure:
+    n = len(images)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.08), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, img in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if img.dtype == np.uint8 else None)
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def boxplots(df: pd.DataFrame, columns: Sequence[str], by: str, order: Sequence[str] | None = None,
+             titles: Sequence[str] | None = None) -> plt.Figure:
+    """One box plot per column, grouped by `by`."""
+    order = list(order) if order is not None else sorted(df[by].unique())
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    for ax, col, title in zip(axes.flat, columns, titles or columns):
+        data = [df.loc[df[by] == g, col].dropna().to_numpy() for g in order]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(order) + 1), [str(g).replace(" ", "\n", 1) for g in order], rotation=90, fontsize=8)
+        ax.set_title(title, fontsize=10)
+    return fig
+
+
+def hist_by(values: dict[str, np.ndarray], bins=40, xlabel: str = "", title: str = "",
+            density: bool = True, vlines: dict[str, float] | None = None) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, v in values.items():
+        ax.hist(v, bins=bins, alpha=0.5, density=density, label=f"{name} (n={len(v):,})")
+    for name, x in (vlines or {}).items():
+        ax.axvline(x, color="k", ls="--", lw=1)
+        ax.text(x, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density" if density else "count")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def confusion(cm: np.ndarray, classes=CLASSES, normalise: bool = False, title: str = "", ax=None) -> plt.Figure:
+    """Confusion matrix (rows: true class) as counts or row-normalised percentages."""
+    cm = np.asarray(cm)
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+    m = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            txt = f"{100 * m[i, j]:.1f}%" if normalise else f"{cm[i, j]:,}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=9,
+                    color="white" if m[i, j] > (0.5 if normalise else m.max() / 2) else "black")
+    short = [c.replace("Viral Pneumonia", "Viral Pn.").replace("Lung_Opacity", "Lung Op.") for c in classes]
+    ax.set_xticks(range(len(classes)), short, rotation=30)
+    ax.set_yticks(range(len(classes)), short)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.grid(False)
+    ax.set_title(title)
+    return fig or ax.figure
+
+
+def outline(gray: np.ndarray, mask: np.ndarray, colour=(255, 40, 40)) -> np.ndarray:
+    """A region's outline drawn on a grey image (RGB uint8)."""
+    import cv2
+
+    rgb = np.repeat(np.asarray(gray)[..., None], 3, axis=2).copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    cv2.drawContours(rgb, contours, -1, colour, 1)
+    return rgb
+
+
+def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: Sequence[tuple[np.ndarray, str]],
+                     title: str = "") -> plt.Figure:
+    """One prediction as a reader sees it, large enough to read at a page's width: on top the
+    image, its Grad-CAM overlay and the four probabilities with the decision and the
+    out-of-distribution score; below, the most similar training images with their labels."""
+    k = max(len(neighbours), 3)
+    fig = plt.figure(figsize=(7.0, 5.2))
+    grid = fig.add_gridspec(2, k * 2, height_ratios=[1.15, 1])
+    top = [fig.add_subplot(grid[0, 0:2]), fig.add_subplot(grid[0, 2:4]), fig.add_subplot(grid[0, 4:])]
+    top[0].imshow(gray, cmap="gray")
+    top[0].set_title(title or "image", fontsize=10)
+    top[1].imshow(overlay(gray, cam))
+    top[1].set_title("Grad-CAM", fontsize=10)
+    probs = [row[c] for c in CLASSES]
+    ax = top[2]
+    ax.barh(range(len(CLASSES)), probs, color=[PALETTE[c] for c in CLASSES])
+    ax.set_yticks(range(len(CLASSES)), [c.replace("Viral Pneumonia", "Viral Pn.").replace("_", " ") for c in CLASSES],
+                  fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.tick_params(axis="x", labelsize=9)
+    flag = " (OOD)" if str(row.get("status", "")).startswith("warning: out") else ""
+    ax.set_title(f"called {row['decision']}\nOOD score {row['ood_score']:.2f}{flag}", fontsize=10)
+    for j, (img, label) in enumerate(neighbours):
+        nb = fig.add_subplot(grid[1, 2 * j:2 * j + 2])
+        nb.imshow(img, cmap="gray")
+        nb.set_title(f"similar training film:\n{label}", fontsize=9)
+        nb.axis("off")
+    for a in top[:2]:
+        a.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def validation_curve(record: dict | None) -> plt.Figure:
+    """The recorded ResNet50 run's validation checks (`resnet50_record`): accuracy and macro AUC
+    against the epochs seen; a figure that says so when there is no record."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    if not record or not record.get("curve"):
+        ax.text(0.5, 0.5, "no recorded run for this build's data\n(python benchmarks/resnet50.py)", ha="center",
+                va="center", fontsize=11)
+        ax.axis("off")
+        return fig
+    epochs = [h["epochs_seen"] for h in record["curve"]]
+    ax.plot(epochs, [h["val_accuracy"] for h in record["curve"]], marker="o", ms=3, label="validation accuracy")
+    ax.plot(epochs, [h["val_macro_auc"] for h in record["curve"]], marker="s", ms=3, label="validation macro AUC")
+    ax.set(xlabel="epochs seen", ylim=(0, 1.02), title=f"ResNet50 at {record['budget']['input_size']} px, "
+           f"from {'random' if 'random' in str(record.get('weights_origin')) else 'ImageNet'} weights")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def panel_alt(row: dict, title: str, neighbours: Sequence[tuple[np.ndarray, str]]) -> str:
+    """What a prediction panel shows, in words (its alt text)."""
+    probs = ", ".join(f"{c.replace('_', ' ')} {row[c]:.2f}" for c in CLASSES)
+    return (f"{title}: the film, its Grad-CAM map, and the model's probabilities ({probs}); called {row['decision']}, "
+            f"out-of-distribution score {row['ood_score']:.2f}. The most similar training films are labelled "
+            + ", ".join(label for _, label in neighbours) + ".")
+
+
+def pareto(record: dict, floor: float | None = None, target: float | None = None) -> plt.Figure:
+    """Every run of a comparison record (`cxr.assess.audit.compare`): twin agreement against the lowest
+    per-class sensitivity, on validation (open) and test (filled), the external accuracy in each
+    label, the chosen run starred, and the targets as dashed lines."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, r in enumerate(record["runs"]):
+        c = colours[k % len(colours)]
+        v, t = r["val"], r["test"]
+        ax.plot([v["lowest_sensitivity"], t["lowest_sensitivity"]], [v["twin_agreement"], t["twin_agreement"]],
+                color=c, lw=0.8, alpha=0.5)
+        ax.scatter(v["lowest_sensitivity"], v["twin_agreement"], s=50, facecolors="none", edgecolors=c)
+        chosen = r["run"] == record.get("chosen")
+        ax.scatter(t["lowest_sensitivity"], t["twin_agreement"], s=160 if chosen else 50, color=c,
+                   marker="*" if chosen else "o", zorder=3)
+        ext = f", external {100 * r['external']['accuracy']:.0f}%" if "external" in r else ""
+        ax.annotate(f"{r['name']}{ext}{' (chosen)' if chosen else ''}", (t["lowest_sensitivity"], t["twin_agreement"]),
+                    textcoords="offset points", xytext=(6, -10 - 4 * (k % 2)), fontsize=8, color=c)
+    floor = floor if floor is not None else min(record["targets"]["sensitivity_floors"].values())
+    target = target if target is not None else record["targets"]["twin_agreement"]
+    ax.axhline(target, ls="--", color="grey", lw=0.8)
+    ax.axvline(floor, ls="--", color="grey", lw=0.8)
+    ax.text(ax.get_xlim()[0], target, f" twin target {100 * target:.0f}%", va="bottom", fontsize=8, color="grey")
+    ax.set_xlabel("lowest per-class sensitivity (open: validation, filled: test)")
+    ax.set_ylabel("twin agreement")
+    return fig
+
+
+def learning_curve(summary: pd.DataFrame) -> plt.Figure:
+    """Site adaptation (`cxr.assess.adapt.curve_summary`): the site's false-COVID rate with its interval
+    per number of local films and method (left); database accuracy, COVID-19 sensitivity and
+    external accuracy (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    base = summary[summary.method == "none"]
+    for method, g in summary[summary.method != "none"].groupby("method", sort=False):
+        g = pd.concat([base, g]).sort_values("local films")
+        x = g["local films"].to_numpy()
+        line, = axes[0].plot(x, g["site false-COVID %"], "o-", label=method)
+        axes[0].fill_between(x, g["site CI low %"], g["site CI high %"], color=line.get_color(), alpha=0.15)
+        axes[1].plot(x, g["database accuracy %"], "o-", color=line.get_color(), label=f"{method}: database accuracy")
+        axes[1].plot(x, g["COVID sensitivity %"], "s--", color=line.get_color(), label=f"{method}: database COVID-19 sensitivity")
+        if g["external accuracy %"].notna().any():
+            axes[1].plot(x, g["external accuracy %"], "^:", color=line.get_color(), label=f"{method}: external accuracy")
+    axes[0].set(xlabel="local normal films adapted on", ylabel="% of held-out site normals called COVID-19", ylim=(0, 100))
+    axes[0].legend(title="method")
+    axes[1].set(xlabel="local normal films adapted on", ylabel="%", ylim=(0, 100))
+    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below the panel, off the lines
+    return fig
+
+
+def site_check(record: dict) -> plt.Figure:
+    """The site check (`cxr.report.site_record`): the share of folders flagged against folder size, for
+    folders drawn from the database (top, the false alarms, with the 2% target) and for folders
+    of a shift made from database films and of the outside sets (bottom, the power, with 95%).
+    Stacked, so the labels stay legible in the book's column and at a phone's width."""
+    fig, axes = plt.subplots(2, 1, figsize=(7, 9), sharex=True)
+    for ax, groups, target, title in (
+            (axes[0], record["database"], 2, "folders from the database: false alarms"),
+            (axes[1], record["database_made_shift"] | record["outside"], 95, "folders from elsewhere: power")):
+        for name, rows in groups.items():
+            rows = [r for r in rows if not r.get("too_few")]
+            if rows:
+                ax.plot([r["films"] for r in rows], [100 * r["rate"] for r in rows], "o-", ms=5,
+                        label=textwrap.fill(shown(name), 45))
+        ax.axhline(target, color="grey", ls="--", lw=1)
+        ax.set(xscale="log", ylabel="% of folders flagged", title=title, ylim=(-3, 103))
+        ax.set_xticks([10, 25, 50, 100, 200], ["10", "25", "50", "100", "200"])
+        ax.tick_params(labelbottom=True)
+        ax.axvline(record["min_films"], color="grey", ls=":", lw=1)
+        if ax.get_legend_handles_labels()[0]:  # a small data profile may have no folder large enough
+            ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    axes[1].set_xlabel("films in the folder")
+    return fig
