@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.core.config import CLASSES, display_path, get_config
+from cxr.core.files import write_csv, write_json, write_text
 from cxr.core.metrics import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
                               operating_point_rules, patient_level, summary, temper)
 from cxr.data.labelled import list_labelled, read_labelled
@@ -97,11 +98,10 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
             result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba, patients)
     if out:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=1, default=_jsonable))
-        out.with_suffix(".txt").write_text(format_summary(result))
+        write_json(result, out)
+        write_text(format_summary(result), out.with_suffix(".txt"))
         pred = files.assign(**{c: proba[:, i] for i, c in enumerate(CLASSES)}, pred=[CLASSES[i] for i in proba.argmax(1)])
-        pred.to_csv(out.with_suffix(".csv"), index=False)
+        write_csv(pred, out.with_suffix(".csv"))
     return result
 
 
@@ -153,12 +153,6 @@ def _thresholds_record(source: str | Path | dict) -> dict:
     points = operating_point_rules(record["operating_points"])
     return {"operating_points": points, "checkpoint": record.get("checkpoint"), "data": record.get("data"),
             "source": name}
-
-
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    raise TypeError(type(x))
 
 
 def format_summary(r: dict) -> str:

@@ -4,7 +4,6 @@ The handlers import the package when they run, so that `cxr --help` does not loa
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from cxr.core.config import LUNG_INPUTS
@@ -49,11 +48,11 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{split}: accuracy {100 * m['accuracy']:.2f}%, macro AUC {m['macro_auc']:.4f}; sensitivity: {sens}")
     if args.report:
         cmd = args.command_line or "cxr " + " ".join(args.argv)
+        from cxr.core.files import write_json
         from cxr.report.records import training_record
 
         report = training_record(run, cmd)
-        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.report).write_text(json.dumps(report, indent=1))
+        write_json(report, args.report)
         print(f"wrote {args.report} (inference {report['inference_images_per_second']:.0f} images/s)")
     return 0
 

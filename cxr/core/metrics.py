@@ -456,3 +456,15 @@ def net_benefit(y_bin: np.ndarray, score: np.ndarray, thresholds: np.ndarray) ->
         rows.append({"threshold": t, "model": (y_bin & hit).sum() / n - (~y_bin & hit).sum() / n * odds,
                      "treat all": prev - (1 - prev) * odds, "treat none": 0.0})
     return pd.DataFrame(rows)
+
+
+def one_vs_rest_curves(y: np.ndarray, p: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
+    """Each class's ROC (fpr, tpr) and precision-recall (precision, recall) curves, one-vs-rest."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    out = {}
+    for c, name in enumerate(CLASSES):
+        fpr, tpr, _ = roc_curve(np.asarray(y) == c, p[:, c])
+        precision, recall, _ = precision_recall_curve(np.asarray(y) == c, p[:, c])
+        out[name] = {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall}
+    return out

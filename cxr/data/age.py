@@ -3,6 +3,8 @@ child" score, and the change point of a sequence.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -55,3 +57,37 @@ def change_point(values: np.ndarray) -> int:
     left = c2[k - 1] - c1[k - 1] ** 2 / k
     right = (c2[-1] - c2[k - 1]) - (c1[-1] - c1[k - 1]) ** 2 / (n - k)
     return int(k[np.argmin(left + right)])
+
+
+@dataclass(frozen=True)
+class Trend:
+    """The child-likeness of the Normal films in database-number order, and where it changes."""
+    numbers: np.ndarray  # database numbers (Normal-<n>.png), sorted
+    scores: np.ndarray  # their paediatric scores, in the same order
+    k: int  # the change point: scores[:k] and scores[k:] differ most
+
+    @property
+    def found(self) -> bool:
+        return 0 < self.k < len(self.numbers)
+
+
+def normal_trend(images: pd.DataFrame, thumbs: np.ndarray, seed: int = 0) -> Trend:
+    """Chapter 01's age probe: every Normal film with a database number, its paediatric score, in
+    number order, and the change point of that sequence."""
+    normal = images.label.eq("Normal").to_numpy()
+    num = database_number(images.database_name)
+    score = paediatric_score(images, thumbs, seed=seed)
+    scored = normal & ~np.isnan(score)
+    order = np.argsort(num[scored])
+    numbers, scores = num[scored][order], score[scored][order]
+    return Trend(numbers, scores, change_point(scores))
+
+
+def trend_words(t: Trend) -> str:
+    """Where the change point falls and how the two sides differ, as chapter 01 says it."""
+    if not t.found:
+        return "not found in this sample (too few Normal images with a database number)"
+    lo, hi, k = t.scores[:t.k], t.scores[t.k:], t.k
+    return (f"between Normal-{t.numbers[k - 1]} and Normal-{t.numbers[k]}. Below it, {k:,} images score "
+            f"{lo.mean():.2f} on average and {(lo > 0.5).mean():.0%} score above 0.5; above it, {len(hi):,} images "
+            f"score {hi.mean():.2f} and {(hi > 0.5).mean():.0%} above 0.5")

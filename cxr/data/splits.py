@@ -5,12 +5,14 @@ class-stratified 70/15/15 split of the groups, its file (`data/splits.csv`), and
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from cxr.core.config import CLASSES, Config, get_config, repo_root
+from cxr.core.files import write_csv
 from cxr.data.dataset import DataNotFoundError, find_dataset
 from cxr.data.scanning import main_subset, scan
 
@@ -45,6 +47,51 @@ def duplicate_pairs(table: pd.DataFrame, thumbs: np.ndarray, max_bits: int = 10,
     pairs["kind"] = np.where(exact, "exact", "near")
     pairs = pairs[exact | (pairs["corr"] >= min_corr)]
     return pairs.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class DuplicateGroups:
+    """The duplicate pairs kept (exact, or near and correlated at least `corr`), the group of every
+    image, and the counts chapter 01 states."""
+    pairs: pd.DataFrame
+    groups: np.ndarray
+    sizes: np.ndarray
+    mixed: int  # groups whose images carry two labels
+
+    @property
+    def multi(self) -> np.ndarray:
+        """The groups with more than one image."""
+        return np.flatnonzero(self.sizes > 1)
+
+    def counts(self) -> pd.DataFrame:
+        """The counts as chapter 01's table shows them."""
+        return pd.Series({
+            "exact duplicate pairs (identical bytes)": int((self.pairs.kind == "exact").sum()),
+            "near duplicate pairs": int((self.pairs.kind == "near").sum()),
+            "groups with more than one image": len(self.multi),
+            "images in those groups": int(self.sizes[self.multi].sum()),
+            "largest group": int(self.sizes.max()),
+            "groups mixing two classes": self.mixed,
+        }, name="count").to_frame()
+
+    def spread(self, n: int = 6) -> pd.DataFrame:
+        """`n` pairs spread evenly from the most to the least correlated, to look at."""
+        shown = self.pairs.sort_values("corr", ascending=False)
+        return shown.iloc[np.unique(np.linspace(0, len(shown) - 1, n).astype(int))]
+
+
+def duplicate_groups(images: pd.DataFrame, candidates: pd.DataFrame, corr: float) -> DuplicateGroups:
+    """The candidate pairs kept as duplicates (identical bytes, or thumbnails correlated at least
+    `corr`) and the groups they make among `images`."""
+    pairs = candidates[(candidates.kind == "exact") | (candidates["corr"] >= corr)]
+    groups = group_ids(len(images), pairs)
+    labels = pd.Series(images.label.to_numpy()).groupby(groups).nunique()
+    return DuplicateGroups(pairs, groups, np.bincount(groups), int((labels > 1).sum()))
+
+
+def straddling_groups(table: pd.DataFrame) -> int:
+    """How many duplicate groups of a split table have images in two splits (the split's promise: none)."""
+    return int(table.groupby("group").split.nunique().gt(1).sum())
 
 
 def group_ids(n: int, pairs: pd.DataFrame) -> np.ndarray:
@@ -114,8 +161,7 @@ def load_split(root: Path | None = None, config: Config | None = None, create: b
         images, thumbs = main_subset(scan(root, config=config))
         pairs = duplicate_pairs(images, thumbs, config.near_duplicate_bits, config.near_duplicate_corr)
         split = make_split(images, group_ids(len(images), pairs), config.split_fractions, config.seed)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        split.to_csv(path, index=False)
+        write_csv(split, path)
         print(f"wrote a new split of {len(split)} images to {path}")
     else:
         raise FileNotFoundError(f"No split file {path}; run `cxr data split`.")

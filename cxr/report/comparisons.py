@@ -15,13 +15,12 @@ runs are on this machine, those runs. Making it never trains: a missing run stop
 """
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from cxr.assess import audit, explain
-from cxr.core import metrics
+from cxr.core import metrics, records
 from cxr.core.config import CLASSES, Config, get_config
 from cxr.core.files import write_json
 from cxr.data.dataset import external_dir
@@ -54,7 +53,7 @@ def comparison_record(config: Config | None = None, remake: bool = False) -> dic
             runs[name] = registry.comparison_run(name, config)
         except registry.MissingModel as err:
             missing = err
-    record = json.loads(path.read_text()) if path.exists() else None
+    record = records.read(path)
     if record is not None and not remake and describes(record, final, runs if missing is None else None):
         return record
     if missing is not None:
@@ -68,8 +67,7 @@ def comparison_record(config: Config | None = None, remake: bool = False) -> dic
 
 def describes(record: dict, final, runs: dict | None) -> bool:
     """Whether `record` was made from `final` on the same data and (when given) from `runs`."""
-    ref = final.ref
-    if any(record.get(k) != ref[k] for k in ("model_sha256", "data_sha256", "records_version")):
+    if not records.holds(record, {k: final.ref[k] for k in records.MODEL_KEYS}):
         return False
     return runs is None or all(record["models"].get(n, {}).get("run") == r.name for n, r in runs.items())
 

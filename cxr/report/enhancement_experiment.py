@@ -9,14 +9,11 @@ preprocessing settings and the same record version; no model is trained beyond t
 """
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
-from cxr.core import metrics
+from cxr.core import metrics, records
 from cxr.core.book import NBSP, interval
 from cxr.core.config import CLASSES, Config, get_config
-from cxr.core.files import write_json
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table, stratified_sample
 from cxr.model import features
@@ -43,13 +40,9 @@ def enhancement_record(config: Config | None = None, remake: bool = False, progr
     config = config or get_config()
     path = config.reports_dir / "enhancement.json"
     ref = _ref(config)
-    if not remake and path.exists():
-        record = json.loads(path.read_text())
-        if all(record.get(k) == v for k, v in ref.items()):
-            return record
-    record = ref | measure(config, progress) | {"command": COMMAND}
-    write_json(record, path)
-    return record
+    if not remake and (record := records.fresh(path, ref)) is not None:
+        return record
+    return records.write(ref | measure(config, progress) | {"command": COMMAND}, path)
 
 
 def measure(config: Config, progress: bool = False) -> dict:

@@ -7,12 +7,12 @@ The segmenter was trained on adult COVID-19 films only. Its masks of the test sp
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxr.core import records
 from cxr.core.config import CLASSES, VERSIONS, Config, get_config
 from cxr.core.files import write_json
 from cxr.data import lung_masks, segmenter
@@ -55,10 +55,8 @@ def mask_record(config: Config | None = None, weights: str | Path | None = None)
     weights = Path(weights) if weights else segmenter.SHIPPED
     ref = _ref(config, weights)
     path = config.reports_dir / "lung_masks.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        if all(old.get(k) == v for k, v in ref.items()):
-            return old
+    if (old := records.fresh(path, ref)) is not None:
+        return old
     table, _, masks = database_masks(config, model=segmenter.load(weights)[0])
     record = {"split": "test", **measure(table, masks, seed=config.seed), **ref,
               "command": "cxr lung-masks"}

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.assess.explain import overlay
+from cxr.core import metrics
 from cxr.core.config import CLASSES
 from cxr.model.site_check import shown
 
@@ -246,4 +247,96 @@ def site_check(record: dict) -> plt.Figure:
         if ax.get_legend_handles_labels()[0]:  # a small data profile may have no folder large enough
             ax.legend(fontsize=9, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     axes[1].set_xlabel("films in the folder")
+    return fig
+
+
+def summary_accuracy(original: float, database: float, external: float | None) -> plt.Figure:
+    """The executive summary's bars: the original project's accuracy, this model's on the database
+    test split and (when measured) on radiographs from outside the database."""
+    bars = {"original project\n(its own test split)": original, "this model,\ndatabase test split": database}
+    if external is not None:
+        bars["this model, radiographs\nfrom outside the database"] = external
+    fig, ax = plt.subplots(figsize=(6, 3.4))  # legible at a phone's width too
+    ax.barh(list(bars), [100 * v for v in bars.values()], color=["#999999", "#4c72b0", "#c44e52"][:len(bars)])
+    for i, v in enumerate(bars.values()):
+        ax.text(100 * v + 1, i, f"{100 * v:.1f}%", va="center", fontsize=12)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 118), xlabel="accuracy (%)", title="Four-class accuracy:\nwhere the numbers come from matters")
+    ax.tick_params(labelsize=11)
+    return fig
+
+
+def age_trend(trend) -> plt.Figure:
+    """Chapter 01's age probe (`cxr.data.age.normal_trend`): each Normal film's child-likeness in
+    database-number order, its rolling mean, and the change point."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.scatter(trend.numbers, trend.scores, s=2, alpha=0.3, label="one Normal image")
+    ax.plot(trend.numbers, pd.Series(trend.scores).rolling(51, center=True, min_periods=5).mean(), color="k",
+            label="rolling mean (51 images)")
+    ax.set_xlabel("database number (Normal-<n>.png)")
+    ax.set_ylabel("child-likeness score")
+    ax.legend(loc="center right")
+    if trend.found:
+        ax.axvline(trend.numbers[trend.k], color="r", ls="--")
+    return fig
+
+
+def enhancement_examples(examples: dict[str, np.ndarray], variants: dict) -> plt.Figure:
+    """Chapter 02: one film per class through each enhancement (`variants`: name -> function), each
+    beside its histogram."""
+    fig, axes = plt.subplots(len(examples), 2 * len(variants), figsize=(15, 2.3 * len(examples)))
+    for r, (c, g) in enumerate(examples.items()):
+        for k, (name, f) in enumerate(variants.items()):
+            out = f(g)
+            axes[r, 2 * k].imshow(out, cmap="gray", vmin=0, vmax=255)
+            axes[r, 2 * k].axis("off")
+            axes[r, 2 * k].set_title(f"{c}: {name}" if r == 0 or k == 0 else name, fontsize=8)
+            axes[r, 2 * k + 1].hist(out.ravel(), bins=64, range=(0, 255), color="gray")
+            axes[r, 2 * k + 1].set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def training_history(training) -> plt.Figure:
+    """Chapter 03: the run's losses and validation metrics by epoch, the epoch kept marked; a
+    model file without its run's history says so in the figure's place."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    if training is None:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no training history\nin this model file", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    hist, summary = training
+    axes[0].plot(hist.epoch, hist.train_loss, "o-", label="train (augmented, weighted)")
+    axes[0].plot(hist.epoch, hist.val_loss, "o-", label="validation")
+    axes[0].set_xlabel("epoch"); axes[0].set_ylabel("cross-entropy"); axes[0].legend()
+    axes[1].plot(hist.epoch, hist.val_accuracy, "o-", label="accuracy")
+    axes[1].plot(hist.epoch, hist.val_balanced_accuracy, "o-", label="balanced accuracy")
+    axes[1].plot(hist.epoch, hist.val_macro_auc, "o-", label="macro AUC")
+    axes[1].set_xlabel("epoch"); axes[1].set_title("validation"); axes[1].legend()
+    for ax in axes:
+        ax.axvline(summary["best_epoch"], color="k", ls=":", lw=1)
+    return fig
+
+
+def roc_pr(y: np.ndarray, p: np.ndarray, per_class: dict) -> plt.Figure:
+    """Chapter 04: each class's ROC and precision-recall curves one-vs-rest, with the operating
+    point of the argmax decision (`per_class`: the evaluation record's), and the ROC's top-left corner."""
+    curves = metrics.one_vs_rest_curves(y, p)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    inset = axes[0].inset_axes([0.45, 0.35, 0.5, 0.35])
+    for name in CLASSES:
+        m, c = per_class[name], curves[name]
+        colour = PALETTE[name]
+        axes[0].plot(c["fpr"], c["tpr"], label=f"{name} (AUC {m['auc']:.3f})", color=colour)
+        axes[0].plot(1 - m["specificity"], m["sensitivity"], "o", color=colour)
+        axes[1].plot(c["recall"], c["precision"], label=f"{name} (AP {m['pr_auc']:.3f})", color=colour)
+        axes[1].plot(m["sensitivity"], m["ppv"], "o", color=colour)
+        inset.plot(c["fpr"], c["tpr"], color=colour)
+    axes[0].plot([0, 1], [0, 1], "k:", lw=1)
+    axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
+    axes[1].set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall")
+    axes[0].legend(fontsize=8, loc="lower right")
+    axes[1].legend(fontsize=8, loc="lower left")
+    inset.set_xlim(0, 0.1); inset.set_ylim(0.85, 1.0); inset.set_title("top-left corner", fontsize=8)
     return fig

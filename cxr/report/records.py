@@ -13,7 +13,6 @@ final model's, else made again. No record function trains: the model comes from 
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import pandas as pd
 
 from cxr.assess import adapt, audit, predict
 from cxr.assess.evaluate import evaluate_folder, headline
-from cxr.core import metrics
+from cxr.core import metrics, records as stored
 from cxr.core.config import CLASSES, VERSIONS, Config, display_path, get_config
 from cxr.core.files import write_json
 from cxr.core.metrics import proportion, temper
@@ -50,11 +49,7 @@ def final_model(config: Config | None = None):
 def _fresh(path: Path, model) -> dict | None:
     """The record at `path` if it was made from `model` (a `registry.Model`) on the same data: the
     same weights and the same split table (`Model.ref`)."""
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    ref = model.ref
-    return record if all(record.get(k) == ref[k] for k in ("model_sha256", "data_sha256", "records_version")) else None
+    return stored.fresh(path, {k: model.ref[k] for k in stored.MODEL_KEYS})
 
 
 def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:

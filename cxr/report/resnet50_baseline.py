@@ -7,14 +7,13 @@ read it (`read`) while it names the data they are built on.
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 from pathlib import Path
 
 import pandas as pd
 
-from cxr.core import metrics
+from cxr.core import metrics, records
 from cxr.core.book import pct
 from cxr.core.config import CLASSES, Config, get_config, repo_root
 from cxr.core.files import write_json
@@ -89,11 +88,8 @@ def read(config: Config | None = None, path: str | Path | None = None) -> dict |
     """The recorded run (`reports/resnet50.json`) while it was made on this profile's data, else None
     (a smoke build, or another split: the chapters then show the comparison record's short run)."""
     path = Path(path) if path else repo_root() / "reports" / "resnet50.json"
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
     ref = data_ref(config or get_config())
-    return record if all(record.get(k) == ref[k] for k in ("data_sha256", "records_version")) else None
+    return records.fresh(path, {k: ref[k] for k in ("data_sha256", "records_version")})
 
 
 def text(record: dict | None, original_accuracy: float) -> dict[str, str]:

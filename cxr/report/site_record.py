@@ -14,7 +14,6 @@ on folders from outside it, by folder size (`cxr site-check --measure`, `reports
 """
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tqdm.auto import tqdm
 from cxr.assess import adapt
 from cxr.assess.adapt import proba
 from cxr.assess.audit import load_twins
+from cxr.core import records
 from cxr.core.config import CLASSES, Config, get_config
 from cxr.core.files import save_state, write_json
 from cxr.core.metrics import wilson
@@ -178,10 +178,8 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
     key = model_ref.ref | {"record_version": RECORD_VERSION, "check_version": site_check.VERSION,
                            "level": site_check.LEVEL, "margin": site_check.MARGIN, "draws": draws,
                            "min_films": site_check.MIN_FILMS}
-    if not remake and path.exists():
-        old = json.loads(path.read_text())
-        if all(old.get(k) == v for k, v in key.items()):
-            return old
+    if not remake and (old := records.fresh(path, key)) is not None:
+        return old
     checkpoint = model_ref.checkpoint
     model, meta = load_model(checkpoint)
     check = site_check.unpack(meta.get("site_check"))

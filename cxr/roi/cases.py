@@ -4,12 +4,12 @@ verdict from the ROI model and its uncertainty (`reports/business.json`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
+from cxr.core.files import write_json
 from cxr.roi.format import money
 from cxr.roi.inputs import FIELDS, UNCERTAIN, WORKFLOW_NAMES, InputError, Performance, Site, parse_value, validate
 from cxr.roi.model import roi
@@ -148,10 +148,7 @@ def write_record(cases: dict, path: str | Path) -> Path:
             return None
         return x
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"use_cases": clean(cases), "fields": FIELDS, "uncertain": UNCERTAIN}, indent=1))
-    return path
+    return write_json({"use_cases": clean(cases), "fields": FIELDS, "uncertain": UNCERTAIN}, path)
 
 
 def verdict(site: Site, perf: Performance, r: dict, u: dict, claim: dict | None) -> str:

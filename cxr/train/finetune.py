@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from cxr.core import metrics, targets
 from cxr.core.config import CLASSES, Config, cache_key
-from cxr.core.files import save_state
+from cxr.core.files import save_state, write_csv
 from cxr.core.runtime import autocast, device, model_device, show_progress, to_numpy
 from cxr.data import augment
 from cxr.data.preprocess import load_pixels
@@ -286,7 +286,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
                                       "scheduler": sched.state_dict(), "history": history, "best": best,
                                       "bad_epochs": bad_epochs, "epoch": epoch,
                                       "elapsed": time.perf_counter() - start - eval_seconds})
-        pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+        write_csv(pd.DataFrame(history), path / "history.csv")
         if bad_epochs >= config.patience:
             log.info("early stop: no validation improvement for %d epochs", config.patience)
             break

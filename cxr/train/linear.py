@@ -12,6 +12,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cxr.core import metrics
 from cxr.core.config import CLASSES
+from cxr.core.files import write_csv
 from cxr.model.architectures import efficientnet_lite0
 from cxr.model.checkpoints import save_checkpoint
 from cxr.model.features import embed
@@ -45,8 +46,8 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
     for s in ("val", "test"):
         write_predictions(path, s, table, np.flatnonzero(masks[s]), proba_all_classes(head, feats[masks[s]]))
     lr = head[-1]
-    pd.DataFrame([{"epoch": 1, "val_accuracy": metrics.accuracy_from_proba(
-        y[masks["val"]], proba_all_classes(head, feats[masks["val"]]))}]).to_csv(path / "history.csv", index=False)
+    write_csv(pd.DataFrame([{"epoch": 1, "val_accuracy": metrics.accuracy_from_proba(
+        y[masks["val"]], proba_all_classes(head, feats[masks["val"]]))}]), path / "history.csv")
     # the scaler folded into the logistic regression, as the network's own final layer: the
     # checkpoint is then an ordinary EfficientNet-Lite0 checkpoint that load_model can read
     scaler = head[0]

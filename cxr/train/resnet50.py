@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from cxr.core import metrics
 from cxr.core.config import CLASSES
-from cxr.core.files import save_state
+from cxr.core.files import save_state, write_csv
 from cxr.core.runtime import autocast, device, show_progress
 from cxr.data import augment
 from cxr.data.splits import stratified_sample
@@ -101,7 +101,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
                             "val_accuracy": metrics.accuracy_from_proba(y[va], pv),
                             "val_macro_auc": metrics.macro_auc(y[va], pv), "wall_seconds": trained})
             next_eval = trained + (eval_every_s or math.inf)
-            pd.DataFrame(history).to_csv(path / "history.csv", index=False)
+            write_csv(pd.DataFrame(history), path / "history.csv")
             save_state(path / "last.pt", {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                           "history": history, "trained": trained, "seen": seen, "step": step,
                                           "epoch": epoch})

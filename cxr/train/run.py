@@ -16,7 +16,6 @@ so an identical run is reused, not repeated, and an edit that changes no recipe 
 """
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -26,7 +25,7 @@ import torch
 
 from cxr.core import metrics
 from cxr.core.config import CLASSES, VERSIONS, Config, get_config, source_hash
-from cxr.core.files import ensure, save_state
+from cxr.core.files import ensure, save_state, write_json
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
 from cxr.model.registry import APPROACHES, Run, load_run, run_path
@@ -58,9 +57,9 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
         shutil.rmtree(path)
     ensure(path)
     final = approach == "finetune" and config.key() == get_config(config.profile).key()
-    (path / "config.json").write_text(json.dumps(config.to_dict() | {
+    write_json(config.to_dict() | {
         "approach": approach, "key": key, "final": final, "recipe_version": VERSIONS[approach],
-        "source_hash": source_hash()}, indent=1))  # the source hash: provenance, not identity
+        "source_hash": source_hash()}, path / "config.json")  # the source hash: provenance, not identity
     pixels = load_pixels(root, table, config, progress=progress)
     y = table.label.map(CLASSES.index).to_numpy()
     start = time.perf_counter()
@@ -81,5 +80,5 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
         summary[split] = {"n": s["n"], "accuracy": s["accuracy"], "macro_auc": s["macro_auc"],
                           "per_class": {c: {k: s["per_class"][c][k] for k in ("sensitivity", "specificity")}
                                         for c in CLASSES}}
-    (path / "done.json").write_text(json.dumps(summary, indent=1))
+    write_json(summary, path / "done.json")
     return load_run(path)

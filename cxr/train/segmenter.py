@@ -4,7 +4,6 @@ by patient, for a fixed schedule (nothing is chosen on the held-out part), writt
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -18,6 +17,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from cxr.core import records
 from cxr.core.config import VERSIONS, display_path, repo_root
 from cxr.core.files import write_json
 from cxr.core.runtime import show_progress
@@ -201,7 +201,6 @@ def train(root: str | Path | None = None, out: str | Path | None = None, record:
 def shipped_record(reports: str | Path | None = None) -> dict | None:
     """`reports/segmenter.json` when it describes the shipped weights (by their digest), else None."""
     path = Path(reports or repo_root() / "reports") / "segmenter.json"
-    if not path.exists() or not segmenter.SHIPPED.exists():
+    if not segmenter.SHIPPED.exists():
         return None
-    record = json.loads(path.read_text())
-    return record if record.get("weights_sha256") == digest() else None
+    return records.fresh(path, {"weights_sha256": digest()})
