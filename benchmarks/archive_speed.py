@@ -125,9 +125,10 @@ def model_alone(batch: int = 32, images: int = 256, repeats: int = 5) -> float:
     from cxr.data.reading import read_file
     from cxr.model import ood
 
-    tune_malloc()  # as `cxr` itself does (cxr/cli.py)
-    pred = predict.load()
-    data_root, table = load_table(get_config("full"))
+    tune_malloc()  # as `cxr` itself does (cxr/cli/main.py)
+    full = get_config("full")
+    pred = predict.load(None, full)
+    data_root, table = load_table(full)
     files = table.file.to_numpy()[np.random.default_rng(1).permutation(len(table))[:images]]
     x = np.stack([preprocess(read_file(data_root / f, f).image, pred.config, []) for f in files])
     ood.proba_and_features(pred.fast, x, pred.size, batch=batch)  # warm up

@@ -36,7 +36,7 @@ def main() -> None:
     cfg = get_config("full")
     root, table = load_table(cfg)
     test = table[table.split == "test"].reset_index(drop=True)
-    pred = predict.load(registry.SHIPPED)
+    pred = predict.load(registry.SHIPPED, cfg)
     one = root / test.file[0]
     with tempfile.TemporaryDirectory() as tmp:
         cams = Path(tmp) / "cams"

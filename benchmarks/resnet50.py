@@ -15,7 +15,6 @@ Chapters 03 and 05 show that record. The run is keyed like every run: run again,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -31,21 +30,17 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports" / "resnet50.json"))
     ap.add_argument("--note", default="", help="said in the record, e.g. that other work shared the machine")
     args = ap.parse_args()
-    if args.device:
-        from cxr.core.runtime import DEVICE_ENV
-
-        os.environ[DEVICE_ENV] = args.device
     import logging
 
+    from cxr.core.config import get_config
     from cxr.core.runtime import tune_malloc
+    from cxr.report import resnet50_baseline
     from cxr.train import run as train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # a line at every check
-
     tune_malloc()
-    from cxr.report import resnet50_baseline
-
-    config = resnet50_baseline.recipe(args.steps, args.size)
+    full = get_config("full", **({"device": args.device} if args.device else {}))  # resolved once, here
+    config = resnet50_baseline.recipe(full, args.steps, args.size)
     run = train.fit("resnet50", config, progress=True)
     record = resnet50_baseline.make(run, config, command="python benchmarks/resnet50.py", note=args.note)
     resnet50_baseline.write(record, args.out)

@@ -116,11 +116,11 @@ def test_the_recorded_resnet50_is_read_only_for_the_data_it_was_made_on(tmp_path
     from cxr.report import resnet50_baseline as resnet50_record
 
     path = tmp_path / "resnet50.json"
-    ref = data_ref()
+    ref = data_ref(get_config())
     path.write_text(json.dumps(_fair_record() | ref))
-    assert resnet50_record.read(path=path) is not None
+    assert resnet50_record.read(get_config(), path=path) is not None
     path.write_text(json.dumps(_fair_record() | ref | {"data_sha256": "other"}))
-    assert resnet50_record.read(path=path) is None
+    assert resnet50_record.read(get_config(), path=path) is None
 
 
 def test_the_validation_curve_is_drawn_from_the_record_or_says_there_is_none():

@@ -1,5 +1,6 @@
-"""Where models run: --device auto|cpu|cuda and $CXR_DEVICE. The CPU path everywhere; the CUDA
-tests run only where PyTorch sees a GPU and are skipped elsewhere."""
+"""Where models run: --device auto|cpu|cuda, else $CXR_DEVICE, resolved once into the configuration
+(`Config.device`) and passed down; nothing below the entry points reads the environment. The CPU
+path everywhere; the CUDA tests run only where PyTorch sees a GPU and are skipped elsewhere."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,13 +27,15 @@ def test_auto_is_cuda_only_where_there_is_a_gpu(monkeypatch):
     assert runtime.device().type == "cuda" and runtime.device("cpu").type == "cpu"
 
 
-def test_the_environment_chooses_when_no_argument_does(monkeypatch):
+def test_the_environment_chooses_at_the_entry_point_when_no_argument_does(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("CXR_DEVICE", "cpu")
-    assert runtime.device().type == "cpu"
-    assert runtime.device("cuda").type == "cuda"  # an explicit choice wins over the environment
+    assert get_config().device == "cpu" and runtime.device(get_config().device).type == "cpu"
+    assert get_config(device="cuda").device == "cuda"  # an explicit choice wins over the environment
+    assert runtime.device().type == "cuda"  # below the entry point the environment is not read
+    assert get_config().key() == get_config(device="cuda").key()  # where a model runs names no run or cache
     monkeypatch.setenv("CXR_DEVICE", " CUDA ")
-    assert runtime.device().type == "cuda"
+    assert runtime.device(get_config().device).type == "cuda"
 
 
 def test_bad_or_impossible_devices_say_what_to_do(monkeypatch):
@@ -43,12 +46,12 @@ def test_bad_or_impossible_devices_say_what_to_do(monkeypatch):
         runtime.device("tpu")
     monkeypatch.setenv("CXR_DEVICE", "gpu")
     with pytest.raises(ValueError, match="CXR_DEVICE"):
-        runtime.device()
+        runtime.device(get_config().device)
 
 
 def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setenv("CXR_DEVICE", "auto")  # restored after the test: `cxr --device` sets it for the process
+    monkeypatch.setenv("CXR_DEVICE", "auto")
     for command in (["train"], ["evaluate", "--data", "x"], ["audit"], ["adapt", "--data", "x"], ["predict", "x"]):
         assert main.main(command + ["--device", "cuda"]) == 2, command
         assert "no CUDA GPU" in capsys.readouterr().err
@@ -57,8 +60,9 @@ def test_cli_device_flag_reaches_every_model_command(monkeypatch, capsys):
 
 
 def test_models_load_and_predict_on_the_cpu_when_asked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU here or not, "cpu" is the CPU
     monkeypatch.setenv("CXR_DEVICE", "cpu")
-    model, meta = checkpoints.load_model(registry.SHIPPED)
+    model, meta = checkpoints.load_model(registry.SHIPPED, get_config().device)
     assert runtime.model_device(model).type == "cpu"
     pixels = np.random.default_rng(0).integers(0, 255, (3, 64, 64), dtype=np.uint8)
     p = checkpoints.predict(model, pixels, meta["input_size"], progress=False)

@@ -139,7 +139,7 @@ def test_evaluate_folder_tool(home: Path, tmp_path: Path, monkeypatch):
     cv2.imwrite(str(hospital / "Normal" / "images" / "colour.png"), np.dstack([np.full((80, 80), v, np.uint8)
                                                                             for v in (10, 200, 90)]))
     out = tmp_path / "report" / "eval.json"
-    r = evaluate.evaluate_folder(hospital, run.checkpoint, out, progress=False, n_boot=50)
+    r = evaluate.evaluate_folder(hospital, run.checkpoint, out, progress=False, n_boot=50, config=cfg)
     saved = json.loads(out.read_text())
     assert saved["n"] == 13 and r["n"] == 13
     for key in ("accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci", "ece", "per_class", "skipped"):
@@ -158,7 +158,7 @@ def test_evaluate_without_model_says_what_to_do(home: Path, tmp_path: Path, monk
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     monkeypatch.setattr(registry, "SHIPPED", tmp_path / "not-shipped.pt")
     with pytest.raises(registry.MissingModel, match="cxr train"):
-        registry.default_checkpoint()
+        registry.default_checkpoint(get_config())
 
 
 def test_without_a_run_the_shipped_model_is_used(home: Path, tmp_path: Path, monkeypatch):
@@ -166,7 +166,7 @@ def test_without_a_run_the_shipped_model_is_used(home: Path, tmp_path: Path, mon
 
     monkeypatch.setenv("CXR_RUNS_DIR", str(tmp_path / "no-runs"))
     monkeypatch.delenv(registry.MODEL_ENV, raising=False)
-    assert registry.default_checkpoint() == registry.SHIPPED
+    assert registry.default_checkpoint(get_config()) == registry.SHIPPED
 
 
 def test_operating_points_chosen_on_validation_reach_their_target():
@@ -222,7 +222,7 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     files = sorted(str(p.relative_to(other)) for p in other.rglob("*.jpg"))
     pd.DataFrame({"file": files, "collection": ["a" if i % 2 else "b" for i in range(len(files))],
                   "patientid": [str(i // 4) for i in range(len(files))]}).to_csv(other / "manifest.csv", index=False)
-    ext = evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20,
+    ext = evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, config=cfg,
                                    thresholds_from=tmp_path / "eval.json")
     for name, op in ext["operating_points"].items():
         assert op["threshold"] == ops[name]["threshold"]
@@ -241,9 +241,10 @@ def test_evaluate_applies_validation_thresholds_elsewhere(home: Path, tmp_path: 
     text = prose.external_text(ext, record)
     assert text["ext_images"] == "12" and text["ext_patients"] == "6" and "ext_acc_a" in text
     with pytest.raises(ValueError, match="no operating points"):
-        evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, thresholds_from=ext)
+        evaluate.evaluate_folder(other, run.checkpoint, progress=False, n_boot=20, config=cfg, thresholds_from=ext)
     with pytest.raises(FileNotFoundError, match="cxr evaluate"):
-        evaluate.evaluate_folder(other, run.checkpoint, progress=False, thresholds_from=tmp_path / "missing.json")
+        evaluate.evaluate_folder(other, run.checkpoint, progress=False, config=cfg,
+                                 thresholds_from=tmp_path / "missing.json")
 
 
 def test_predictive_values_by_bayes():

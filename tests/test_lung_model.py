@@ -54,7 +54,7 @@ def _row(name, hidden, only=0.9, acc=0.95, ext_normals=5):
 
 
 def test_the_record_chooses_by_validation_and_its_table_names_the_chosen_model():
-    rec = lung_experiment.comparison([_row("whole", 0.88), _row("lungs", 0.30)])
+    rec = lung_experiment.comparison([_row("whole", 0.88), _row("lungs", 0.30)], "full")
     assert rec["chosen"] == "lungs"
     t = lung_experiment.table(rec)
     assert list(t.columns) == ["whole", "lungs (chosen)"] and t.loc["lungs hidden (balanced)", "lungs (chosen)"] == "30.0%"
@@ -73,21 +73,21 @@ def test_the_target_check_says_by_how_much_a_target_is_missed():
 def test_the_verdict_follows_the_numbers():
     whole, lungs = _row("whole", 0.88, acc=0.968, ext_normals=25), _row("lungs", 0.30, acc=0.94, ext_normals=8)
     whole["input"] = "none"
-    text = lung_experiment.verdict(lung_experiment.comparison([whole, lungs]))
+    text = lung_experiment.verdict(lung_experiment.comparison([whole, lungs], "full"))
     assert "lungs is chosen, so the lung model is the one to ship" in text
     assert "test accuracy falls by 2.8 points" in text and "calls 8 of 32 normal films COVID-19 (whole film 25)" in text
     better = _row("lungs", 0.30, acc=0.97)
-    assert "rises by 0.2 points" in lung_experiment.verdict(lung_experiment.comparison([whole, better]))
+    assert "rises by 0.2 points" in lung_experiment.verdict(lung_experiment.comparison([whole, better], "full"))
     weak = _row("lungs", 0.30) | {"val": _row("lungs", 0.30)["val"] | {"twin_agreement": 0.5}}
-    assert "whole-film model keeps shipping" in lung_experiment.verdict(lung_experiment.comparison([whole, weak]))
+    assert "whole-film model keeps shipping" in lung_experiment.verdict(lung_experiment.comparison([whole, weak], "full"))
 
 
 def test_the_summary_sentence_follows_the_numbers():
     whole = _row("whole", 0.88) | {"input": "none"}
     weak = _row("lung-crop", 0.60) | {"val": _row("lung-crop", 0.60)["val"] | {"twin_agreement": 0.5}}
-    text = lung_experiment.summary(lung_experiment.comparison([whole, weak]))
+    text = lung_experiment.summary(lung_experiment.comparison([whole, weak], "full"))
     assert "60.0% (lung-crop), above the 35% target" in text and "did not make it need them" in text
     assert text.endswith("kept the whole-film model.")
-    good = lung_experiment.summary(lung_experiment.comparison([whole, _row("lung-crop", 0.30)]))
+    good = lung_experiment.summary(lung_experiment.comparison([whole, _row("lung-crop", 0.30)], "full"))
     assert "within the 35% target" in good and "made it need them" in good and good.endswith("kept lung-crop.")
     assert lung_experiment.summary(None).startswith("No model")

@@ -16,6 +16,7 @@ from test_evaluate import tiny_run
 
 from cxr.assess import predict, results
 from cxr.cli import main
+from cxr.core.config import get_config
 from cxr.data import reading, walk
 from cxr.model import checkpoints, ood
 
@@ -114,7 +115,7 @@ EXPECTED = {  # file -> status (prefix)
 
 
 def test_every_bad_input_gets_a_status(model_file: Path, inputs: Path, tmp_path: Path):
-    rows = predict.predict_paths([inputs, tmp_path / "nowhere.png", tmp_path / "empty-folder"], model_file,
+    rows = predict.predict_paths([inputs, tmp_path / "nowhere.png", tmp_path / "empty-folder"], predict.load(model_file, get_config()),
                                  progress=False).set_index("file")
     for name, status in EXPECTED.items():
         got = rows.loc[f"inputs/{name}", "status"]
@@ -185,8 +186,8 @@ def test_a_lung_model_predicts_every_input_and_says_when_a_lung_mask_fails(model
     lung_file = tmp_path / "lungs.pt"
     torch.save(state, lung_file)
     cv2.imwrite(str(inputs / "blank.png"), np.full((256, 256), 128, np.uint8))  # no lungs to find
-    rows = predict.predict_paths([inputs], lung_file, progress=False).set_index("file")
-    assert predict.load(lung_file).config.lungs == "crop"
+    rows = predict.predict_paths([inputs], predict.load(lung_file, get_config()), progress=False).set_index("file")
+    assert predict.load(lung_file, get_config()).config.lungs == "crop"
     for name, status in EXPECTED.items():
         got = rows.loc[f"inputs/{name}", "status"]
         assert (status == "ok" and got in (reading.OK, predict.OOD)) or got.startswith(status), (name, got)
@@ -227,7 +228,7 @@ def pacs(tmp_path: Path) -> Path:
 
 
 def test_a_pacs_export_is_read_by_content(model_file: Path, pacs: Path, capsys):
-    rows = predict.predict_paths([pacs], model_file, progress=False).set_index("file")
+    rows = predict.predict_paths([pacs], predict.load(model_file, get_config()), progress=False).set_index("file")
     images = [f"export/STUDY{s}/SERIES{k}/IM00001" for s in range(2) for k in range(3)]
     assert set(images) <= set(rows.index)
     assert all(rows.loc[f, "status"] in (reading.OK, predict.OOD) for f in images)
@@ -245,7 +246,7 @@ def test_a_pacs_export_is_read_by_content(model_file: Path, pacs: Path, capsys):
 
 
 def test_rows_come_in_the_same_order_with_workers(model_file: Path, pacs: Path):
-    serial = predict.predict_paths([pacs], model_file, progress=False, batch=2, workers=0)
+    serial = predict.predict_paths([pacs], predict.load(model_file, get_config()), progress=False, batch=2, workers=0)
     # OpenCV's thread pool running in this process before the workers are forked: a forked worker
     # that touched it waited forever (a CI run hung here)
     threads = cv2.getNumThreads()
@@ -253,7 +254,7 @@ def test_rows_come_in_the_same_order_with_workers(model_file: Path, pacs: Path):
     big = np.zeros((2000, 2000), np.uint8)
     for _ in range(3):
         cv2.GaussianBlur(big, (31, 31), 5)
-    pooled = predict.predict_paths([pacs], model_file, progress=False, batch=2, workers=2)
+    pooled = predict.predict_paths([pacs], predict.load(model_file, get_config()), progress=False, batch=2, workers=2)
     assert cv2.getNumThreads() == 2  # given back after the run
     cv2.setNumThreads(threads)
     assert list(serial.file) == list(pooled.file)

@@ -139,7 +139,7 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     evaluated, measured, exported = [], [], []
     monkeypatch.setattr(export, "external_dir", lambda: None)
     monkeypatch.setattr(export, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
-    monkeypatch.setattr(checkpoints, "load_model", lambda path: (None, {"input_size": 64}))
+    monkeypatch.setattr(checkpoints, "load_model", lambda path, on="auto": (None, {"input_size": 64}))
     monkeypatch.setattr(export, "fit_on_split", lambda model, size, config: {})
     monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))

@@ -16,7 +16,7 @@ import torch
 
 from cxr.assess import predict, results, site_folder
 from cxr.cli import main
-from cxr.core.config import CLASSES, repo_root
+from cxr.core.config import CLASSES, get_config, repo_root
 from cxr.model import site_check as sc
 from cxr.report import site_record
 
@@ -139,7 +139,7 @@ def folders(grey_films, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def shipped():
-    return predict.load()
+    return predict.load(None, get_config())
 
 
 def test_the_shipped_model_carries_the_site_check(shipped):
@@ -302,9 +302,9 @@ def test_an_adapted_model_passes_its_site_and_still_flags_another(grey_films, tm
             shutil.copy(f, d / f.name)
     out = tmp_path / "adapted.pt"
     adapt.adapt(predict.default_model(), fit.parent.parent, out, config=get_config())
-    pred = predict.load(out)
+    pred = predict.load(out, get_config())
     assert [r["name"] for r in pred.site["references"]] == [sc.DATABASE, sc.ADAPTED]
-    shipped = predict.load()
+    shipped = predict.load(None, get_config())
     assert site_folder.check_folder(held.parent.parent, shipped, workers=0, progress=False).verdict.shifted
     same = site_folder.check_folder(held.parent.parent, pred, workers=0, progress=False).verdict
     assert same.verdict == sc.SAME and same.reference == sc.ADAPTED

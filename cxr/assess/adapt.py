@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from cxr.assess.audit import load_twins
 from cxr.core import metrics
 from cxr.core.book import interval, moved_to
-from cxr.core.config import CLASSES, Config, cache_key, get_config
+from cxr.core.config import CLASSES, Config, cache_key
 from cxr.core.files import save_state
 from cxr.core.metrics import wilson
 from cxr.data.labelled import list_labelled, read_labelled
@@ -62,18 +62,18 @@ def _read_folder(folder: Path, config: Config) -> tuple[np.ndarray, np.ndarray, 
     return pixels, np.array(files.label.map(CLASSES.index)), files.file.tolist(), skipped
 
 
-def local_films(folder: str | Path, model, meta: dict) -> Local:
-    """The site's films as the model sees them (pooled features of its backbone)."""
-    cfg = pixel_config(meta)
+def local_films(folder: str | Path, model, meta: dict, config: Config) -> Local:
+    """The site's films as the model sees them (pooled features of its backbone), read with the
+    preprocessing the model was trained with, in `config`'s folders."""
+    cfg = pixel_config(meta, config)
     pixels, y, files, skipped = _read_folder(Path(folder), cfg)
     return Local(pooled_features(model, pixels, meta["input_size"]), y, files, skipped)
 
 
-def database_features(checkpoint: str | Path, config: Config | None = None, progress: bool = False) -> dict:
+def database_features(checkpoint: str | Path, config: Config, progress: bool = False) -> dict:
     """Pooled features and labels of the database's train, val and test splits under the model of
     `checkpoint`, cached on disk (keyed by the checkpoint's bytes, the images and the code)."""
-    config = config or get_config()
-    model, meta = load_model(checkpoint)
+    model, meta = load_model(checkpoint, config.device)
     root, table = load_table(config)
     pixels = load_pixels(root, table, pixel_config(meta, config),
                          progress=progress)
@@ -132,15 +132,14 @@ def fit_head(weight: torch.Tensor, bias: torch.Tensor, db: tuple[np.ndarray, np.
     return w.detach(), b.detach()
 
 
-def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method: str = "head",
-          config: Config | None = None, progress: bool = False) -> dict:
+def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method: str = "head", *,
+          config: Config, progress: bool = False) -> dict:
     """Adapt the model of `checkpoint` to a site from its labelled films in `local_dir`; write the
     adapted model to `out`. Returns what was done and measured (on the database's test split)."""
-    config = config or get_config()
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
-    model, meta = load_model(checkpoint)
-    local = local_films(local_dir, model, meta)
+    model, meta = load_model(checkpoint, config.device)
+    local = local_films(local_dir, model, meta, config)
     if len(local.y) < MIN_LOCAL:
         raise ValueError(f"Only {len(local.y)} usable films in {local_dir}: adapting needs at least {MIN_LOCAL}.")
     db = database_features(checkpoint, config, progress=progress)
@@ -204,21 +203,20 @@ def _site_rates(p: np.ndarray, y: np.ndarray) -> dict:
 
 
 def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 50, 100, 150), draws: int = 3,
-                   methods=METHODS, external_dir: str | Path | None = None, config: Config | None = None,
+                   methods=METHODS, external_dir: str | Path | None = None, *, config: Config,
                    seed: int = 0) -> dict:
     """What `n` local normals buy, for each n in `sizes` and each method: `draws` random draws of n
     films from the site folder to adapt on, the rest of the folder as the local test. Measured per
     draw: the site's false-COVID rate on its held-out films, database test accuracy and per-class
     sensitivity, and accuracy on the external radiographs (never used to choose anything)."""
-    config = config or get_config()
-    model, meta = load_model(checkpoint)
-    site = local_films(site_dir, model, meta)
+    model, meta = load_model(checkpoint, config.device)
+    site = local_films(site_dir, model, meta, config)
     normal = CLASSES.index("Normal")
     pool = np.flatnonzero(site.y == normal)
     if len(pool) < max(sizes) + 1:
         raise ValueError(f"{site_dir} has {len(pool)} normal films; the curve needs more than {max(sizes)}.")
     db = database_features(checkpoint, config)
-    ext = local_films(external_dir, model, meta) if external_dir and Path(external_dir).is_dir() else None
+    ext = local_films(external_dir, model, meta, config) if external_dir and Path(external_dir).is_dir() else None
     twins = _twin_features(model, meta, config)
     w0, b0 = _head(read_checkpoint(checkpoint))
     rng = np.random.default_rng(seed)

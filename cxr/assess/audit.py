@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from cxr.assess import explain
 from cxr.assess.evaluate import evaluate_folder
 from cxr.core import metrics, targets
-from cxr.core.config import CLASSES, VERSIONS, Config, get_config
+from cxr.core.config import CLASSES, VERSIONS, Config
 from cxr.core.runtime import show_progress
 from cxr.data import segmenter
 from cxr.data.dataset import find_dataset
@@ -69,9 +69,8 @@ class Twins:
         return len(self.twins)
 
 
-def load_twins(config: Config | None = None, root: str | Path | None = None) -> Twins:
+def load_twins(config: Config, root: str | Path | None = None) -> Twins:
     """Every audit twin of the dataset whose original is in the main set, with both images preprocessed."""
-    config = config or get_config()
     root = Path(root) if root else find_dataset()
     twins = load_audit(config, root)
     main = main_subset(scan(root, config, progress=False))[0].set_index("file")
@@ -160,14 +159,13 @@ def cam_cases(sample: np.ndarray, y: np.ndarray, pred: np.ndarray) -> list[tuple
     return cases
 
 
-def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int | None = None,
+def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
                    progress: bool = False) -> Audit:
     """The shortcut audit of `run` (a `registry.Model` or finished finetune run), against `before`
     (a run of the same recipe without harmonisation, or its `run_numbers` already measured) when given."""
-    config = config or get_config()
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
-    model, meta = checkpoints.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint, config.device)
     size = meta["input_size"]
     bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))
     test = table.index[table.split == "test"].to_numpy()
@@ -228,7 +226,7 @@ def shortcut_audit(run, config: Config | None = None, before=None, n_maps: int |
     after = run_numbers(run, model, size, twins)
     before_numbers = before if isinstance(before, dict) else None  # measured already (the comparison record)
     if before is not None and before_numbers is None:
-        b_model, b_meta = checkpoints.load_model(before.checkpoint)
+        b_model, b_meta = checkpoints.load_model(before.checkpoint, config.device)
         before_numbers = run_numbers(before, b_model, b_meta["input_size"], twins)
     bar.update()
     bar.close()
@@ -286,13 +284,12 @@ VIEW_KEYS = ("map_images", "randomisation_similarity_per_image", "lung_field", "
              "occlusion_by_class", "twins_total", "runs")
 
 
-def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Config | None = None,
+def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Config,
          n_shown: int = 4) -> dict:
     """What chapter 05 draws, from an audit record (`shortcut_audit`) and the images: the map sample
     and its predictions, the tables, and the maps of the first `n_shown` sampled
     images (trained and randomised; recomputed, as the audit computed them). Nothing of the audit is
     measured again."""
-    config = config or get_config()
     row_of = pd.Series(table.index, index=table.file)
     maps = record["map_images"]
     sample = row_of.loc[maps["files"]].to_numpy()
@@ -338,10 +335,10 @@ def _flat(numbers: dict) -> dict:
 
 
 # --------------------------------------------------------------------------- several runs: choosing one
-def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str | None = None) -> dict:
+def run_row(run, twins: Twins, config: Config, external_dir: str | Path | None = None, name: str | None = None) -> dict:
     """One run's numbers for the comparison: validation (what the rule may use) and test and
     external (reported, never used to choose)."""
-    model, meta = checkpoints.load_model(run.checkpoint)
+    model, meta = checkpoints.load_model(run.checkpoint, config.device)
     predict = predictor(model, meta["input_size"])
     row = {"run": run.name, "name": name or run.name, "config": {
         k: run.config.get(k) for k in ("harmonise", "consistency", "epochs", "views", "lr", "seed")}}
@@ -354,7 +351,7 @@ def run_row(run, twins: Twins, external_dir: str | Path | None = None, name: str
                       "twin_agreement": tw["agreement"], "twins": tw["n"]}
     if external_dir is not None and Path(external_dir).is_dir():
 
-        ext = evaluate_folder(external_dir, run.checkpoint, progress=False, n_boot=200)
+        ext = evaluate_folder(external_dir, run.checkpoint, progress=False, n_boot=200, config=config)
         row["external"] = {"accuracy": ext["accuracy"], "n": ext["n"]}
     return row
 
@@ -365,11 +362,10 @@ def choose_row(rows: list[dict]) -> int:
                             "balanced_accuracy": r["val"]["balanced_accuracy"]} for r in rows])
 
 
-def compare(runs: dict, config: Config | None = None, external_dir: str | Path | None = None) -> dict:
+def compare(runs: dict, config: Config, external_dir: str | Path | None = None) -> dict:
     """Every run side by side, and the one the rule chooses from their validation numbers."""
-    config = config or get_config()
     twins = load_twins(config)
-    rows = [run_row(r, twins, external_dir, name) for name, r in runs.items()]
+    rows = [run_row(r, twins, config, external_dir, name) for name, r in runs.items()]
     chosen = choose_row(rows) if rows else None
     return {"profile": config.profile, "rule": "targets.choose on validation numbers and twins of validation originals",
             "targets": {"twin_agreement": targets.TWIN_AGREEMENT, "sensitivity_floors": targets.SENSITIVITY_FLOORS},
@@ -390,12 +386,11 @@ def comparison_table(record: dict) -> pd.DataFrame:
     return pd.DataFrame(out).set_index("run")
 
 
-def sweep(config: Config | None = None, final: str | None = None, fallback: dict | None = None) -> dict | None:
+def sweep(config: Config, final: str | None = None, fallback: dict | None = None) -> dict | None:
     """The comparison chapter 05 shows: `<reports>/mitigation.json` (every run tried, written by
     `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists and names the final
     model's run `final`, else `fallback` (the before/after comparison of the comparison record). A
     record made before the final model existed (another recipe, another build) does not describe it."""
-    config = config or get_config()
     path = config.reports_dir / "mitigation.json"
     if path.exists():
         record = json.loads(path.read_text())

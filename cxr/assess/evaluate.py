@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.core.config import CLASSES, display_path, get_config
+from cxr.core.config import CLASSES, Config, display_path
 from cxr.core.files import write_csv, write_json, write_text
 from cxr.core.metrics import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
                               operating_point_rules, patient_level, summary, temper)
@@ -26,8 +26,8 @@ from cxr.model.registry import default_checkpoint, weights_digest
 
 
 def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
-                    progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None,
-                    config=None, thresholds_from: str | Path | dict | None = None) -> dict:
+                    progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None, *,
+                    config: Config, thresholds_from: str | Path | dict | None = None) -> dict:
     """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
 
     Labels come from the class folder names (<class>/images/*.png|jpg, or <class>/*.png|jpg).
@@ -46,11 +46,11 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     data_dir = Path(data_dir)
     list_labelled(data_dir)  # a missing folder fails here, before any model is loaded
     points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
-    checkpoint = Path(checkpoint) if checkpoint else default_checkpoint()
-    model, meta = load_model(checkpoint)
-    cfg = pixel_config(meta, get_config("full"))
+    checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(config)
+    model, meta = load_model(checkpoint, config.device)
+    cfg = pixel_config(meta, config)
     temperature = float(meta.get("temperature", 1.0))
-    sp = load_split(data_dir, config or get_config("full"), create=False) if split else None
+    sp = load_split(data_dir, config, create=False) if split else None
 
     def run_on(which: str | None):
         files, skipped = list_labelled(data_dir)

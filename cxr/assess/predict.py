@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from cxr.assess.explain import cam_maps, overlay
 from cxr.assess.results import COLUMNS
-from cxr.core.config import CLASSES, get_config
+from cxr.core.config import CLASSES, Config
 from cxr.core.files import ensure
 from cxr.core.metrics import task_scores, temper
-from cxr.core.runtime import device, show_progress
+from cxr.core.runtime import model_device, show_progress
 from cxr.data import walk
 from cxr.data.preprocess import preprocess
 from cxr.data.reading import IGNORED, OK, Read, read_file
@@ -95,11 +95,12 @@ def default_model() -> Path:
     return registry.shipped().checkpoint
 
 
-def load(checkpoint: str | Path | None = None) -> Predictor:
-    """The model to predict with: `checkpoint`, else `default_model()`."""
+def load(checkpoint: str | Path | None, config: Config) -> Predictor:
+    """The model to predict with: `checkpoint`, else `default_model()`, on `config`'s device and with
+    the preprocessing it was trained with (`checkpoints.pixel_config`)."""
     checkpoint = Path(checkpoint) if checkpoint else default_model()
-    model, meta = checkpoints.load_model(checkpoint)
-    return Predictor(model, meta, checkpoints.pixel_config(meta, get_config("full")), checkpoint)
+    model, meta = checkpoints.load_model(checkpoint, config.device)
+    return Predictor(model, meta, checkpoints.pixel_config(meta, config), checkpoint)
 
 
 def default_workers() -> int:
@@ -107,9 +108,9 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def default_batch() -> int:
+def default_batch(model) -> int:
     """Images per forward pass: larger on a GPU."""
-    return 256 if device().type == "cuda" else 32
+    return 256 if model_device(model).type == "cuda" else 32
 
 
 @dataclass
@@ -276,7 +277,7 @@ def stream(paths: Iterable[str | Path], pred: Predictor, threshold: str | None =
     if threshold and threshold != "argmax":
         decide(np.zeros((0, len(CLASSES))), threshold, pred.points)  # an unknown name is a usage error, at once
     counts = counts if counts is not None else Counts()
-    batch, workers = batch or default_batch(), default_workers() if workers is None else workers
+    batch, workers = batch or default_batch(pred.model), default_workers() if workers is None else workers
 
     def todo():
         for it in walk.items(paths, shard, counts.tally):
@@ -371,12 +372,11 @@ def _counted(rows: list[dict], counts: Counts) -> Iterator[list[dict]]:
         yield rows
 
 
-def predict_paths(paths: list[str | Path], checkpoint: str | Path | Predictor | None = None,
+def predict_paths(paths: list[str | Path], pred: Predictor,
                   threshold: str | None = None, cam_dir: str | Path | None = None, batch: int | None = None,
                   progress: bool = True, workers: int = 0) -> pd.DataFrame:
     """One row per input as a table (for a few files; an archive goes through `stream` and
     `results.Writer`): file, status, probabilities, decision, OOD score, notes, CAM file."""
-    pred = checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
     rows = [r for b in stream(paths, pred, threshold, cam_dir, batch, workers, progress=progress) for r in b]
     out = pd.DataFrame(rows, columns=COLUMNS)
     out.attrs["checkpoint"] = str(pred.checkpoint)

@@ -8,6 +8,7 @@ split). Nothing here keeps a file name: what leaves this module is counts and ra
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,12 +42,11 @@ def label_of(shown: str) -> str | None:
     return canonical_label(parts[-3]) if len(parts) >= 3 and parts[-2] == "images" else None
 
 
-def check_folder(folder: str | Path, pred=None, workers: int | None = None, progress: bool = True) -> Site:
-    """Every film of `folder` through the model, and the verdict on all of them."""
+def check_folder(folder: str | Path, pred: predict.Predictor, workers: int | None = None, progress: bool = True) -> Site:
+    """Every film of `folder` through the model (`pred`, `predict.load`), and the verdict on all of them."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: no such folder")
-    pred = pred or predict.load()
     rows = []
     for batch in predict.stream([folder], pred, workers=workers, progress=progress):
         rows.extend(batch)
@@ -83,3 +83,12 @@ def metrics_table(found: dict) -> pd.DataFrame:
     rows.append({"class": "all (accuracy)", "films": found["films"], "sensitivity": pct(found["accuracy"],
                  found["accuracy_ci"]), "specificity": ""})
     return pd.DataFrame(rows).set_index("class")
+
+
+def sample_folder(site: Path, n: int, dest: Path) -> Path:
+    """A folder `dest` holding the first `n` normal films of a site folder (its `Normal/images`, by
+    name), as a hospital would hand over one study list to check."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted((Path(site) / "Normal" / "images").glob("*.jpg"))[:n]:
+        shutil.copy(f, dest / f.name)
+    return dest

@@ -24,7 +24,8 @@ def _evaluate_parser(sub, on) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from cxr.assess.evaluate import evaluate_folder, format_summary
 
-    result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split, thresholds_from=args.thresholds)
+    result = evaluate_folder(args.data, args.checkpoint, args.out, split=args.split, config=args.config,
+                             thresholds_from=args.thresholds)
     print(format_summary(result))
     if args.out:
         print(f"\nwrote {args.out} (and .txt, .csv beside it)")
@@ -49,12 +50,11 @@ def _audit_parser(sub, on) -> None:
 
 def _audit(args: argparse.Namespace) -> int:
     from cxr.assess import audit
-    from cxr.core.config import get_config
     from cxr.core.files import write_json
     from cxr.data.dataset import external_dir
     from cxr.model import registry
 
-    config = get_config(args.profile)
+    config = args.config
     if args.compare:
         names = args.names or [Path(r).name for r in args.compare]
         if len(names) != len(args.compare):
@@ -91,12 +91,11 @@ def _adapt_parser(sub, on) -> None:
 
 def _adapt(args: argparse.Namespace) -> int:
     from cxr.assess import adapt
-    from cxr.core.config import get_config
     from cxr.model.registry import default_checkpoint
 
-    checkpoint = Path(args.model) if args.model else default_checkpoint()
+    checkpoint = Path(args.model) if args.model else default_checkpoint(args.config)
     out = Path(args.out) if args.out else Path(f"cxr-adapted-{Path(args.data).resolve().name}.pt")
-    r = adapt.adapt(checkpoint, args.data, out, method=args.method, config=get_config(args.profile), progress=True)
+    r = adapt.adapt(checkpoint, args.data, out, method=args.method, config=args.config, progress=True)
     print(f"adapted {checkpoint.name} ({r['method']}) on {', '.join(f'{n} {c}' for c, n in r['films'].items())} "
           f"local films; {len(r['skipped'])} skipped")
     for s in r["skipped"][:20]:

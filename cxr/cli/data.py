@@ -16,10 +16,9 @@ def _data_parser(sub, on) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.data import dataset, scanning, splits
 
-    config = get_config(args.profile)
+    config = args.config
     if args.action == "import":
         dataset.import_kaggle(args.path)
         return 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from cxr.cli import assess, data, predict, records, roi, train
+from cxr.core.config import get_config
 from cxr.core.runtime import DEVICE_ENV, DEVICES, device
 
 GROUPS = (data, train, assess, predict, roi, records)
@@ -39,13 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if getattr(args, "device", None):
-        os.environ[DEVICE_ENV] = args.device  # the notebooks and every function read it through runtime.device()
     if args.command == "data" and args.action == "import" and not args.path:
         parser.error("cxr data import needs PATH: the Kaggle zip or its unpacked folder")
     try:
+        # the configuration, resolved once here (--profile, --device) and passed to every handler
+        args.config = get_config(args.profile, **({"device": args.device} if getattr(args, "device", None) else {}))
         if hasattr(args, "device"):
-            log.info("models run on %s", device())  # fails here, clearly, for cuda without a GPU
+            log.info("models run on %s", device(args.config.device))  # fails here, clearly, for cuda without a GPU
         return args.func(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"cxr: error: {e}", file=sys.stderr)

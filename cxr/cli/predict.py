@@ -41,7 +41,7 @@ def _predict(args: argparse.Namespace) -> int:
     from cxr.model import registry, site_check
 
     shard = walk.parse_shard(args.shard)
-    pred = predict.load(args.model)
+    pred = predict.load(args.model, args.config)
     digest = registry.weights_digest(pred.checkpoint)
     counts = predict.Counts()
     writer = None
@@ -114,17 +114,16 @@ def _site_check(args: argparse.Namespace) -> int:
     from cxr.model import registry, site_check
 
     if args.measure:
-        from cxr.core.config import get_config
         from cxr.report import site_record
 
-        record = site_record.site_record(get_config(), remake=True, progress=True)
+        record = site_record.site_record(args.config, remake=True, progress=True)
         print(site_record.false_alarm_table(record).to_string())
         print(site_record.power_table(record).to_string())
-        print(f"wrote {get_config().reports_dir / 'site_check.json'}")
+        print(f"wrote {args.config.reports_dir / 'site_check.json'}")
         return 0
     if not args.folder:
         raise ValueError("cxr site-check needs FOLDER (the site's films), or --measure")
-    pred = predict.load(args.model)
+    pred = predict.load(args.model, args.config)
     if pred.site is None:
         raise ValueError(f"{pred.checkpoint.name} carries no site reference: use the shipped model, an adapted one, "
                          "or attach one with cxr export --remeasure")

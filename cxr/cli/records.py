@@ -16,10 +16,9 @@ def _enhancement_parser(sub, on) -> None:
 
 
 def _enhancement(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.report import enhancement_experiment
 
-    config = get_config(args.profile)
+    config = args.config
     record = enhancement_experiment.enhancement_record(config, remake=args.remake, progress=True)
     print(enhancement_experiment.table(record).to_string())
     print("; ".join(record["verdicts"]))
@@ -36,10 +35,9 @@ def _compare_parser(sub, on) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.report import comparisons
 
-    config = get_config(args.profile)
+    config = args.config
     record = comparisons.comparison_record(config, remake=args.remake)
     for row in record["rows"]:
         print(", ".join(f"{k} {v}" for k, v in row.items()))
@@ -56,10 +54,9 @@ def _lung_masks_parser(sub, on) -> None:
 
 
 def _lung_masks(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.report import mask_audit
 
-    r = mask_audit.mask_record(get_config(args.profile), args.weights)
+    r = mask_audit.mask_record(args.config, args.weights)
     for c, row in r["by_class"].items():
         print(f"{c}: {row['masks']} masks, area {row['area mean']:.3f} (sd {row['area sd']:.3f}), "
               f"balance {row['balance mean']:.2f}, failed {100 * row['failure rate']:.1f}%")
@@ -80,11 +77,10 @@ def _lung_compare_parser(sub, on) -> None:
 
 
 def _lung_compare(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.model import registry
     from cxr.report import lung_experiment
 
-    config = get_config(args.profile)
+    config = args.config
     models = {"whole film (shipped)": registry.shipped(config).checkpoint}
     for name in args.runs:
         try:

@@ -36,7 +36,7 @@ def _roi(args: argparse.Namespace) -> int:
         k, v = item.split("=", 1)
         changes[k.strip()] = v.strip()
     site = cases.site_from(args.preset, changes)
-    record = Path(args.evaluation) if args.evaluation else _default_record(args.data)
+    record = Path(args.evaluation) if args.evaluation else _default_record(args.data, args.config)
     perf = inputs.performance(record, site.operating_point)
     result = model.roi(site, perf)
     u = uncertainty.psa(site, perf, n=args.draws, seed=args.seed)
@@ -48,10 +48,8 @@ def _roi(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_record(which: str) -> Path:
-    from cxr.core.config import get_config
-
-    reports = get_config().reports_dir
+def _default_record(which: str, config) -> Path:
+    reports = config.reports_dir
     return reports / ("evaluation.json" if which == "test" else "external.json")
 
 

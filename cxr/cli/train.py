@@ -27,7 +27,6 @@ def _train_parser(sub, on) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.train import run as train
 
     overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr, lungs=args.lungs).items()
@@ -36,7 +35,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["harmonise"] = False
     if args.budget_min is not None:
         overrides["wall_budget_s"] = args.budget_min * 60
-    config = get_config(args.profile, **overrides)
+    config = args.config.replace(**overrides)
     print(config.describe())
     run = train.fit(args.approach, config, retrain=args.retrain)
     s = run.summary
@@ -51,7 +50,7 @@ def _train(args: argparse.Namespace) -> int:
         from cxr.core.files import write_json
         from cxr.report.records import training_record
 
-        report = training_record(run, cmd)
+        report = training_record(run, cmd, config.device)
         write_json(report, args.report)
         print(f"wrote {args.report} (inference {report['inference_images_per_second']:.0f} images/s)")
     return 0
@@ -71,14 +70,15 @@ def _export(args: argparse.Namespace) -> int:
     from cxr.model import registry
     from cxr.report import export
 
+    full = get_config("full", device=args.config.device)  # the shipped model is the full profile's
     if args.remeasure:  # the shipped file's card, operating points and OOD statistics measured on its own weights
-        out = export.export_model(registry.SHIPPED, registry.SHIPPED)
-        print(f"measured {out} again on its own weights (weights unchanged: {registry.shipped().digest[:12]})")
+        out = export.export_model(registry.SHIPPED, registry.SHIPPED, full)
+        print(f"measured {out} again on its own weights (weights unchanged: {registry.shipped(full).digest[:12]})")
         return 0
-    run = Path(args.run) if args.run else registry.find_run("final", get_config("full")).path
+    run = Path(args.run) if args.run else registry.find_run("final", full).path
     if not (run / "checkpoint.pt").exists():
         raise registry.MissingModel(f"{run} has no checkpoint.pt: pass a finished run folder, or train one with `cxr train`.")
-    out = export.export_model(run, args.out or registry.SHIPPED)
+    out = export.export_model(run, args.out or registry.SHIPPED, full)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision) from {run.name}")
     return 0
 
@@ -116,11 +116,10 @@ def _reproduced_parser(sub, on) -> None:
 
 
 def _reproduced(args: argparse.Namespace) -> int:
-    from cxr.core.config import get_config
     from cxr.core.files import write_json
     from cxr.model import registry
 
-    config = get_config(args.profile)
+    config = args.config
     record = registry.reproduce_check(config)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
     if record["weights_equal"]:

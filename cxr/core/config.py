@@ -91,6 +91,9 @@ class Config:
     # whole film with everything outside the lungs blanked) or "crop+mask"
     lungs: str = "none"
     lung_margin: float = 0.1
+    # where models run: "auto" (CUDA when PyTorch sees a GPU, else the CPU), "cpu" or "cuda"; resolved
+    # at the entry point (--device, else $CXR_DEVICE) and never part of a key
+    device: str = "auto"
     # where things go
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_CACHE_DIR", repo_root() / ".cache")))
     runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_RUNS_DIR", repo_root() / "runs")))
@@ -121,7 +124,7 @@ class Config:
 
     def key(self, *names: str) -> str:
         """A short hash of the named fields (all fields but paths when none are named)."""
-        names = names or tuple(k for k in self.to_dict() if k not in ("cache_dir", "runs_dir"))
+        names = names or tuple(k for k in self.to_dict() if k not in NOT_KEYED)
         blob = json.dumps(self.values(*names), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -131,6 +134,8 @@ class Config:
         return f"profile = {self.profile} ({what})"
 
 
+#: fields that say where things go or run, never what is made: no key reads them
+NOT_KEYED = ("cache_dir", "runs_dir", "device")
 #: fields added after runs and caches existed, with the default that leaves their keys as they were
 LATER_FIELDS = {"lungs": "none", "lung_margin": 0.1}
 LUNG_INPUTS = ("none", "crop", "mask", "crop+mask")
@@ -180,10 +185,12 @@ def cache_key(parts, path: str) -> str:
 
 
 def get_config(profile: str | None = None, **overrides) -> Config:
-    """The configuration for `profile` (default: $CXR_PROFILE, else "full")."""
+    """The configuration for `profile` (default: $CXR_PROFILE, else "full"), resolved once at an entry
+    point (the command line, a notebook's first cell, a benchmark) and passed down from there. The
+    device is `overrides["device"]`, else $CXR_DEVICE, else "auto"."""
     profile = profile or os.environ.get("CXR_PROFILE", "full")
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}: set CXR_PROFILE to one of {', '.join(PROFILES)}.")
-    base = dict(SMOKE_OVERRIDES) if profile == "smoke" else {}
+    base = {"device": os.environ.get("CXR_DEVICE") or "auto"} | (dict(SMOKE_OVERRIDES) if profile == "smoke" else {})
     base.update(overrides)
     return Config(profile=profile, **base)

@@ -3,6 +3,7 @@ checkpoint goes through a temporary file in the same folder and a rename. Also t
 encoder for numpy values."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,3 +83,14 @@ def publish_dir(tmp: Path, final: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             raise
+
+
+@contextlib.contextmanager
+def working_dir(path: str | Path):
+    """Run the block in folder `path` (as a user who typed `cd path` would), then come back."""
+    here = os.getcwd()
+    os.chdir(path)
+    try:
+        yield Path(path)
+    finally:
+        os.chdir(here)

@@ -42,12 +42,12 @@ DEVICES = ("auto", "cpu", "cuda")
 DEVICE_ENV = "CXR_DEVICE"
 
 
-def device(name: str | None = None):
-    """The torch device models run on: `name`, else $CXR_DEVICE, else "auto" (CUDA when PyTorch
-    sees a GPU, else the CPU). Asking for CUDA where there is none is an error that says what to do."""
+def device(name: str = "auto"):
+    """The torch device models run on: `name` (a configuration's `device`: "auto" means CUDA when
+    PyTorch sees a GPU, else the CPU). Asking for CUDA where there is none is an error that says what to do."""
     import torch
 
-    chosen = (name or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    chosen = (name or "auto").strip().lower()
     if chosen not in DEVICES:
         raise ValueError(f"device {chosen!r} is not one of {', '.join(DEVICES)} (from --device or ${DEVICE_ENV}).")
     if chosen == "auto":

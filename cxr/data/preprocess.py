@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxr.core.config import Config, cache_key, get_config
+from cxr.core.config import Config, cache_key
 from cxr.core.files import ensure_dir, publish_dir
 from cxr.core.runtime import show_progress
 from cxr.data.images import read_gray
@@ -75,10 +75,9 @@ def pixels_cache_key(root: Path, table: pd.DataFrame, config: Config) -> str:
     return cache_key([config.values(*PARAMS), str(Path(root).resolve()), files], "pixels")
 
 
-def load_pixels(root: str | Path, table: pd.DataFrame, config: Config | None = None,
+def load_pixels(root: str | Path, table: pd.DataFrame, config: Config,
                 progress: bool = True) -> np.ndarray:
     """Preprocessed images of `table` (columns file, sha256) as a read-only (N, S, S) uint8 array."""
-    config = config or get_config()
     root = Path(root)
     n, s = len(table), config.image_size
     folder = Path(config.cache_dir) / f"pixels-{pixels_cache_key(root, table, config)}"

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from cxr.core.config import CLASSES, Config, cache_key, get_config
+from cxr.core.config import CLASSES, Config, cache_key
 from cxr.core.files import ensure_dir, publish_dir
 from cxr.core.runtime import show_progress
 from cxr.data.dataset import DataNotFoundError, find_dataset, list_files
@@ -36,13 +36,12 @@ def _listing_key(root: Path, files: pd.Series) -> str:
     return cache_key([str(root.resolve()), listing], "scan")
 
 
-def scan(root: str | Path | None = None, config: Config | None = None, progress: bool = True) -> Scan:
+def scan(root: str | Path | None, config: Config, progress: bool = True) -> Scan:
     """Read and validate every file once: the table of all images (cached by file sizes and mtimes).
 
     Both subsets ('main' and, where present, 'audit') are scanned. Columns: file, label, subset, source, chain, database_name, width, height, channels,
     bit_depth, notes, sha256, phash. Problem files are in `skipped` with a reason; none stops the run.
     """
-    config = config or get_config()
     root = Path(root) if root else find_dataset()
     if not root.is_dir():
         raise DataNotFoundError(f"Dataset folder {root} does not exist.")

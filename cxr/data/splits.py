@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.core.config import CLASSES, Config, get_config, repo_root
+from cxr.core.config import CLASSES, Config, repo_root
 from cxr.core.files import write_csv
 from cxr.data.dataset import DataNotFoundError, find_dataset
 from cxr.data.scanning import main_subset, scan
@@ -139,13 +139,12 @@ def splits_path(root: Path) -> Path:
     return data / SPLITS_CSV if (root / "manifest.csv").exists() else data / f"splits-{root.name}.csv"
 
 
-def load_split(root: Path | None = None, config: Config | None = None, create: bool = True) -> pd.DataFrame:
+def load_split(root: Path | None, config: Config, create: bool = True) -> pd.DataFrame:
     """The committed split of this dataset (created, deterministically, when it has none yet).
 
     In the smoke profile, a fixed stratified sample of it: the first files of each class and
     split in a seeded hash order.
     """
-    config = config or get_config()
     root = Path(root) if root else find_dataset()
     path = splits_path(root)
     if path.exists():
@@ -191,9 +190,8 @@ def stratified_sample(rows: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame
     return pd.concat(parts).sort_values(["label", "file"])
 
 
-def load_table(config: Config | None = None, root: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
+def load_table(config: Config, root: str | Path | None = None) -> tuple[Path, pd.DataFrame]:
     """The dataset folder and one row per image of this profile: the split joined with the scan."""
-    config = config or get_config()
     root = Path(root) if root else find_dataset()
     split = load_split(root, config)
     images, _ = main_subset(scan(root, config=config, progress=False))
@@ -204,9 +202,8 @@ def load_table(config: Config | None = None, root: str | Path | None = None) -> 
     return root, table.reset_index(drop=True)
 
 
-def load_audit(config: Config | None = None, root: str | Path | None = None) -> pd.DataFrame:
+def load_audit(config: Config, root: str | Path | None = None) -> pd.DataFrame:
     """Audit twins with their main-set twin's file and split (empty when the dataset has no audit subset)."""
-    config = config or get_config()
     root = Path(root) if root else find_dataset()
     s = scan(root, config=config, progress=False)
     audit = s.images[s.images.subset == "audit"]

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cxr.core.config import CLASSES, Config, display_path, get_config
+from cxr.core.config import CLASSES, Config, display_path
 from cxr.core.files import save_state
 from cxr.core.metrics import operating_point_rules, temper
 from cxr.core.runtime import autocast, device, model_device, show_progress, to_numpy
@@ -61,9 +61,9 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_model(path: str | Path, on: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """A model from a cxr checkpoint, in eval mode, on device `on` (default: `runtime.device()`,
-    i.e. --device / $CXR_DEVICE / auto), and the checkpoint's metadata.
+def load_model(path: str | Path, on: str = "auto") -> tuple[torch.nn.Module, dict]:
+    """A model from a cxr checkpoint, in eval mode, on device `on` (`runtime.device`: "auto", "cpu"
+    or "cuda"; a command passes its configuration's `device`), and the checkpoint's metadata.
 
     Loads with `weights_only=True` (never unpickles code) and says clearly what is wrong with a
     file that is not a cxr checkpoint.
@@ -117,10 +117,9 @@ def calibrated(model: torch.nn.Module, meta: dict, pixels: np.ndarray, progress:
     return temper(predict(model, pixels, meta["input_size"], progress=progress), float(meta.get("temperature", 1.0)))
 
 
-def pixel_config(meta: dict, config: Config | None = None) -> Config:
+def pixel_config(meta: dict, config: Config) -> Config:
     """The preprocessing a checkpoint's model was trained with (image size, CLAHE, gamma), in the
     profile, cache and runs folders of `config`: the one way to rebuild it from a checkpoint."""
-    config = config or get_config("full")
     trained_with = meta.get("config", {})
     return config.replace(**{k: trained_with[k] for k in PARAMS if k in trained_with})
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from cxr.core.config import Config, cache_key, get_config
+from cxr.core.config import Config, cache_key
 from cxr.core.files import save_npy
 from cxr.core.runtime import autocast, device, show_progress, to_numpy
 from cxr.model.architectures import efficientnet_lite0, folded
@@ -37,17 +37,16 @@ def pixels_key(pixels: np.ndarray) -> str:
 
 
 @torch.inference_mode()
-def embed(pixels: np.ndarray, config: Config | None = None, size: int | None = None, batch: int = 64,
+def embed(pixels: np.ndarray, config: Config, size: int | None = None, batch: int = 64,
           progress: bool = True) -> np.ndarray:
     """Global-average-pooled ImageNet EfficientNet-Lite0 features (N, 1280), cached on disk."""
-    config = config or get_config()
     size = size or config.input_size
     key = cache_key(["lite0-imagenet-pooled", size, pixels_key(pixels)], "features")
     path = Path(config.cache_dir) / f"features-{key}.npy"
     if path.exists():
         return np.load(path)
     torch.manual_seed(config.seed)
-    dev = device()
+    dev = device(config.device)
     model = folded(efficientnet_lite0(pretrained=True)).to(dev)
     out = np.zeros((len(pixels), 1280), np.float32)
     for i in tqdm(range(0, len(pixels), batch), desc=f"features {size}px", disable=not show_progress(progress)):

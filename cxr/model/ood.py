@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from cxr.core.book import pct, share_word
-from cxr.core.config import get_config
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
 from cxr.model.checkpoints import forward
@@ -65,9 +64,8 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return np.asarray(scores) > stats["threshold"]
 
 
-def fit_on_split(model: torch.nn.Module, size: int, config=None, k: int = 64, flag_rate: float = 0.01) -> dict:
+def fit_on_split(model: torch.nn.Module, size: int, config, k: int = 64, flag_rate: float = 0.01) -> dict:
     """`fit` on the training and validation images of the profile's split (the preprocessed cache)."""
-    config = config or get_config()
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     rows = {s: np.flatnonzero((table.split == s).to_numpy()) for s in ("train", "val")}

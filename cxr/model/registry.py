@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.core.config import CLASSES, VERSIONS, Config, cache_key, get_config
+from cxr.core.config import CLASSES, NOT_KEYED, VERSIONS, Config, cache_key, get_config
 from cxr.core.files import write_csv
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
@@ -47,7 +48,7 @@ class MissingModel(FileNotFoundError):
 # field is in every approach's key until it is listed here).
 FINETUNE_FIELDS = ("batch_size", "epochs", "patience", "lr", "train_from_block", "views", "consistency")
 RESNET_FIELDS = ("resnet_steps", "resnet_batch_size", "resnet_lr", "resnet_val_subset", "resnet_test_subset")
-PATH_FIELDS = ("cache_dir", "runs_dir")
+PATH_FIELDS = NOT_KEYED
 NOT_READ = {"finetune": RESNET_FIELDS,
             "linear": RESNET_FIELDS + FINETUNE_FIELDS + ("weight_decay", "wall_budget_s", "harmonise"),
             "resnet50": FINETUNE_FIELDS + ("harmonise",)}
@@ -60,11 +61,10 @@ def rows_digest(table: pd.DataFrame) -> str:
                           .encode()).hexdigest()
 
 
-def data_ref(config: Config | None = None) -> dict:
+def data_ref(config: Config) -> dict:
     """How a record names the data it was made from: the profile and the digest of its split table
     (`rows_digest`), and the version of the record code (`VERSIONS["records"]`). A record is reused
     only for the same model, the same data and the same version."""
-    config = config or get_config()
     return {"profile": config.profile, "data_sha256": rows_digest(load_table(config)[1]),
             "records_version": VERSIONS["records"]}
 
@@ -149,11 +149,10 @@ COMPARISONS = {
 }
 
 
-def find_run(name: str = "final", config: Config | None = None) -> Run:
+def find_run(name: str, config: Config) -> Run:
     """The finished run `name` (a key of COMPARISONS) of the profile; never trains.
 
     Raises MissingModel, naming the command that makes the run, when it is not there."""
-    config = config or get_config()
     approach, changes, command = COMPARISONS[name]
     path = run_path(approach, config.replace(**changes))
     if not (path / "done.json").exists():
@@ -174,8 +173,15 @@ def comparison_run(name: str, config: Config | None = None) -> Run:
 # --------------------------------------------------------------------------- model names
 def weights_digest(checkpoint: str | Path) -> str:
     """SHA-256 of a checkpoint's weights: every tensor's name, dtype, shape and bytes, in name order.
-    Metadata (temperature, model card, operating points) is not in it."""
-    return state_digest(read_checkpoint(checkpoint)["model"])
+    Metadata (temperature, model card, operating points) is not in it. Computed once per file
+    version in a process (a file is known by its path, size and modification time)."""
+    st = Path(checkpoint).stat()
+    return _digest(str(Path(checkpoint).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    return state_digest(read_checkpoint(path)["model"])
 
 
 def state_digest(weights: dict) -> str:
@@ -247,7 +253,7 @@ class Model:
             if saved.file.tolist() == table.file[rows].tolist():
                 return saved
 
-        model, meta = load_model(self.checkpoint)
+        model, meta = load_model(self.checkpoint, config.device)
         pixels = load_pixels(root, table, pixel_config(meta, config), progress=progress)
         key = cache_key([self.digest, pixels_key(pixels), rows_digest(table.loc[rows])], "predictions")
         path = Path(config.cache_dir) / f"predictions-{key}.csv"
@@ -267,8 +273,7 @@ def shipped(config: Config | None = None) -> Model:
                            "or train and export one with `cxr train` then `cxr export`.")
 
     state = read_checkpoint(SHIPPED)
-    return Model(SHIPPED, state_digest(state["model"]), state.get("source_run") or SHIPPED.name, "shipped",
-                 data=config)
+    return Model(SHIPPED, weights_digest(SHIPPED), state.get("source_run") or SHIPPED.name, "shipped", data=config)
 
 
 def from_run(run: Run, config: Config | None = None, source: str = "retrained") -> Model:
@@ -282,18 +287,17 @@ def model_source(source: str | None = None) -> str:
     return source
 
 
-def final_model(config: Config | None = None, source: str | None = None) -> Model:
+def final_model(config: Config, source: str | None = None) -> Model:
     """The report's final model: the shipped one (default), or with `source="retrained"` (or
     ``CXR_MODEL=retrained``) the profile's final run, which must have been trained (`cxr train`)."""
-    config = config or get_config()
     if model_source(source) == "shipped":
         return shipped(config)
     return from_run(find_run("final", config), config)
 
 
-def default_checkpoint() -> Path:
-    """What `cxr predict`, `cxr evaluate` and `cxr adapt` use without --model: `final_model`'s file."""
-    return final_model(get_config("full")).checkpoint
+def default_checkpoint(config: Config) -> Path:
+    """What `cxr evaluate` and `cxr adapt` use without --model: `final_model`'s file."""
+    return final_model(config).checkpoint
 
 
 def reference_digest() -> str | None:
@@ -302,11 +306,10 @@ def reference_digest() -> str | None:
 
 
 # --------------------------------------------------------------------------- reproducing the shipped model
-def reproduce_check(config: Config | None = None) -> dict:
+def reproduce_check(config: Config) -> dict:
     """Whether the profile's retrained final run gives the shipped model: its weights, exported to
     half precision as `cxr export` does, against the shipped weights, bit for bit; and, if they
     differ, the largest difference of any class probability on the test split."""
-    config = config or get_config()
     run = find_run("final", config)
     ship = shipped(config)
     state = read_checkpoint(run.checkpoint)

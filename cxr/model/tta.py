@@ -26,7 +26,7 @@ def tta_predictions(run, config: Config, progress: bool = True, splits=("val", "
     """Mean probabilities over the TTA views for the splits of a run (validation and test). The first
     view, the image itself, is what the run already predicted for the split (the same model on the
     same images), so only the other views are computed."""
-    model, meta = load_model(run.checkpoint)
+    model, meta = load_model(run.checkpoint, config.device)
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     out = {}

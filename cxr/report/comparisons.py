@@ -21,7 +21,7 @@ import numpy as np
 
 from cxr.assess import audit, explain
 from cxr.core import metrics, records
-from cxr.core.config import CLASSES, Config, get_config
+from cxr.core.config import CLASSES, Config
 from cxr.core.files import write_json
 from cxr.data.dataset import external_dir
 from cxr.data.preprocess import load_pixels
@@ -41,10 +41,9 @@ def record_path(config: Config):
     return config.reports_dir / "comparisons.json"
 
 
-def comparison_record(config: Config | None = None, remake: bool = False) -> dict:
+def comparison_record(config: Config, remake: bool = False) -> dict:
     """The comparison record of the profile: the stored one while it describes the final model, the
     data and the comparison runs at hand, else made from those runs (which must exist)."""
-    config = config or get_config()
     final = registry.final_model(config)
     path = record_path(config)
     runs, missing = {}, None
@@ -79,7 +78,7 @@ def make_record(final, runs: dict, config: Config) -> dict:
     for name in ("linear", "final", "resnet50"):
         model = final if name == "final" else registry.from_run(runs[name], config, "comparison")
         y, p = model.proba("test")
-        net, meta = load_model(model.checkpoint)
+        net, meta = load_model(model.checkpoint, config.device)
         speed = inference_speed(net, meta["input_size"])["images_per_second"]
         wall = final_wall if name == "final" else model.summary.get("train_wall_seconds", math.nan)
         rows.append(metrics.comparison_row(LABELS[name], y, p, wall, speed))
@@ -95,7 +94,7 @@ def make_record(final, runs: dict, config: Config) -> dict:
         "test_accuracy": resnet.summary.get("test", {}).get("accuracy")}
 
     before = runs["before"]
-    net, meta = load_model(before.checkpoint)
+    net, meta = load_model(before.checkpoint, config.device)
     models["before"] = {"run": before.name, "model_sha256": registry.weights_digest(before.checkpoint),
                         "label": "before: no harmonisation",
                         "numbers": audit.run_numbers(before, net, meta["input_size"], audit.load_twins(config))}
@@ -141,7 +140,7 @@ def resnet_maps(final, resnet_run, config: Config) -> dict:
     pred = final.predictions("test").set_index("file").loc[table.file[sample], list(CLASSES)].to_numpy().argmax(1)
     y = table.label.map(CLASSES.index).to_numpy()[sample]
     idx = np.array([i for i, _ in audit.cam_cases(sample, y, pred)], dtype=int)
-    net, meta = load_model(resnet_run.checkpoint)
+    net, meta = load_model(resnet_run.checkpoint, config.device)
     pixels = load_pixels(root, table, config, progress=False)
     maps = explain.cam_maps(net, pixels[idx], meta["input_size"], method="GradCAM")
     small = [cv2.resize(m.astype(np.float32), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA) for m in maps]

@@ -9,12 +9,14 @@ preprocessing settings and the same record version; no model is trained beyond t
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from cxr.core import metrics, records
 from cxr.core.book import NBSP, interval
-from cxr.core.config import CLASSES, Config, get_config
-from cxr.data.preprocess import load_pixels
+from cxr.core.config import CLASSES, Config
+from cxr.data.images import read_gray
+from cxr.data.preprocess import clahe, gamma_correct, load_pixels
 from cxr.data.splits import load_table, stratified_sample
 from cxr.model import features
 from cxr.model.registry import data_ref
@@ -35,9 +37,8 @@ def _ref(config: Config) -> dict:
     return data_ref(config) | {"pixels": config.key("image_size", "clahe", "clahe_clip", "gamma", "seed")}
 
 
-def enhancement_record(config: Config | None = None, remake: bool = False, progress: bool = False) -> dict:
+def enhancement_record(config: Config, remake: bool = False, progress: bool = False) -> dict:
     """The record of the profile: the stored one while it names this data and these settings, else measured."""
-    config = config or get_config()
     path = config.reports_dir / "enhancement.json"
     ref = _ref(config)
     if not remake and (record := records.fresh(path, ref)) is not None:
@@ -86,3 +87,15 @@ def table(record: dict):
                           "accuracy vs none (points)": diff(r["accuracy_vs_none"], 100, 2),
                           "macro AUC vs none": diff(r["macro_auc_vs_none"], 1, 4)}
                          for name, r in record["enhancements"].items()]).set_index("enhancement")
+
+
+def variants() -> dict:
+    """The enhancements chapter 02 shows side by side, by name: none, CLAHE (clip 2, 8x8 tiles), gamma."""
+    return {"original": lambda g: g, "CLAHE clip 2, 8x8": lambda g: clahe(g, 2.0, 8),
+            f"gamma {GAMMA}": lambda g: gamma_correct(g, GAMMA)}
+
+
+def examples(root, table: pd.DataFrame, seed: int = 0) -> dict[str, np.ndarray]:
+    """One film per class, drawn with `seed`, as read from the dataset (before any preprocessing)."""
+    rng = np.random.default_rng(seed)
+    return {c: read_gray(root / table.file[rng.choice(np.flatnonzero(table.label == c))]) for c in CLASSES}

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from cxr.assess.evaluate import evaluate_folder
-from cxr.core.config import Config, get_config
+from cxr.core.config import Config
 from cxr.data.dataset import external_dir, find_dataset
 from cxr.model import checkpoints, registry
 from cxr.model.ood import fit_on_split
@@ -15,13 +15,12 @@ from cxr.report.records import twin_audit
 from cxr.report.site_record import attach
 
 
-def export_model(run_path: str | Path, out: str | Path, config: Config | None = None) -> Path:
+def export_model(run_path: str | Path, out: str | Path, config: Config) -> Path:
     """`cxr export`: a run's model (or an exported file, measured again) in half precision, with what the shipped file carries measured on
     the half-precision weights themselves (the model users run and every record describes): the
     operating points chosen on its validation predictions, the test and external numbers of its
     card, its twin agreement, its out-of-distribution statistics and the site check's reference;
     and the run's training history."""
-    config = config or get_config("full")
     if Path(run_path).is_file():  # an exported file measured again (`cxr export --remeasure`): same weights
         checkpoint, name, training = Path(run_path), Path(run_path).stem, None
     else:
@@ -34,12 +33,12 @@ def export_model(run_path: str | Path, out: str | Path, config: Config | None = 
         evaluation = evaluate_folder(find_dataset(), half, split="test", config=config, progress=False,
                                      n_boot=n_boot, seed=config.seed)
         data = external_dir()
-        external = (evaluate_folder(data, half, progress=False, n_boot=n_boot, seed=config.seed,
+        external = (evaluate_folder(data, half, progress=False, n_boot=n_boot, seed=config.seed, config=config,
                                     thresholds_from=evaluation) if data is not None else None)
         twins = twin_audit(config, half)
         audit = ({"agreement": twins["agreement"], "twins": twins["n"],
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
-        model, meta = checkpoints.load_model(half)
+        model, meta = checkpoints.load_model(half, config.device)
         stats = fit_on_split(model, meta["input_size"], config)
     out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
 

@@ -21,7 +21,7 @@ from cxr.assess.evaluate import evaluate_folder, headline
 from cxr.assess.explain import occlusion
 from cxr.core import metrics, targets
 from cxr.core.book import interval, pct
-from cxr.core.config import CLASSES, Config, get_config, repo_root
+from cxr.core.config import CLASSES, Config, repo_root
 from cxr.core.files import write_json
 from cxr.core.metrics import proportion
 from cxr.data import segmenter
@@ -39,20 +39,19 @@ def occlusion_pair(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray
             for m, v in row.items() if m in ("accuracy", "balanced accuracy")}
 
 
-def _folder_numbers(folder: Path | None, checkpoint: Path, seed: int) -> dict | None:
+def _folder_numbers(folder: Path | None, checkpoint: Path, config: Config) -> dict | None:
     if folder is None or not Path(folder).is_dir():
         return None
-    return headline(evaluate_folder(folder, checkpoint, progress=False, n_boot=1000, seed=seed))
+    return headline(evaluate_folder(folder, checkpoint, progress=False, n_boot=1000, seed=config.seed, config=config))
 
 
-def measure(checkpoint: str | Path, config: Config | None = None, name: str | None = None,
+def measure(checkpoint: str | Path, config: Config, name: str | None = None,
             progress: bool = False) -> dict:
     """Every measure of the comparison for one model, on the profile's data: validation (what the
     rule reads), test, the twins, the occlusion pair and Grad-CAM energy with real lung masks, the
     external radiographs and the outside hospital's normal films (reported only)."""
-    config = config or get_config()
     checkpoint = Path(checkpoint)
-    model, meta = checkpoints.load_model(checkpoint)
+    model, meta = checkpoints.load_model(checkpoint, config.device)
     size, temperature = meta["input_size"], float(meta.get("temperature", 1.0))
     pcfg = checkpoints.pixel_config(meta, config)
     root, table = load_table(config)
@@ -88,8 +87,8 @@ def measure(checkpoint: str | Path, config: Config | None = None, name: str | No
     row["cam_energy"] = {"images": int(len(sample)), "lung": float(energy.lung.mean()),
                          "border": float(energy.border.mean()), "lung_area": float(energy.lung_area.mean()),
                          "lung_by_class": energy.groupby("label").lung.mean().to_dict()}
-    row["external"] = _folder_numbers(external_dir(), checkpoint, config.seed)
-    site = _folder_numbers(site_dir(), checkpoint, config.seed)
+    row["external"] = _folder_numbers(external_dir(), checkpoint, config)
+    site = _folder_numbers(site_dir(), checkpoint, config)
     if site is not None:
 
         pr = proportion(site["normals_called_covid"], site["normals"])
@@ -106,21 +105,19 @@ def rule_numbers(row: dict) -> dict:
             "lungs_hidden_balanced_accuracy": v["occlusion"]["lungs_hidden_balanced_accuracy"]}
 
 
-def comparison(rows: list[dict], config: Config | None = None) -> dict:
-    """The record: every model's row and the one the rule chooses."""
-    config = config or get_config()
+def comparison(rows: list[dict], profile: str) -> dict:
+    """The record of the profile's models: every model's row and the one the rule chooses."""
     chosen = targets.choose_input([rule_numbers(r) for r in rows]) if rows else None
-    return {"profile": config.profile, "rule": targets.choose_input.__doc__.strip().split("\n\n")[0],
+    return {"profile": profile, "rule": targets.choose_input.__doc__.strip().split("\n\n")[0],
             "rule_reads": "validation: twin agreement, sensitivity floors, lungs-hidden balanced accuracy, balanced accuracy",
             "targets": {"lungs_hidden_balanced_max": targets.LUNGS_HIDDEN_MAX, "lungs_only_gap": targets.LUNGS_ONLY_GAP,
                         "twin_agreement": targets.TWIN_AGREEMENT},
             "models": rows, "chosen": rows[chosen]["name"] if rows else None, "command": "cxr lung-compare"}
 
 
-def record(models: dict[str, str | Path], config: Config | None = None, out: str | Path | None = None) -> dict:
+def record(models: dict[str, str | Path], config: Config, out: str | Path | None = None) -> dict:
     """`cxr lung-compare`: measure each named model, choose, and write the record."""
-    config = config or get_config()
-    rec = comparison([measure(path, config, name) for name, path in models.items()], config)
+    rec = comparison([measure(path, config, name) for name, path in models.items()], config.profile)
     if out:
         write_json(rec, out)
     return rec

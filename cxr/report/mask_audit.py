@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.core import records
-from cxr.core.config import CLASSES, VERSIONS, Config, get_config
+from cxr.core.config import CLASSES, VERSIONS, Config
 from cxr.core.files import write_json
 from cxr.data import lung_masks, segmenter
 from cxr.data.preprocess import load_pixels
@@ -47,11 +47,10 @@ def _ref(config: Config, path: Path) -> dict:
     return {"segmenter_sha256": digest(path), "segmenter_version": VERSIONS["segmenter"]} | data_ref(config)
 
 
-def mask_record(config: Config | None = None, weights: str | Path | None = None) -> dict:
+def mask_record(config: Config, weights: str | Path | None = None) -> dict:
     """The record for the profile's test split and the segmenter (default: the shipped one): read
     from `<reports>/lung_masks.json` while it names the same segmenter, data and version, else
     measured and written."""
-    config = config or get_config()
     weights = Path(weights) if weights else segmenter.SHIPPED
     ref = _ref(config, weights)
     path = config.reports_dir / "lung_masks.json"

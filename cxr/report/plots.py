@@ -340,3 +340,16 @@ def roc_pr(y: np.ndarray, p: np.ndarray, per_class: dict) -> plt.Figure:
     axes[1].legend(fontsize=8, loc="lower left")
     inset.set_xlim(0, 0.1); inset.set_ylim(0.85, 1.0); inset.set_title("top-left corner", fontsize=8)
     return fig
+
+
+def benchmark_curves(bench: dict | None) -> plt.Figure:
+    """Chapter 03: validation accuracy against training wall time, per approach (the training
+    benchmark's record; an empty frame when there is none)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, curve in (bench or {}).get("curves", {}).items():
+        ax.plot(np.array(curve["wall_seconds"]) / 60, curve["val_accuracy"], "o-", label=name)
+    ax.axhline(0.9, color="k", ls=":", lw=1)
+    ax.set_xlabel("training wall time (min)"); ax.set_ylabel("validation accuracy")
+    if bench:
+        ax.legend()
+    return fig

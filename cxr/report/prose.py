@@ -3,6 +3,8 @@ external chapter's tables and sentences, the training sentence. Chosen from the 
 computes a result (the records do, in `cxr.report.records`)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -176,3 +178,41 @@ def training_text(training: tuple | None, model) -> str:
     return (f"The report's rule kept epoch {summary['best_epoch']} of {len(history)}. Training took "
             f"{summary['train_wall_seconds'] / 60:.1f} min on the machine that trained it, "
             f"{summary['activation_cache_seconds'] / 60:.1f} min of it for the frozen-layer cache.")
+
+
+def original_words(original: dict, twin_target: float) -> dict[str, str]:
+    """The original project's headline numbers and the twin target, as the summary quotes them."""
+    return {"orig_accuracy": f"{100 * original['accuracy']:.1f}%", "orig_macro_auc": f"{original['macro_auc']:.3f}",
+            "orig_covid_sensitivity": f"{100 * original['per_class']['COVID']['sensitivity']:.1f}%",
+            "twin_target": f"{100 * twin_target:.0f}%"}
+
+
+def evaluation_words(s: dict) -> dict[str, str]:
+    """Chapter 04's headline numbers from the evaluation record: the test images, the temperature,
+    the accuracy with its counts, and the macro ROC-AUC."""
+    return {"test_n": f"{s['n']:,}", "temperature": f"{s['temperature']:.3f}",
+            "accuracy": f"{pct(s['accuracy'], s['accuracy_ci'])} ({s['correct']:,} of {s['n']:,})",
+            "macro_auc": interval(s["macro_auc"], s["macro_auc_ci"], 1, 4)}
+
+
+def model_card_facts(meta: dict, path: Path) -> pd.DataFrame:
+    """Chapter 08: what the shipped file says of itself (its card), one fact a row."""
+    card, test = meta["card"], meta["card"]["test_split"]
+    twins = card.get("twin_agreement")
+    facts = {"file": f"{path.name}, {path.stat().st_size / 1e6:.1f} MB, {meta.get('precision')}",
+             "exported from run": meta.get("source_run"),
+             "test accuracy (card)": pct(test["accuracy"], test["accuracy_ci"]),
+             "twin agreement (card)": f"{100 * twins['agreement']:.1f}%" if twins else "not recorded",
+             "operating points": ", ".join(meta.get("operating_points") or {}),
+             "intended use": card["intended_use"], "known limits": card["known_limits"],
+             "clinical use": card["not_for_clinical_use"]}
+    return pd.Series(facts, name="").to_frame()
+
+
+def precision_words(check: dict | None) -> str:
+    """Chapter 08's sentence on the half-precision check (`records.precision_check`)."""
+    if check is None:
+        return "not made here: the shipped model came from another run than this profile's final model"
+    return (f"the largest difference is {check['largest_difference_points']:.2f} points (allowed "
+            f"{check['allowed_points']}); accuracy {100 * check['shipped_accuracy']:.2f}% in half precision against "
+            f"{100 * check['full_accuracy']:.2f}% in full precision")

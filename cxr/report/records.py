@@ -23,7 +23,7 @@ import pandas as pd
 from cxr.assess import adapt, audit, predict
 from cxr.assess.evaluate import evaluate_folder, headline
 from cxr.core import metrics, records as stored
-from cxr.core.config import CLASSES, VERSIONS, Config, display_path, get_config
+from cxr.core.config import CLASSES, VERSIONS, Config, display_path
 from cxr.core.files import write_json
 from cxr.core.metrics import proportion, temper
 from cxr.data import walk
@@ -37,13 +37,13 @@ from cxr.model.ood import pooled_features, score
 from cxr.model.registry import Model, shipped, weights_digest
 from cxr.model.speed import inference_speed
 from cxr.report import comparisons
-from cxr.roi import cases as roi_cases, inputs as roi_inputs, model as roi_model, uncertainty
+from cxr.roi import cases as roi_cases, inputs as roi_inputs, uncertainty
 
 
-def final_model(config: Config | None = None):
+def final_model(config: Config):
     """The model every record of the profile is made from (`registry.final_model`: the shipped one
     by default); never trains. A missing model raises `registry.MissingModel` with the command."""
-    return registry.final_model(config or get_config())
+    return registry.final_model(config)
 
 
 def _fresh(path: Path, model) -> dict | None:
@@ -52,9 +52,8 @@ def _fresh(path: Path, model) -> dict | None:
     return stored.fresh(path, {k: model.ref[k] for k in stored.MODEL_KEYS})
 
 
-def evaluation_record(config: Config | None = None, remake: bool = False) -> dict:
+def evaluation_record(config: Config, remake: bool = False) -> dict:
     """The test-split evaluation of the final model, with operating points chosen on validation."""
-    config = config or get_config()
     model = final_model(config)
     path = config.reports_dir / "evaluation.json"
     if not remake and (record := _fresh(path, model)) is not None and "operating_points" in record:
@@ -65,10 +64,9 @@ def evaluation_record(config: Config | None = None, remake: bool = False) -> dic
     return record
 
 
-def external_record(config: Config | None = None, remake: bool = False) -> dict | None:
+def external_record(config: Config, remake: bool = False) -> dict | None:
     """The final model on the external radiographs, at the operating points of `evaluation_record`
     (None when no external set is at hand)."""
-    config = config or get_config()
     data = external_dir()
     if data is None:
         return None
@@ -77,38 +75,35 @@ def external_record(config: Config | None = None, remake: bool = False) -> dict 
     if not remake and (record := _fresh(path, model)) is not None:
         return record
     record = evaluate_folder(data, model.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
-                             seed=config.seed, thresholds_from=evaluation_record(config)) | model.ref
+                             seed=config.seed, config=config, thresholds_from=evaluation_record(config)) | model.ref
     write_json(record, path)
     return record
 
 
-def twin_audit(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
+def twin_audit(config: Config, checkpoint: str | Path | None = None) -> dict:
     """Twin agreement of the final model (or the model at `checkpoint`) on the audit twins whose
     originals are in the validation or test split (never trained on): the share of twins that get
     their original's prediction."""
-    config = config or get_config()
-    model, meta = checkpoints.load_model(checkpoint or final_model(config).checkpoint)
+    model, meta = checkpoints.load_model(checkpoint or final_model(config).checkpoint, config.device)
     return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
 
 
-def audit_record(config: Config | None = None):
+def audit_record(config: Config):
     """The shortcut audit of the final model against the "before" model (`audit.shortcut_audit`;
     the before model's numbers come from the comparison record): the record and what chapter 05
     draws (`audit.view`). The record is `<reports>/explain.json` (`audit_numbers`). Never trains: a
     missing comparison record stops with the command that makes it."""
-    config = config or get_config()
     model = final_model(config)
     record = audit_numbers(config)
-    net, meta = checkpoints.load_model(model.checkpoint)
+    net, meta = checkpoints.load_model(model.checkpoint, config.device)
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     return audit.Audit(record, audit.view(record, net, meta["input_size"], table, pixels, config))
 
 
-def audit_numbers(config: Config | None = None) -> dict:
+def audit_numbers(config: Config) -> dict:
     """The shortcut audit's record of the final model (`audit.shortcut_audit`): `<reports>/explain.json`
     while it names this model and data, else audited again and written there. Never trains."""
-    config = config or get_config()
     model = final_model(config)
     path = config.reports_dir / "explain.json"
     record = _fresh(path, model)
@@ -128,8 +123,7 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
         if rec is None:
             continue
         perf = roi_inputs.performance(rec, site.operating_point)
-        u = uncertainty.psa(site, perf, n=n, seed=seed)
-        r = roi_model.roi(site, perf)
+        r, u = roi_cases.at_site(site, perf, n=n, seed=seed)
         top = uncertainty.tornado(site, perf, seed=seed).iloc[0]
         out[name] = {"sensitivity": perf.sensitivity, "specificity": perf.specificity,
                      "net_annual_value": r["net_annual_value"], "staff_cost_saved": r["staff_cost_saved"],
@@ -142,29 +136,26 @@ def roi_summary(evaluation: dict, external: dict | None, preset: str = "default"
     return out
 
 
-def performance_sets(config: Config | None = None) -> dict:
+def performance_sets(config: Config) -> dict:
     """The final model's performance at every operating point, on the database test split and (when
     at hand) the external radiographs: what the ROI model reads (`roi_inputs.performance_sets`)."""
-    config = config or get_config()
     records = {"database test split": evaluation_record(config)}
     if (external := external_record(config)) is not None:
         records["external radiographs"] = external
     return roi_inputs.performance_sets(records)
 
 
-def use_case_record(config: Config | None = None) -> dict:
+def use_case_record(config: Config) -> dict:
     """The five use cases under the final model's measured performance (`roi_cases.use_cases`),
     written to `<reports>/business.json`."""
-    config = config or get_config()
     cases = roi_cases.use_cases(performance_sets(config), n=2000, seed=config.seed)
     roi_cases.write_record(cases, config.reports_dir / "business.json")
     return cases
 
 
-def executive_summary(config: Config | None = None) -> dict:
+def executive_summary(config: Config) -> dict:
     """The executive summary's numbers for the profile's final model, in `<reports>/summary.json`
     (reused while it names this model and data)."""
-    config = config or get_config()
     final = final_model(config)
     path = config.reports_dir / "summary.json"
     if ((record := _fresh(path, final)) is not None and record.get("occlusion") == audit_numbers(config)["occlusion"]
@@ -173,7 +164,7 @@ def executive_summary(config: Config | None = None) -> dict:
     ev = evaluation_record(config)
     ext = external_record(config)
     twins = twin_audit(config)
-    model, meta = checkpoints.load_model(final.checkpoint)
+    model, meta = checkpoints.load_model(final.checkpoint, config.device)
     speed = inference_speed(model, meta["input_size"])
     covid = ev["per_class"]["COVID"]
     record = {
@@ -208,15 +199,14 @@ def executive_summary(config: Config | None = None) -> dict:
     return record
 
 
-def adaptation_record(config: Config | None = None, remake: bool = False) -> dict | None:
+def adaptation_record(config: Config, remake: bool = False) -> dict | None:
     """The site-adaptation learning curve of the shipped model on the site folder (`site_dir`),
     in `<reports>/adaptation.json`; reused while the shipped model is the same file. None when no
     site folder is at hand."""
-    config = config or get_config()
     site = site_dir()
     if site is None:
         return None
-    model = registry.shipped()
+    model = registry.shipped(config)
     path = config.reports_dir / "adaptation.json"
     if not remake and (record := _fresh(path, model)) is not None:
         return record
@@ -227,10 +217,9 @@ def adaptation_record(config: Config | None = None, remake: bool = False) -> dic
     return record
 
 
-def model_names(config: Config | None = None) -> dict[str, str]:
+def model_names(config: Config) -> dict[str, str]:
     """Which model each of chapter 06's results is of, where two are in play: the external
     headline is the final model of this build, the adaptation curve the shipped model's."""
-    config = config or get_config()
     final, ship = final_model(config), registry.shipped(config)
     same = final.digest == ship.digest
     return {"final_model": f"{final.name} ({final.source}, weights {final.digest[:12]})",
@@ -240,11 +229,10 @@ def model_names(config: Config | None = None) -> dict[str, str]:
                             "curve the shipped model's")}
 
 
-def test_predictions(config: Config | None = None) -> pd.DataFrame:
+def test_predictions(config: Config) -> pd.DataFrame:
     """The shipped model's calibrated probabilities on the test split (file, label, one column per
     class, pred): the per-image file of the evaluation record (`<reports>/evaluation.csv`) when the
     final model is the shipped one, else computed (and cached) by the registry."""
-    config = config or get_config()
     ship = registry.shipped(config)
     if final_model(config).digest == ship.digest:
         evaluation_record(config)  # made (or checked fresh) with its per-image file
@@ -256,14 +244,13 @@ def test_predictions(config: Config | None = None) -> pd.DataFrame:
 
 def shipped_model(config: Config | None = None) -> Path:
     """The model that ships with the package (`cxr/weights/`): the file chapter 08 describes."""
-    return registry.shipped().checkpoint
+    return registry.shipped(config).checkpoint
 
 
-def ood_record(config: Config | None = None, checkpoint: str | Path | None = None) -> dict:
+def ood_record(config: Config, checkpoint: str | Path | None = None) -> dict:
     """How often the out-of-distribution flag fires: on the database's test split, on the external
     radiographs (per class) and on pictures that are not chest radiographs, in `<reports>/ood.json`
     (reused while it names this model and data); `scores` holds every score, for plots."""
-    config = config or get_config()
     ship = shipped(config)
     checkpoint = Path(checkpoint or ship.checkpoint)
     model = ship if checkpoint.resolve() == ship.checkpoint.resolve() else Model(
@@ -271,7 +258,7 @@ def ood_record(config: Config | None = None, checkpoint: str | Path | None = Non
     path = config.reports_dir / "ood.json"
     if (record := _fresh(path, model)) is not None and "scores" in record:
         return record | {"scores": {k: np.asarray(v, float) for k, v in record["scores"].items()}}
-    pred = predict.load(checkpoint)
+    pred = predict.load(checkpoint, config)
     stats = pred.ood
     if stats is None:
         raise ValueError(f"{pred.checkpoint} has no out-of-distribution statistics: export it with `cxr export`.")
@@ -314,11 +301,10 @@ def metric_differences(full: dict, shipped: dict) -> dict:
     return d
 
 
-def precision_check(config: Config | None = None) -> dict | None:
+def precision_check(config: Config) -> dict | None:
     """The shipped (half-precision) model against the full-precision run it was exported from, on
     the test split, in `<reports>/shipped.json`: the record of this shipped file when there is one,
     else measured when that run is on this machine (`cxr train` makes it), else None."""
-    config = config or get_config()
     shipped = registry.shipped(config)
     if (record := _fresh(config.reports_dir / "shipped.json", shipped)) is not None:
         return record
@@ -340,11 +326,12 @@ def precision_check(config: Config | None = None) -> dict | None:
     return record
 
 
-def training_record(run, command: str) -> dict:
-    """The reports/training.json record of a finished run (test metrics recomputed from its predictions)."""
+def training_record(run, command: str, on: str = "auto") -> dict:
+    """The reports/training.json record of a finished run (test metrics recomputed from its predictions;
+    its inference speed measured on device `on`)."""
     y, p = run.proba("test")
     s = metrics.summary(y, p, n_boot=1000, seed=run.config.get("seed", 0))
-    model, meta = load_model(run.checkpoint)
+    model, meta = load_model(run.checkpoint, on)
     speed = inference_speed(model, meta["input_size"])
     return {
         "profile": run.config["profile"],

@@ -15,7 +15,7 @@ import pandas as pd
 
 from cxr.core import metrics, records
 from cxr.core.book import pct
-from cxr.core.config import CLASSES, Config, get_config, repo_root
+from cxr.core.config import CLASSES, Config, repo_root
 from cxr.core.files import write_json
 from cxr.core.runtime import device
 from cxr.model import registry
@@ -23,10 +23,9 @@ from cxr.model.registry import data_ref
 from cxr.report import comparisons
 
 
-def recipe(steps: int = 1400, size: int = 128, config: Config | None = None) -> Config:
+def recipe(config: Config, steps: int = 1400, size: int = 128) -> Config:
     """The recorded run's config: the full profile's ResNet50 recipe with `steps` steps of 32 at
     `size` px, checked on the fixed validation subset every 100 steps, and predicting the whole test split."""
-    config = config or get_config("full")
     return config.replace(resnet_steps=steps, input_size=size, resnet_test_subset=10 ** 9)
 
 
@@ -61,13 +60,10 @@ def make(run, config: Config, command: str = "python benchmarks/resnet50.py", no
         "train_wall_seconds": run.summary.get("train_wall_seconds"),
         "safety_stop_fired": run.summary.get("safety_stop_fired"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "device": _device(), "torch": torch.__version__},
+                    "device": str(device(config.device)), "torch": torch.__version__},
         "resnet50_maps": comparisons.resnet_maps(final, run, config),  # read by comparisons.map_of
     }
 
-
-def _device() -> str:
-    return str(device())
 
 
 def still_improving(history: list[dict], last: int = 3, margin: float = 0.01) -> bool:
@@ -84,11 +80,11 @@ def write(record: dict, path: str | Path) -> Path:
     return Path(path)
 
 
-def read(config: Config | None = None, path: str | Path | None = None) -> dict | None:
+def read(config: Config, path: str | Path | None = None) -> dict | None:
     """The recorded run (`reports/resnet50.json`) while it was made on this profile's data, else None
     (a smoke build, or another split: the chapters then show the comparison record's short run)."""
     path = Path(path) if path else repo_root() / "reports" / "resnet50.json"
-    ref = data_ref(config or get_config())
+    ref = data_ref(config)
     return records.fresh(path, {k: ref[k] for k in ("data_sha256", "records_version")})
 
 

@@ -25,7 +25,7 @@ from cxr.assess import adapt
 from cxr.assess.adapt import proba
 from cxr.assess.audit import load_twins
 from cxr.core import records
-from cxr.core.config import CLASSES, Config, get_config
+from cxr.core.config import CLASSES, Config
 from cxr.core.files import save_state, write_json
 from cxr.core.metrics import wilson
 from cxr.core.runtime import show_progress
@@ -123,10 +123,10 @@ def as_dicom12(gray: np.ndarray, path: Path, scale: int = 3, name: str = "DOE^JA
 
 
 # --------------------------------------------------------------------------- the reference a model carries
-def database_check(checkpoint, config: Config | None = None) -> dict:
+def database_check(checkpoint, config: Config) -> dict:
     """The site check's database reference for the model of `checkpoint`: the feature space fitted
     on the training split, the validation split ranked by the model's calls."""
-    db = adapt.database_features(checkpoint, config or get_config())
+    db = adapt.database_features(checkpoint, config)
     return adapt.site_check_for(db, *adapt._head(read_checkpoint(checkpoint)))
 
 
@@ -167,12 +167,11 @@ def _collections(folder: Path, files: list[str]) -> np.ndarray:
     return np.array([where.get(f, "unknown") for f in files])
 
 
-def site_record(config: Config | None = None, remake: bool = False, progress: bool = False,
+def site_record(config: Config, remake: bool = False, progress: bool = False,
                 draws: int = DRAWS, made: int = 300) -> dict:
     """`<reports>/site_check.json`: the check's false alarms and power by folder size (see the module
     docstring), for the shipped model; reused while it names this model, data and recipe. `made`:
     test films made into other containers and chains (all of them in the smoke profile)."""
-    config = config or get_config()
     model_ref = registry.shipped(config)
     path = config.reports_dir / "site_check.json"
     key = model_ref.ref | {"record_version": RECORD_VERSION, "check_version": site_check.VERSION,
@@ -181,7 +180,7 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
     if not remake and (old := records.fresh(path, key)) is not None:
         return old
     checkpoint = model_ref.checkpoint
-    model, meta = load_model(checkpoint)
+    model, meta = load_model(checkpoint, config.device)
     check = site_check.unpack(meta.get("site_check"))
     if check is None:
         raise ValueError(f"{checkpoint.name} carries no site reference: python -c 'from cxr import site_record; "
@@ -213,11 +212,11 @@ def site_record(config: Config | None = None, remake: bool = False, progress: bo
     outside = {}
     site = site_dir()
     if site is not None:
-        local = adapt.local_films(site, model, meta)
+        local = adapt.local_films(site, model, meta, config)
         outside["cxr-site-normal (one hospital's normals)"] = rates(check, local.features, seed=8)
     ext = external_dir()
     if ext is not None:
-        films = adapt.local_films(ext, model, meta)
+        films = adapt.local_films(ext, model, meta, config)
         coll = _collections(ext, films.files)
         for k, name in enumerate(sorted(set(coll))):
             outside[f"cxr-external-dev: {name}"] = rates(check, films.features[coll == name], seed=9 + k)

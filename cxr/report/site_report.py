@@ -17,7 +17,7 @@ import numpy as np
 
 from cxr.assess import adapt
 from cxr.assess.adapt import curve_summary
-from cxr.core.config import CLASSES, get_config
+from cxr.core.config import CLASSES
 from cxr.core.files import write_text
 from cxr.core.metrics import proportion
 from cxr.data.dataset import find_dataset
@@ -98,7 +98,7 @@ def metrics_html(found: dict) -> str:
     return f'<div class="wide">{table}</div>'
 
 
-def roi_html(found: dict | None) -> str:
+def roi_html(found: dict | None, reports: Path) -> str:
     """The calculator's default site (worklist prioritisation at abnormal@95) at the site's measured
     specificity; its sensitivity where the folder has abnormal films, else the database test split's."""
     site = cases.site_from("default")
@@ -113,7 +113,7 @@ def roi_html(found: dict | None) -> str:
     sens = m["sensitivity"]
     if not sens["n"]:
 
-        record = get_config().reports_dir / "evaluation.json"
+        record = reports / "evaluation.json"
         if not record.exists():
             return "<p>The folder has no abnormal films and the database's evaluation record is not here, so no " \
                    "sensitivity at this operating point is known.</p>"
@@ -142,7 +142,7 @@ def _money(v) -> str:
     return f"{sign}${abs(v):,.0f}"
 
 
-def render(site, found: dict | None, model_name: str, curve=None) -> str:
+def render(site, found: dict | None, model_name: str, curve=None, reports: Path = Path("reports")) -> str:
     """The report's HTML (no file or folder names: `site` and `found` hold counts and rates only)."""
     v = site.verdict
     kind = {"site-shift": "shift", "as the database": "same"}.get(v.verdict, "few")
@@ -183,7 +183,7 @@ def render(site, found: dict | None, model_name: str, curve=None) -> str:
         parts.append(f"<p>Not drawn: it needs at least {CURVE_MIN_NORMALS} labelled normal films and the database's "
                      "training split at hand. cxr adapt --data FOLDER adapts the model; run this report again with "
                      "--model on the adapted file, on other films of the site.</p>")
-    parts.append("<h2>What it could be worth</h2>" + roi_html(found))
+    parts.append("<h2>What it could be worth</h2>" + roi_html(found, reports))
     parts.append("<p class=small>Made by cxr site-check. The check compares the films' pooled features, as the model "
                  "sees them, with the database's validation split; it sees large shifts of exposure, processing and "
                  "population, not every difference that matters.</p></body></html>")
@@ -201,11 +201,11 @@ def adaptation_curve(folder, site, pred) -> dict | None:
     except (FileNotFoundError, ValueError):
         return None
     sizes = sorted({0, *(max(5, normals * k // 8) for k in (1, 2, 4))})
-    return adapt.learning_curve(pred.checkpoint, folder, sizes=tuple(sizes), draws=3, methods=("head",))
+    return adapt.learning_curve(pred.checkpoint, folder, sizes=tuple(sizes), draws=3, methods=("head",), config=pred.config)
 
 
 def write(out: str | Path, site, found: dict | None, pred, curve=None) -> Path:
     name = str(pred.meta.get("source_run") or "the shipped model")
     if pred.meta.get("adapted"):
         name += f", adapted ({pred.meta['adapted'].get('method', 'head')})"
-    return write_text(render(site, found, name, curve), out)
+    return write_text(render(site, found, name, curve, pred.config.reports_dir), out)

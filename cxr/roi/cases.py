@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 
 from cxr.core.files import write_json
-from cxr.roi.format import money
+from cxr.roi.format import format_output, money
 from cxr.roi.inputs import FIELDS, UNCERTAIN, WORKFLOW_NAMES, InputError, Performance, Site, parse_value, validate
-from cxr.roi.model import roi
-from cxr.roi.uncertainty import psa, volume_for
+from cxr.roi.model import OUTPUTS, roi
+from cxr.roi.uncertainty import break_even_price, psa, volume_for
 
 PRESETS = {
     "default": (Site(), "A general hospital that buys a triage tool for its chest radiograph worklist, the most "
@@ -193,3 +193,32 @@ def _reading_time_needed(site: Site, key: str, claimed: float) -> float | None:
     if key == "throughput_gain":
         return site.read_s_without_ai / (1 + claimed)
     return None
+
+
+def at_site(site: Site, perf: Performance, n: int = 2000, seed: int = 0) -> tuple[dict, dict]:
+    """One site under one performance: its one-year result (`roi`) and the uncertainty in it (`psa`)."""
+    return roi(site, perf), psa(site, perf, n=n, seed=seed)
+
+
+def site_comparison(site: Site, perf_sets: dict[str, dict[str, Performance]], n: int = 2000,
+                    seed: int = 0) -> tuple[pd.DataFrame, dict[str, dict], dict[str, str]]:
+    """Chapter 07: `site` under each performance set (at its operating point): the outputs side by
+    side, each set's uncertainty analysis, and the sentences the chapter quotes (the net value and
+    P(>0) per set by the set's first word, the break-even price and what it means)."""
+    side, psas, words = {}, {}, {}
+    for name, points in perf_sets.items():
+        r, u = at_site(site, points[site.operating_point], n, seed)
+        psas[name] = u
+        side[name] = {label: format_output(k, r[k]) for k, (label, _) in OUTPUTS.items()}
+        side[name]["90% interval (uncertainty analysis)"] = f"{money(u['interval90'][0])} to {money(u['interval90'][1])}"
+        side[name]["P(net value > 0)"] = f"{100 * u['p_positive']:.0f}%"
+        words[f"default_{name.split()[0]}_net"] = money(r["net_annual_value"])
+        words[f"default_{name.split()[0]}_p"] = f"{100 * u['p_positive']:.0f}%"
+    database = perf_sets["database test split"][site.operating_point]
+    price = break_even_price(site, database)
+    words["default_break_even"] = f"{'-' if price < 0 else ''}${abs(price):.2f}"
+    words["default_break_even_meaning"] = ("negative: no price pays, the fixed yearly cost alone exceeds the time saved"
+                                           if price < 0 else "at or below it the tool pays")
+    words["default_hta_direction"] = ("the same direction" if roi(site, database)["net_annual_value"] < 0
+                                      else "the opposite direction to this site's result")
+    return pd.DataFrame(side), psas, words

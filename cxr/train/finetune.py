@@ -70,7 +70,7 @@ def frozen_activations(pixels: np.ndarray, rows: np.ndarray, config: Config, vie
     model = efficientnet_lite0(pretrained=True)
     if path.exists():
         return np.load(path, mmap_mode="r")
-    dev = device()
+    dev = device(config.device)
     model = model.eval().to(dev, memory_format=torch.channels_last)
     transform = augment.train_augment(config.harmonise, seed=config.seed * 1000 + view) if view > 0 else None
     chained = augment.hospital_chain(seed=config.seed * 1000 + 500 + view) if chain else None
@@ -206,7 +206,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
     cache_seconds = time.perf_counter() - start - resumed
     n_train = len(y_train)
 
-    dev = device()
+    dev = device(config.device)
     model = efficientnet_lite0(pretrained=True).to(dev, memory_format=torch.channels_last)
     params = _trainable(model, cut)
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -297,7 +297,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
             break
     train_seconds = time.perf_counter() - start - eval_seconds
 
-    final, _ = load_model(path / "checkpoint.pt")
+    final, _ = load_model(path / "checkpoint.pt", config.device)
     for s in ("val", "test"):
         rows = np.flatnonzero((table.split == s).to_numpy())
         write_predictions(path, s, table, rows, predict(final, pixels[rows], config.input_size, progress=progress,

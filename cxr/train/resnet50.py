@@ -44,7 +44,7 @@ def fit_run(path, config, table, pixels, y, progress, eval_every_s, root):
     """
     torch.manual_seed(config.seed)
     model, origin = resnet50(pretrained=True)
-    dev = device()
+    dev = device(config.device)
     model = model.to(dev, memory_format=torch.channels_last)
     log.info("ResNet50: %s", origin)
     tr = np.flatnonzero((table.split == "train").to_numpy())

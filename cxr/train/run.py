@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 TRAINERS = {"linear": linear.fit_run, "finetune": finetune.fit_run, "resnet50": resnet50.fit_run}
 
 
-def fit(approach: str = "finetune", config: Config | None = None, progress: bool = True,
+def fit(approach: str, config: Config, progress: bool = True,
         retrain: bool = False, eval_every_s: float | None = None, reuse: bool = True) -> Run:
     """Train `approach` on the split of the current profile; reuse an identical finished run.
 
@@ -46,7 +46,6 @@ def fit(approach: str = "finetune", config: Config | None = None, progress: bool
     """
     if approach not in APPROACHES:
         raise ValueError(f"approach must be one of {APPROACHES}")
-    config = config or get_config()
     root, table = load_table(config)
     path = run_path(approach, config, table)
     key = path.name.rsplit("-", 1)[1]
