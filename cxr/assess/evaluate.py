@@ -27,7 +27,7 @@ from cxr.model.registry import default_checkpoint, weights_digest
 
 def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
                     progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None, *,
-                    config: Config, thresholds_from: str | Path | dict | None = None) -> dict:
+                    config: Config, thresholds_from: str | Path | dict | None = None, stamp: dict | None = None) -> dict:
     """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
 
     Labels come from the class folder names (<class>/images/*.png|jpg, or <class>/*.png|jpg).
@@ -96,6 +96,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
             result["patient_level"] = patient_level(y, proba.argmax(1), patients, seed=seed)
         if "collection" in files:
             result["by_collection"] = by_group(files.collection.fillna("unknown").to_numpy(), y, proba, patients)
+    result |= stamp or {}  # what names the record's model and data (`registry.Model.ref`), when a record asks
     if out:
         out = Path(out)
         write_json(result, out)

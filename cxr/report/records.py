@@ -58,10 +58,8 @@ def evaluation_record(config: Config, remake: bool = False) -> dict:
     path = config.reports_dir / "evaluation.json"
     if not remake and (record := _fresh(path, model)) is not None and "operating_points" in record:
         return record
-    record = evaluate_folder(find_dataset(), model.checkpoint, out=path, split="test", config=config, progress=False,
-                             n_boot=1000 if not config.smoke else 200, seed=config.seed) | model.ref
-    write_json(record, path)
-    return record
+    return evaluate_folder(find_dataset(), model.checkpoint, out=path, split="test", config=config, progress=False,
+                           n_boot=1000 if not config.smoke else 200, seed=config.seed, stamp=model.ref)
 
 
 def external_record(config: Config, remake: bool = False) -> dict | None:
@@ -74,10 +72,8 @@ def external_record(config: Config, remake: bool = False) -> dict | None:
     path = config.reports_dir / "external.json"
     if not remake and (record := _fresh(path, model)) is not None:
         return record
-    record = evaluate_folder(data, model.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
-                             seed=config.seed, config=config, thresholds_from=evaluation_record(config)) | model.ref
-    write_json(record, path)
-    return record
+    return evaluate_folder(data, model.checkpoint, out=path, progress=False, n_boot=1000 if not config.smoke else 200,
+                           seed=config.seed, config=config, thresholds_from=evaluation_record(config), stamp=model.ref)
 
 
 def twin_audit(config: Config, checkpoint: str | Path | None = None) -> dict:
