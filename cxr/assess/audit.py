@@ -17,7 +17,6 @@ external accuracy) and marks the one `targets.choose` picks from their validatio
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from tqdm.auto import tqdm
 
 from cxr.assess import explain
 from cxr.assess.evaluate import evaluate_folder
-from cxr.core import metrics, targets
+from cxr.core import metrics, records, targets
 from cxr.core.config import CLASSES, VERSIONS, Config
 from cxr.core.runtime import show_progress
 from cxr.data import segmenter
@@ -391,9 +390,5 @@ def sweep(config: Config, final: str | None = None, fallback: dict | None = None
     `cxr audit --compare RUN ... --out reports/mitigation.json`) when it exists and names the final
     model's run `final`, else `fallback` (the before/after comparison of the comparison record). A
     record made before the final model existed (another recipe, another build) does not describe it."""
-    path = config.reports_dir / "mitigation.json"
-    if path.exists():
-        record = json.loads(path.read_text())
-        if final in {row["run"] for row in record["runs"]}:
-            return record
-    return fallback
+    record = records.read("mitigation.json", config)
+    return record if record is not None and final in {row["run"] for row in record["runs"]} else fallback

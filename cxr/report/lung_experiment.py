@@ -10,7 +10,6 @@ the check is replaced by the mean of the masks that pass, and the record counts 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,9 @@ import pandas as pd
 from cxr.assess import audit, explain
 from cxr.assess.evaluate import evaluate_folder, headline
 from cxr.assess.explain import occlusion
-from cxr.core import metrics, targets
+from cxr.core import metrics, records, targets
 from cxr.core.book import interval, pct
-from cxr.core.config import CLASSES, Config, repo_root
+from cxr.core.config import CLASSES, Config
 from cxr.core.files import write_json
 from cxr.core.metrics import proportion
 from cxr.data import segmenter
@@ -236,5 +235,4 @@ def summary(rec: dict | None) -> str:
 
 def read(path: str | Path | None = None) -> dict | None:
     """The committed record (`reports/lung_model.json`), or None."""
-    path = Path(path) if path else repo_root() / "reports" / "lung_model.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return records.read(Path(path) if path else "lung_model.json")
