@@ -127,7 +127,7 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     import pandas as pd
 
     from cxr.core.config import get_config
-    from cxr.model import checkpoints
+    from cxr.model import checkpoints, registry
 
     monkeypatch.setenv("CXR_HOME", str(tmp_path))
     cfg = get_config("full")
@@ -138,12 +138,14 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     pd.DataFrame({"epoch": [1, 2], "val_accuracy": [0.5, 0.6]}).to_csv(run_path / "history.csv", index=False)
     evaluated, measured, exported = [], [], []
     monkeypatch.setattr(export, "external_dir", lambda: None)
-    monkeypatch.setattr(export, "evaluate_folder", lambda data, ckpt, **k: evaluated.append(Path(ckpt)) or {"n": 1})
-    monkeypatch.setattr(checkpoints, "load_model", lambda path, on="auto": (None, {"input_size": 64}))
+    monkeypatch.setattr(export, "evaluate_folder", lambda data, model, **k: evaluated.append(model.checkpoint) or {"n": 1})
+    loads = []
+    monkeypatch.setattr(registry, "load_model", lambda path, on="auto": loads.append(path) or (None, {"input_size": 64}))
+    monkeypatch.setattr(registry, "weights_digest", lambda path: "d1")
     monkeypatch.setattr(export, "fit_on_split", lambda model, size, config: {})
     monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
-    monkeypatch.setattr(export, "twin_audit", lambda config, path: measured.append(Path(path)) or {"agreement": 0.95, "n": 40})
+    monkeypatch.setattr(export, "twin_audit", lambda config, model: measured.append(model.checkpoint) or {"agreement": 0.95, "n": 40})
     monkeypatch.setattr(export, "find_dataset", lambda: tmp_path)
     attached = []
     monkeypatch.setattr(export, "attach", lambda path, config=None: attached.append(Path(path)) or Path(path))
@@ -152,9 +154,10 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
     assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
     assert evaluated == [half] and measured == [half] and half != ckpt  # measured on the half-precision file
+    assert loads == [half]  # loaded once for every measure
     assert ev == {"n": 1} and ext is None and audit["agreement"] == 0.95 and audit["twins"] == 40
     assert training["summary"] == {"best_epoch": 2} and [r["epoch"] for r in training["history"]] == [1, 2]
-    monkeypatch.setattr(export, "twin_audit", lambda config, path: {"agreement": float("nan"), "n": 0})
+    monkeypatch.setattr(export, "twin_audit", lambda config, model: {"agreement": float("nan"), "n": 0})
     export.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
     assert exported[-1][4] is None
 
@@ -234,3 +237,19 @@ def test_the_summary_answers_does_it_read_the_lungs_with_the_occlusion_pair():
     assert t["lungs_hidden"] == "87.8%" and t["lungs_only"] == "50.2%" and t["lungs_as_is"] == "95.6%"
     assert t["lungs_reading"].startswith("it does not need the lungs")
     assert prose.summary_text(summary_record())["lungs_hidden"] == "not measured"
+
+
+def test_the_final_model_is_found_once_per_configuration(monkeypatch):
+    """A chapter's records ask for the final model many times: it is read, hashed and its data
+    digested once per configuration (and model file), and a changed file is found again."""
+    from cxr.core.config import get_config
+    from cxr.model import registry
+
+    monkeypatch.delenv(registry.MODEL_ENV, raising=False)
+    cfg = get_config("smoke")
+    first = registry.final_model(cfg)
+    assert registry.final_model(cfg) is first and records.final_model(cfg) is first
+    assert registry.final_model(cfg.replace(seed=1)) is not first  # another configuration: found for itself
+    monkeypatch.setattr(registry, "SHIPPED", registry.SHIPPED.with_name("elsewhere.pt"))
+    with pytest.raises(registry.MissingModel):
+        registry.final_model(cfg)  # the file it names is looked at every time

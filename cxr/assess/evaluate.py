@@ -21,11 +21,11 @@ from cxr.core.metrics import (by_group, choose_operating_points, confusion_matri
                               operating_point_rules, patient_level, summary, temper)
 from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.splits import load_split
-from cxr.model.checkpoints import load_model, pixel_config, predict
-from cxr.model.registry import default_checkpoint, weights_digest
+from cxr.model.checkpoints import pixel_config, predict
+from cxr.model.registry import Model, at, default_checkpoint
 
 
-def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, out: str | Path | None = None,
+def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | Model | None = None, out: str | Path | None = None,
                     progress: bool = True, n_boot: int = 1000, seed: int = 0, split: str | None = None, *,
                     config: Config, thresholds_from: str | Path | dict | None = None, stamp: dict | None = None) -> dict:
     """Run a model on any folder in the Kaggle layout and evaluate it against the folder labels.
@@ -46,8 +46,9 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     data_dir = Path(data_dir)
     list_labelled(data_dir)  # a missing folder fails here, before any model is loaded
     points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
-    checkpoint = Path(checkpoint) if checkpoint else default_checkpoint(config)
-    model, meta = load_model(checkpoint, config.device)
+    found = checkpoint if isinstance(checkpoint, Model) else at(checkpoint or default_checkpoint(config), config)
+    checkpoint = found.checkpoint
+    model, meta = found.loaded
     cfg = pixel_config(meta, config)
     temperature = float(meta.get("temperature", 1.0))
     sp = load_split(data_dir, config, create=False) if split else None
@@ -66,7 +67,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | None = None, 
     s = summary(y, proba, n_boot=n_boot, seed=seed)
     result = {
         "data": display_path(data_dir), "split": split, "checkpoint": display_path(checkpoint),
-        "model_sha256": weights_digest(checkpoint), "temperature": temperature,
+        "model_sha256": found.digest, "temperature": temperature,
         **{k: s[k] for k in ("n", "correct", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci")},
         "ece": ece(y, proba), "ece_uncalibrated": ece(y, raw),
         "per_class": {c: {k: v for k, v in m.items()} for c, m in s["per_class"].items()},

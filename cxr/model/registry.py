@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.core.config import CLASSES, NOT_KEYED, VERSIONS, Config, cache_key, get_config
+from cxr.core.config import CLASSES, NOT_KEYED, VERSIONS, Config, cache_key
 from cxr.core.files import write_csv
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
@@ -204,7 +204,19 @@ class Model:
     name: str
     source: str
     run: Run | None = None
-    data: Config | None = None  # the profile whose split `predictions` reads (default: the current one)
+    data: Config | None = None  # the profile whose split `predictions` reads, and the device it runs on
+
+    def _config(self) -> Config:
+        if self.data is None:
+            raise ValueError(f"{self.name} was found without a configuration: pass one to registry.final_model, "
+                             "shipped or at")
+        return self.data
+
+    @cached_property
+    def loaded(self):
+        """(network, metadata): the model loaded once, in eval mode, on its configuration's device;
+        every measure of the same `Model` uses this one."""
+        return load_model(self.checkpoint, self._config().device)
 
     @property
     def config(self) -> dict:
@@ -245,7 +257,7 @@ class Model:
         """The model's probabilities on a split (file, label, one column per class, pred): the run's
         own file when the run is at hand and covers the split, else computed once and cached (keyed by
         the weights and the images)."""
-        config = self.data or get_config()
+        config = self._config()
         root, table = load_table(config)
         rows = table.index[table.split == split].to_numpy()
         if self.run is not None:
@@ -253,7 +265,7 @@ class Model:
             if saved.file.tolist() == table.file[rows].tolist():
                 return saved
 
-        model, meta = load_model(self.checkpoint, config.device)
+        model, meta = self.loaded
         pixels = load_pixels(root, table, pixel_config(meta, config), progress=progress)
         key = cache_key([self.digest, pixels_key(pixels), rows_digest(table.loc[rows])], "predictions")
         path = Path(config.cache_dir) / f"predictions-{key}.csv"
@@ -276,6 +288,14 @@ def shipped(config: Config | None = None) -> Model:
     return Model(SHIPPED, weights_digest(SHIPPED), state.get("source_run") or SHIPPED.name, "shipped", data=config)
 
 
+def at(checkpoint: str | Path, config: Config, name: str | None = None, source: str = "file") -> Model:
+    """The model in any cxr checkpoint file (an exported file, a run's, one being made), named by its
+    weights' digest, to be measured with `config`."""
+    checkpoint = Path(checkpoint)
+    return Model(checkpoint, weights_digest(checkpoint), name or checkpoint.parent.name or checkpoint.stem, source,
+                 data=config)
+
+
 def from_run(run: Run, config: Config | None = None, source: str = "retrained") -> Model:
     return Model(run.checkpoint, weights_digest(run.checkpoint), run.name, source, run, data=config)
 
@@ -291,8 +311,18 @@ def final_model(config: Config, source: str | None = None) -> Model:
     """The report's final model: the shipped one (default), or with `source="retrained"` (or
     ``CXR_MODEL=retrained``) the profile's final run, which must have been trained (`cxr train`)."""
     if model_source(source) == "shipped":
-        return shipped(config)
+        st = SHIPPED.stat() if SHIPPED.exists() else None
+        key = (id(config), str(SHIPPED), st and (st.st_size, st.st_mtime_ns))
+        held = _FINAL.get(key)
+        if held is None or held[0] is not config:
+            held = _FINAL[key] = (config, shipped(config))  # the config is held, so its id is not reused
+        return held[1]
     return from_run(find_run("final", config), config)
+
+
+#: the shipped model as each configuration found it in this process: loaded, hashed and its data
+#: digested once per chapter or command, however many records ask for it
+_FINAL: dict[tuple, tuple[Config, Model]] = {}
 
 
 def default_checkpoint(config: Config) -> Path:

@@ -29,7 +29,9 @@ def export_model(run_path: str | Path, out: str | Path, config: Config) -> Path:
         training = {"history": run.history.to_dict("records"), "summary": run.summary}
     n_boot = 1000 if not config.smoke else 200
     with tempfile.TemporaryDirectory() as tmp:
-        half = checkpoints.export(checkpoint, Path(tmp) / name / "checkpoint.pt", training=training)
+        # the half-precision model, loaded and hashed once, and measured by every step below
+        half = registry.at(checkpoints.export(checkpoint, Path(tmp) / name / "checkpoint.pt", training=training),
+                           config, name, "export")
         evaluation = evaluate_folder(find_dataset(), half, split="test", config=config, progress=False,
                                      n_boot=n_boot, seed=config.seed)
         data = external_dir()
@@ -38,7 +40,7 @@ def export_model(run_path: str | Path, out: str | Path, config: Config) -> Path:
         twins = twin_audit(config, half)
         audit = ({"agreement": twins["agreement"], "twins": twins["n"],
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
-        model, meta = checkpoints.load_model(half, config.device)
+        model, meta = half.loaded
         stats = fit_on_split(model, meta["input_size"], config)
     out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
 

@@ -76,12 +76,12 @@ def external_record(config: Config, remake: bool = False) -> dict | None:
                            seed=config.seed, config=config, thresholds_from=evaluation_record(config), stamp=model.ref)
 
 
-def twin_audit(config: Config, checkpoint: str | Path | None = None) -> dict:
-    """Twin agreement of the final model (or the model at `checkpoint`) on the audit twins whose
+def twin_audit(config: Config, model: registry.Model | None = None) -> dict:
+    """Twin agreement of the final model (or `model`, a `registry.Model`) on the audit twins whose
     originals are in the validation or test split (never trained on): the share of twins that get
     their original's prediction."""
-    model, meta = checkpoints.load_model(checkpoint or final_model(config).checkpoint, config.device)
-    return audit.twin_check(audit.predictor(model, meta["input_size"]), audit.load_twins(config))
+    net, meta = (model or final_model(config)).loaded
+    return audit.twin_check(audit.predictor(net, meta["input_size"]), audit.load_twins(config))
 
 
 def audit_record(config: Config):
