@@ -1,4 +1,4 @@
-// The ROI calculator of the static book: the same model as cxr/roi_model.py and cxr/roi_inputs.py (`roi`, `validate`,
+// The ROI calculator of the static book: the same model as cxr/roi/model.py and cxr/roi/inputs.py (`roi`, `validate`,
 // `money`, `format_output`), run in the reader's browser with no kernel and nothing from the
 // network. tests/test_book.py checks its results against Python for several inputs.
 (function () {
