@@ -1,5 +1,5 @@
 """What chapter 04 states about the final model, computed from the evaluation record
-(`report.evaluation_record`: `cxr evaluate --split test`) and, for the curves, the model's test
+(`cxr.report.records.evaluation_record`: `cxr evaluate --split test`) and, for the curves, the model's test
 probabilities at the record's temperature: the calibration verdict, the comparison with the
 original project (with intervals from its reported rates), the COVID-19 operating points chosen on
 validation, the decision-curve range and the error breakdown."""
