@@ -565,10 +565,10 @@ def test_roi_widget_in_jupyterlab(browser, lab: str):
     before_inputs, inputs = json.loads(first["inputs"]), json.loads(after["inputs"])
     assert inputs["studies_per_year"] > before_inputs["studies_per_year"]
     cfg = get_config("smoke")
-    records = {"database test split": records.evaluation_record(cfg)}
+    evaluated = {"database test split": records.evaluation_record(cfg)}
     if (ext := records.external_record(cfg)) is not None:
-        records["external radiographs"] = ext
-    perf = roi_inputs.performance_sets(records)[after["data"]][inputs["operating_point"]]
+        evaluated["external radiographs"] = ext
+    perf = roi_inputs.performance_sets(evaluated)[after["data"]][inputs["operating_point"]]
     expected = roi_model.roi(roi_inputs.Site(**inputs), perf)["net_annual_value"]
     assert float(after["net"]) == pytest.approx(expected, rel=1e-9)
     assert after["shown"] == roi_format.format_output("net_annual_value", expected)
