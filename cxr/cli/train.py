@@ -62,13 +62,21 @@ def _export_parser(sub, on) -> None:
     p.add_argument("--out", help="file to write (default: the package's shipped model)")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the shipped file again on its own weights and rewrite its card (no run needed)")
+    p.add_argument("--onnx", metavar="FILE", help="write the shipped model (or --model's) as one ONNX file, with what "
+                   "cxr predict needs in its metadata, to serve without cxr (ONNX Runtime, Triton)")
+    p.add_argument("--model", help="with --onnx: the cxr model file to convert (default: the shipped one)")
     p.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
     from cxr.core.config import get_config
-    from cxr.model import registry
+    from cxr.model import onnx_file, registry
     from cxr.report import export
+
+    if args.onnx:
+        out = onnx_file.export(args.model or registry.SHIPPED, args.onnx)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, float32, batch size free; metadata key 'cxr')")
+        return 0
 
     full = get_config("full", device=args.config.device)  # the shipped model is the full profile's
     if args.remeasure:  # the shipped file's card, operating points and OOD statistics measured on its own weights

@@ -58,7 +58,6 @@ def preprocess(gray: np.ndarray, config: Config, notes: list | None = None) -> n
     """The classifier's input: the lung fields when the config asks for them (`lung_crop`), then
     resized and enhanced. A lung mask that fails its check is said in `notes` when given."""
     if config.lungs != "none":
-
         gray, status = lung_input(gray, config.lungs, config.lung_margin)
         if notes is not None and status != "ok":
             notes.append(f"lung mask {status}" + (": the whole film was used" if status in WHOLE_FILM else ""))
