@@ -34,7 +34,7 @@ from cxr.core.book import interval, moved_to
 from cxr.core.config import CLASSES, Config, cache_key
 from cxr.core.files import save_state
 from cxr.core.metrics import wilson
-from cxr.data.dataset import list_labelled, read_labelled
+from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
 from cxr.model import site_check

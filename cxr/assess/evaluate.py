@@ -19,7 +19,7 @@ from cxr.core.config import CLASSES, Config, display_path
 from cxr.core.files import write_csv, write_json, write_text
 from cxr.core.metrics import (by_group, choose_operating_points, confusion_matrix, ece, measure_operating_points,
                               operating_point_rules, patient_level, summary, temper)
-from cxr.data.dataset import list_labelled, read_labelled
+from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.splits import load_split
 from cxr.model.checkpoints import pixel_config, predict
 from cxr.model.registry import Model, at, default_checkpoint

@@ -1,7 +1,5 @@
-"""Labelled films and where they are: the database (where it is looked for, its class folders,
-importing a Kaggle download), the external and site folders, and reading any labelled folder in
-the database layout (`read_labelled`: the one loop `cxr evaluate` and `cxr adapt` read, check and
-preprocess films through, setting aside the ones it cannot use with the reason).
+"""Finding the dataset: where it is looked for, its class folders, the external and site folders,
+and importing a Kaggle download.
 
 The dataset is looked for, in this order:
 
@@ -19,7 +17,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -27,8 +24,6 @@ from cxr.core.config import CLASSES, repo_root
 from cxr.core.files import ensure_dir
 from cxr.core.runtime import show_progress
 from cxr.data.images import IMAGE_EXTS
-from cxr.data.preprocess import preprocess
-from cxr.data.reading import read_file
 
 KAGGLE_NAME = "COVID-19_Radiography_Dataset"
 
@@ -187,32 +182,3 @@ def site_dir() -> Path | None:
         return Path(os.environ["CXR_SITE_DIR"])
     p = repo_root().parent / "shared" / "cxr-site-normal"
     return p if p.is_dir() else None
-
-
-# --------------------------------------------------------------------------- a user's labelled folder
-def list_labelled(folder: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The folder's image files with their labels, and the files skipped by name (with the reason)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder: give a folder in the database layout "
-                                f"(<class>/images/*.png|jpg), classes {', '.join(CLASSES)}.")
-    return list_files(folder, "main")
-
-
-def read_labelled(folder: str | Path, files: pd.DataFrame, skipped: pd.DataFrame, config, progress: bool = False,
-                  purpose: str = "to evaluate") -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
-    """Read and preprocess (with `config`'s settings) the listed files: the rows kept, their pixels
-    (N, S, S) and `skipped` with every unusable file added. Raises when none is usable."""
-    folder = Path(folder)
-    images, keep = [], []
-    skipped = skipped.copy()
-    for f in tqdm(files.file, desc="read", disable=not show_progress(progress)):
-        r = read_file(folder / f, f)  # the same reading, checks and reasons as cxr predict
-        if r.image is None:
-            skipped.loc[len(skipped)] = (f, r.status.removeprefix("error: "))
-        else:
-            images.append(preprocess(r.image, config))
-            keep.append(f)
-    if not images:
-        raise ValueError(f"No usable images in {folder} ({len(skipped)} files skipped): nothing {purpose}.")
-    return files.set_index("file").loc[keep].reset_index(), np.stack(images), skipped
