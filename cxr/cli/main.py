@@ -7,8 +7,8 @@ import logging
 import sys
 
 from cxr.cli import assess, data, predict, records, roi, train
-from cxr.core.config import get_config
-from cxr.core.runtime import DEVICE_ENV, DEVICES, device
+from cxr.core.config import DEVICE_ENV, get_config
+from cxr.core.runtime import DEVICES, device
 
 GROUPS = (data, train, assess, predict, roi, records)
 

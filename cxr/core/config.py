@@ -134,6 +134,8 @@ class Config:
         return f"profile = {self.profile} ({what})"
 
 
+#: the environment variable an entry point reads the device from when --device does not say
+DEVICE_ENV = "CXR_DEVICE"
 #: fields that say where things go or run, never what is made: no key reads them
 NOT_KEYED = ("cache_dir", "runs_dir", "device")
 #: fields added after runs and caches existed, with the default that leaves their keys as they were
@@ -191,6 +193,6 @@ def get_config(profile: str | None = None, **overrides) -> Config:
     profile = profile or os.environ.get("CXR_PROFILE", "full")
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}: set CXR_PROFILE to one of {', '.join(PROFILES)}.")
-    base = {"device": os.environ.get("CXR_DEVICE") or "auto"} | (dict(SMOKE_OVERRIDES) if profile == "smoke" else {})
+    base = {"device": os.environ.get(DEVICE_ENV) or "auto"} | (dict(SMOKE_OVERRIDES) if profile == "smoke" else {})
     base.update(overrides)
     return Config(profile=profile, **base)

@@ -20,9 +20,14 @@ def path(name: str, config: Config | None = None) -> Path:
     return (config.reports_dir if config is not None else repo_root() / "reports") / name
 
 
+def _located(where: str | Path, config: Config | None) -> Path:
+    """A record given by its path, or by its name (`path`)."""
+    return Path(where) if isinstance(where, Path) or "/" in str(where) else path(str(where), config)
+
+
 def read(where: str | Path, config: Config | None = None) -> dict | None:
     """The record (a name, or a path), or None when there is none."""
-    p = Path(where) if isinstance(where, Path) or "/" in str(where) else path(str(where), config)
+    p = _located(where, config)
     return json.loads(p.read_text()) if p.exists() else None
 
 
@@ -39,6 +44,5 @@ def fresh(where: str | Path, reference: dict, config: Config | None = None) -> d
 
 def write(record: dict, where: str | Path, config: Config | None = None) -> dict:
     """Write the record atomically, and give it back."""
-    p = Path(where) if isinstance(where, Path) or "/" in str(where) else path(str(where), config)
-    write_json(record, p)
+    write_json(record, _located(where, config))
     return record

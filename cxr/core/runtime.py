@@ -14,6 +14,8 @@ import ctypes
 import os
 import sys
 
+from cxr.core.config import DEVICE_ENV
+
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
 
@@ -39,7 +41,6 @@ def show_progress(progress: bool) -> bool:
 
 # --------------------------------------------------------------------------- where models run
 DEVICES = ("auto", "cpu", "cuda")
-DEVICE_ENV = "CXR_DEVICE"
 
 
 def device(name: str = "auto"):

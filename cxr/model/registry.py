@@ -313,10 +313,9 @@ def final_model(config: Config, source: str | None = None) -> Model:
     if model_source(source) == "shipped":
         st = SHIPPED.stat() if SHIPPED.exists() else None
         key = (id(config), str(SHIPPED), st and (st.st_size, st.st_mtime_ns))
-        held = _FINAL.get(key)
-        if held is None or held[0] is not config:
-            held = _FINAL[key] = (config, shipped(config))  # the config is held, so its id is not reused
-        return held[1]
+        if key not in _FINAL:
+            _FINAL[key] = (config, shipped(config))  # the config is held, so its id is not reused
+        return _FINAL[key][1]
     return from_run(find_run("final", config), config)
 
 

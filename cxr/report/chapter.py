@@ -93,7 +93,7 @@ def cam_gallery(model, pixels, size: int, table: pd.DataFrame, cases: list[tuple
     record that holds them). Returns (images, titles) for `plots.image_grid`."""
     idx = np.array([i for i, _ in cases])
     maps = {m: explain.cam_maps(model, pixels[idx], size, method=m) for m in explain.METHODS}
-    called = predict_argmax(model, pixels[idx], size)
+    called = checkpoints.predict(model, pixels[idx], size, progress=False).argmax(1)
     imgs, titles = [], []
     for k, (i, kind) in enumerate(cases):
         g = np.asarray(pixels[i])
@@ -106,11 +106,6 @@ def cam_gallery(model, pixels, size: int, table: pd.DataFrame, cases: list[tuple
         imgs.append(explain.overlay(g, theirs) if theirs is not None else g)
         titles.append("ResNet50: GradCAM" if theirs is not None else "ResNet50: no map in the record")
     return imgs, titles
-
-
-def predict_argmax(model, pixels, size: int) -> np.ndarray:
-    """The model's call (argmax) on preprocessed films."""
-    return checkpoints.predict(model, pixels, size, progress=False).argmax(1)
 
 
 class Neighbours:

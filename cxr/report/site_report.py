@@ -142,7 +142,7 @@ def _money(v) -> str:
     return f"{sign}${abs(v):,.0f}"
 
 
-def render(site, found: dict | None, model_name: str, curve=None, reports: Path = Path("reports")) -> str:
+def render(site, found: dict | None, model_name: str, reports: Path, curve=None) -> str:
     """The report's HTML (no file or folder names: `site` and `found` hold counts and rates only)."""
     v = site.verdict
     kind = {"site-shift": "shift", "as the database": "same"}.get(v.verdict, "few")
@@ -208,4 +208,4 @@ def write(out: str | Path, site, found: dict | None, pred, curve=None) -> Path:
     name = str(pred.meta.get("source_run") or "the shipped model")
     if pred.meta.get("adapted"):
         name += f", adapted ({pred.meta['adapted'].get('method', 'head')})"
-    return write_text(render(site, found, name, curve, pred.config.reports_dir), out)
+    return write_text(render(site, found, name, pred.config.reports_dir, curve), out)
