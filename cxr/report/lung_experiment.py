@@ -214,7 +214,7 @@ def summary(rec: dict | None) -> str:
     """One sentence for the executive summary: what giving a model only the lungs did to the
     lungs-hidden measure, and which model the rule kept, in words chosen from the record."""
     if rec is None:
-        return "No model shown only the lungs has been measured yet (`cxr lung-compare`)."
+        return "No model shown only the lungs has been measured yet (cxr lung-compare)."
     lung = [r for r in rec["models"] if r["input"] != "none"]
     if not lung:
         return "No model shown only the lungs is in the comparison record."
@@ -224,7 +224,7 @@ def summary(rec: dict | None) -> str:
     names = " and ".join(f"{r['name']} ({r['input']})" for r in lung)
     chosen = next(r for r in rec["models"] if r["name"] == rec["chosen"])
     where = " on the full data" if rec.get("profile") == "full" else ""
-    return (f"Models shown only the lungs were trained with the same recipe ({names}; `cxr lung-compare`{where}); "
+    return (f"Models shown only the lungs were trained with the same recipe ({names}; measured by cxr lung-compare{where}); "
             f"the lowest of their "
             f"lungs-hidden balanced accuracies is {pct(hid)} ({best['name']}), "
             + ("within" if met else "above") + f" the {pct(targets.LUNGS_HIDDEN_MAX, digits=0)} target, so "
