@@ -83,10 +83,10 @@ def make_tree(root: Path, n: int, dicom_share: float, seed: int = 0) -> dict:
     return {"files": n, "dicom_files": dicoms, "linked_images": n - dicoms}
 
 
-def run(root: Path, out: Path, workers: int, site_check: str = "on") -> dict:
+def run(root: Path, out: Path, workers: int, site_check: str = "on", backend: str = "auto") -> dict:
     """The command on the tree, watched: wall time, first row, peak memory of it and its workers."""
     cmd = [sys.executable, "-m", "cxr.cli", "predict", str(root), "--out", str(out), "--workers", str(workers),
-           "--site-check", site_check]
+           "--site-check", site_check, "--backend", backend]
     env = dict(os.environ, TQDM_DISABLE="1")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -111,7 +111,7 @@ def run(root: Path, out: Path, workers: int, site_check: str = "on") -> dict:
     from cxr.assess.results import read_run
 
     site = (read_run(out) or {}).get("site", {})
-    return {"workers": workers, "site_check": site_check, "site_verdict": site.get("verdict"), "rows": rows, "seconds": wall, "images_per_second": rows / wall,
+    return {"workers": workers, "site_check": site_check, "backend": backend, "site_verdict": site.get("verdict"), "rows": rows, "seconds": wall, "images_per_second": rows / wall,
             "steady_images_per_second": steady, "first_row_seconds": first, "peak_memory_mb": peak / 2**20, "exit_code": proc.returncode}
 
 

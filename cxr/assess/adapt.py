@@ -38,7 +38,8 @@ from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
 from cxr.model import site_check
-from cxr.model.checkpoints import load_model, pixel_config, read_checkpoint
+from cxr.model import backends
+from cxr.model.checkpoints import pixel_config, read_checkpoint
 from cxr.model.features import pixels_key
 from cxr.model.ood import pooled_features
 
@@ -73,7 +74,7 @@ def local_films(folder: str | Path, model, meta: dict, config: Config) -> Local:
 def database_features(checkpoint: str | Path, config: Config, progress: bool = False) -> dict:
     """Pooled features and labels of the database's train, val and test splits under the model of
     `checkpoint`, cached on disk (keyed by the checkpoint's bytes, the images and the code)."""
-    model, meta = load_model(checkpoint, config.device)
+    model, meta = backends.load(checkpoint, config)
     root, table = load_table(config)
     pixels = load_pixels(root, table, pixel_config(meta, config),
                          progress=progress)
@@ -138,7 +139,7 @@ def adapt(checkpoint: str | Path, local_dir: str | Path, out: str | Path, method
     adapted model to `out`. Returns what was done and measured (on the database's test split)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}: use one of {', '.join(METHODS)}.")
-    model, meta = load_model(checkpoint, config.device)
+    model, meta = backends.load(checkpoint, config)
     local = local_films(local_dir, model, meta, config)
     if len(local.y) < MIN_LOCAL:
         raise ValueError(f"Only {len(local.y)} usable films in {local_dir}: adapting needs at least {MIN_LOCAL}.")
@@ -209,7 +210,7 @@ def learning_curve(checkpoint: str | Path, site_dir: str | Path, sizes=(0, 25, 5
     films from the site folder to adapt on, the rest of the folder as the local test. Measured per
     draw: the site's false-COVID rate on its held-out films, database test accuracy and per-class
     sensitivity, and accuracy on the external radiographs (never used to choose anything)."""
-    model, meta = load_model(checkpoint, config.device)
+    model, meta = backends.load(checkpoint, config)
     site = local_films(site_dir, model, meta, config)
     normal = CLASSES.index("Normal")
     pool = np.flatnonzero(site.y == normal)

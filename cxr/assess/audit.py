@@ -35,7 +35,7 @@ from cxr.data.dataset import find_dataset
 from cxr.data.preprocess import load_pixels
 from cxr.data.scanning import main_subset, scan
 from cxr.data.splits import load_audit, load_table
-from cxr.model import checkpoints, features
+from cxr.model import backends, checkpoints, features
 
 
 # --------------------------------------------------------------------------- twins
@@ -165,6 +165,7 @@ def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
     root, table = load_table(config)
     pixels = load_pixels(root, table, config, progress=False)
     model, meta = checkpoints.load_model(run.checkpoint, config.device)
+    fast = backends.runner(model, meta, run.checkpoint, config)  # the bulk predictions; Grad-CAM uses `model`
     size = meta["input_size"]
     bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))
     test = table.index[table.split == "test"].to_numpy()
@@ -209,7 +210,7 @@ def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
     def predict(px):
         if as_is is not None and px is test_px:
             return as_is
-        return checkpoints.predict(model, px, size, progress=False)
+        return checkpoints.predict(fast, px, size, progress=False)
 
     occlusion = explain.occlusion(predict, test_px, y_test, test_lungs)
     bar.update()
@@ -222,10 +223,10 @@ def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
         probe = chain_probe_auc(f_orig, f_twin, seed=config.seed)
     bar.update()
 
-    after = run_numbers(run, model, size, twins)
+    after = run_numbers(run, fast, size, twins)
     before_numbers = before if isinstance(before, dict) else None  # measured already (the comparison record)
     if before is not None and before_numbers is None:
-        b_model, b_meta = checkpoints.load_model(before.checkpoint, config.device)
+        b_model, b_meta = backends.load(before.checkpoint, config)
         before_numbers = run_numbers(before, b_model, b_meta["input_size"], twins)
     bar.update()
     bar.close()
@@ -337,7 +338,7 @@ def _flat(numbers: dict) -> dict:
 def run_row(run, twins: Twins, config: Config, external_dir: str | Path | None = None, name: str | None = None) -> dict:
     """One run's numbers for the comparison: validation (what the rule may use) and test and
     external (reported, never used to choose)."""
-    model, meta = checkpoints.load_model(run.checkpoint, config.device)
+    model, meta = backends.load(run.checkpoint, config)
     predict = predictor(model, meta["input_size"])
     row = {"run": run.name, "name": name or run.name, "config": {
         k: run.config.get(k) for k in ("harmonise", "consistency", "epochs", "views", "lr", "seed")}}

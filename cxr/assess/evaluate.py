@@ -48,7 +48,7 @@ def evaluate_folder(data_dir: str | Path, checkpoint: str | Path | Model | None 
     points = _thresholds_record(thresholds_from) if thresholds_from is not None else None
     found = checkpoint if isinstance(checkpoint, Model) else at(checkpoint or default_checkpoint(config), config)
     checkpoint = found.checkpoint
-    model, meta = found.loaded
+    model, meta = found.runner, found.loaded[1]
     cfg = pixel_config(meta, config)
     temperature = float(meta.get("temperature", 1.0))
     sp = load_split(data_dir, config, create=False) if split else None

@@ -36,8 +36,7 @@ from cxr.core.runtime import model_device, show_progress
 from cxr.data import walk
 from cxr.data.preprocess import preprocess
 from cxr.data.reading import IGNORED, OK, Read, read_file
-from cxr.model import checkpoints, ood, registry, site_check
-from cxr.model.architectures import folded
+from cxr.model import backends, checkpoints, ood, registry, site_check
 
 OOD = "warning: out of distribution"
 SITE_KEY = "_site"  # a row's call and site-check scores, for the verdict; never written out
@@ -85,9 +84,9 @@ class Predictor:
 
     @cached_property
     def fast(self):
-        """The model with its batch norms folded (`models.folded`), made once: batches of a few
-        dozen images then run faster than on the trained model (Grad-CAM still uses `model`)."""
-        return folded(self.model)
+        """What runs the batches (`backends.runner`, made once): the configuration's backend, or
+        the network with its batch norms folded; Grad-CAM still uses `model`."""
+        return backends.runner(self.model, self.meta, self.checkpoint, self.config)
 
 
 def default_model() -> Path:
@@ -147,10 +146,10 @@ def _worker_init(parent: int, forked: bool) -> None:
         import torch
 
         torch.set_num_threads(1)
-    _die_with(parent)
+    die_with(parent)
 
 
-def _die_with(parent: int) -> None:
+def die_with(parent: int) -> None:
     """A worker ends when the run that started it is killed (even with SIGKILL), instead of waiting
     for work forever: Linux's parent-death signal."""
     if not sys.platform.startswith("linux"):

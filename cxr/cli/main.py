@@ -7,7 +7,7 @@ import logging
 import sys
 
 from cxr.cli import assess, data, predict, records, roi, train
-from cxr.core.config import DEVICE_ENV, get_config
+from cxr.core.config import BACKEND_ENV, BACKENDS, DEVICE_ENV, get_config
 from cxr.core.runtime import DEVICES, device
 
 GROUPS = (data, train, assess, predict, roi, records)
@@ -18,11 +18,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=("full", "smoke"), default=None,
                         help="configuration profile (default: $CXR_PROFILE, else full)")
     sub = parser.add_subparsers(dest="command", required=True)
-    # every command that runs a model takes --device
+    # every command that runs a model takes --device and --backend
     on = argparse.ArgumentParser(add_help=False)
     on.add_argument("--device", choices=DEVICES, default=None,
                     help=f"where models run: auto (CUDA when there is a GPU, else the CPU), cpu or cuda "
                          f"(default: ${DEVICE_ENV}, else auto)")
+    on.add_argument("--backend", choices=BACKENDS, default=None,
+                    help="what runs the model in bulk: auto (on the CPU the fastest installed runtime that agrees "
+                         "with PyTorch: OpenVINO, then ONNX Runtime; on a GPU PyTorch), torch, onnxruntime or "
+                         f"openvino (default: ${BACKEND_ENV}, else auto)")
 
     for group in GROUPS:
         group.add(sub, on)
@@ -42,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data" and args.action == "import" and not args.path:
         parser.error("cxr data import needs PATH: the Kaggle zip or its unpacked folder")
     try:
-        # the configuration, resolved once here (--profile, --device) and passed to every handler
-        args.config = get_config(args.profile, **({"device": args.device} if getattr(args, "device", None) else {}))
+        # the configuration, resolved once here (--profile, --device, --backend) and passed to every handler
+        given = {k: getattr(args, k, None) for k in ("device", "backend")}
+        args.config = get_config(args.profile, **{k: v for k, v in given.items() if v})
         if hasattr(args, "device"):
             log.info("models run on %s", device(args.config.device))  # fails here, clearly, for cuda without a GPU
         return args.func(args)

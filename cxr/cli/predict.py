@@ -22,6 +22,10 @@ def _predict_parser(sub, on) -> None:
                                                   "for N machines; combine the parts with --merge")
     p.add_argument("--merge", metavar="OUT", help="combine the shard parts given as PATH into OUT, checking that no "
                                                   "file is missing or doubled")
+    p.add_argument("--dask", metavar="SCHEDULER",
+                   help="run the shards on a Dask cluster: a scheduler's address (tcp://host:8786), or local:N for N "
+                        "worker processes here; with --shards and --out (the parts go to OUT.parts/, then are merged)")
+    p.add_argument("--shards", type=int, default=None, help="with --dask: how many shards (default: 4 per worker)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes that decode while the model runs (default: cores - 1, at most 4; 0: none)")
     p.add_argument("--batch", type=int, default=None, help="images per forward pass (default 32; 256 on a GPU)")
@@ -36,12 +40,15 @@ def _predict_parser(sub, on) -> None:
 def _predict(args: argparse.Namespace) -> int:
     if args.merge:
         return _merge(args)
+    if args.dask:
+        return _on_dask(args)
     from cxr.assess import predict, results
     from cxr.data import walk
     from cxr.model import registry, site_check
 
     shard = walk.parse_shard(args.shard)
     pred = predict.load(args.model, args.config)
+    print(f"backend: {pred.fast.backend.name} ({pred.fast.backend.reason})", file=sys.stderr)
     digest = registry.weights_digest(pred.checkpoint)
     counts = predict.Counts()
     writer = None
@@ -166,6 +173,25 @@ def _given_verdict(args: argparse.Namespace, digest: str):
     if args.site:
         return site_check.read_profile(args.site, digest)
     return None
+
+
+def _on_dask(args: argparse.Namespace) -> int:
+    """`cxr predict PATHS --dask SCHEDULER --out OUT`: the shards on a Dask cluster, then the merge."""
+    from cxr.cli import cluster
+
+    if not args.out:
+        raise ValueError("--dask needs --out (the merged results; the parts go to OUT.parts/)")
+    if args.shard:
+        raise ValueError("--dask makes the shards itself: leave out --shard")
+    flags = {f: getattr(args, f.lstrip("-").replace("-", "_")) for f in cluster.PASSED_ON}
+    options = [x for f, v in flags.items() if v not in (None, "") for x in (f, str(v))]
+    parts = Path(args.out + ".parts")
+    with cluster.client_for(args.dask) as client:
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        shards = args.shards or 4 * workers
+        print(f"{shards} shards on {workers} Dask workers ({args.dask}); parts in {parts}/", file=sys.stderr)
+        done = cluster.predict_on(client, args.paths, shards, parts, options, profile=args.config.profile)
+    return _merge(argparse.Namespace(merge=args.out, paths=[d["part"] for d in done]))
 
 
 def _merge(args: argparse.Namespace) -> int:

@@ -94,6 +94,10 @@ class Config:
     # where models run: "auto" (CUDA when PyTorch sees a GPU, else the CPU), "cpu" or "cuda"; resolved
     # at the entry point (--device, else $CXR_DEVICE) and never part of a key
     device: str = "auto"
+    # what runs the model's arithmetic in bulk prediction: "auto", "torch", "onnxruntime" or
+    # "openvino" (`cxr.model.backends`); resolved at the entry point (--backend, else $CXR_BACKEND)
+    # and never part of a key: every backend is held to PyTorch's probabilities (`backends.TOLERANCE`)
+    backend: str = "auto"
     # where things go
     cache_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_CACHE_DIR", repo_root() / ".cache")))
     runs_dir: Path = field(default_factory=lambda: Path(os.environ.get("CXR_RUNS_DIR", repo_root() / "runs")))
@@ -137,7 +141,11 @@ class Config:
 #: the environment variable an entry point reads the device from when --device does not say
 DEVICE_ENV = "CXR_DEVICE"
 #: fields that say where things go or run, never what is made: no key reads them
-NOT_KEYED = ("cache_dir", "runs_dir", "device")
+NOT_KEYED = ("cache_dir", "runs_dir", "device", "backend")
+#: the environment variable an entry point reads the backend from when --backend does not say
+BACKEND_ENV = "CXR_BACKEND"
+#: what may run a model in bulk (`cxr.model.backends`)
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 #: fields added after runs and caches existed, with the default that leaves their keys as they were
 LATER_FIELDS = {"lungs": "none", "lung_margin": 0.1}
 LUNG_INPUTS = ("none", "crop", "mask", "crop+mask")
@@ -162,6 +170,7 @@ VERSIONS = {
     "resnet50": 1,     # train: the original project's recipe
     "segmenter": 1,    # segmenter_train: the lung segmenter's recipe
     "records": 1,      # report, comparisons: how a record in reports/ is computed from a model and the data
+    "onnx": 1,         # backends.onnx_file: a model exported to ONNX (onnx_file.export)
     "audit": 2,        # audit.shortcut_audit: 2, the lung field is the segmenter's masks (1: a threshold rule)
 }
 
@@ -189,10 +198,12 @@ def cache_key(parts, path: str) -> str:
 def get_config(profile: str | None = None, **overrides) -> Config:
     """The configuration for `profile` (default: $CXR_PROFILE, else "full"), resolved once at an entry
     point (the command line, a notebook's first cell, a benchmark) and passed down from there. The
-    device is `overrides["device"]`, else $CXR_DEVICE, else "auto"."""
+    device is `overrides["device"]`, else $CXR_DEVICE, else "auto"; the backend likewise
+    (`overrides["backend"]`, else $CXR_BACKEND, else "auto")."""
     profile = profile or os.environ.get("CXR_PROFILE", "full")
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}: set CXR_PROFILE to one of {', '.join(PROFILES)}.")
-    base = {"device": os.environ.get(DEVICE_ENV) or "auto"} | (dict(SMOKE_OVERRIDES) if profile == "smoke" else {})
+    base = {"device": os.environ.get(DEVICE_ENV) or "auto", "backend": os.environ.get(BACKEND_ENV) or "auto"}
+    base |= dict(SMOKE_OVERRIDES) if profile == "smoke" else {}
     base.update(overrides)
     return Config(profile=profile, **base)

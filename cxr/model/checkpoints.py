@@ -87,7 +87,10 @@ def forward(model: torch.nn.Module, pixels: np.ndarray, size: int, outputs=("pro
             progress: bool = False, desc: str = "predict") -> dict[str, np.ndarray]:
     """The one batched forward pass of a trained model over preprocessed uint8 images (N, S, S):
     the outputs asked for, "proba" (class probabilities (N, 4), before temperature scaling) and
-    "features" (the pooled last feature map (N, 1280) of an EfficientNet-Lite0), from one pass."""
+    "features" (the pooled last feature map (N, 1280) of an EfficientNet-Lite0), from one pass.
+    `model` may be a runtime from `cxr.model.backends.runner`, which runs the same pass itself."""
+    if hasattr(model, "run_pixels"):
+        return model.run_pixels(pixels, outputs, batch, progress, desc)
     model = for_inference(model, len(pixels), batch)
     dev = model_device(model)
     out = {k: [] for k in outputs}

@@ -6,7 +6,8 @@ model's `image_size`. It scales them to [0, 1] (and resizes them to `input_size`
 differ) and returns
 
 * ``probabilities`` (N, 4): the four classes at the model's temperature, as `cxr predict` reports them;
-* ``features`` (N, 1280): the pooled last feature map, for the out-of-distribution score.
+* ``features`` (N, 1280): the pooled last feature map, for the out-of-distribution score;
+* ``logits`` (N, 4): before the temperature and the softmax (what `cxr.model.backends` runs).
 
 The batch norms are folded into their convolutions first (`architectures.folded`), as `cxr predict`
 runs the model. The metadata key ``cxr`` holds JSON: the classes in output order, the preprocessing
@@ -32,6 +33,7 @@ from cxr.model.checkpoints import load_model
 
 #: the ONNX opset the file is written with (ONNX Runtime 1.16 and later read it)
 OPSET = 17
+OUTPUTS = ["probabilities", "features", "logits"]
 #: what the metadata says about turning a radiograph into the graph's input
 PREPROCESSING = ("read the film as 8-bit grey (colour through OpenCV's grey conversion, 16-bit min-max rescaled to "
                  "8-bit); resize it to image_size x image_size without keeping its aspect (cv2.INTER_AREA when "
@@ -41,7 +43,7 @@ PREPROCESSING = ("read the film as 8-bit grey (colour through OpenCV's grey conv
 
 
 class _Graph(nn.Module):
-    """uint8 films -> (tempered probabilities, pooled features), one pass."""
+    """uint8 films -> (tempered probabilities, pooled features, logits), one pass."""
 
     def __init__(self, model: nn.Module, image_size: int, input_size: int, temperature: float):
         super().__init__()
@@ -55,7 +57,7 @@ class _Graph(nn.Module):
                 if self.image_size < self.input_size else F.adaptive_avg_pool2d(x, self.input_size)
         fmap = self.model.features(x)
         logits = self.model.head(fmap)
-        return (logits * self.inverse_temperature).softmax(1), fmap.mean((2, 3))
+        return (logits * self.inverse_temperature).softmax(1), fmap.mean((2, 3)), logits
 
 
 def metadata(meta: dict) -> dict:
@@ -64,7 +66,8 @@ def metadata(meta: dict) -> dict:
     return {"format": "cxr-onnx", "version": 1, "classes": list(CLASSES),
             "inputs": {"pixels": "uint8 (N, image_size, image_size) preprocessed grey films"},
             "outputs": {"probabilities": "(N, 4) at the temperature, in the order of classes",
-                        "features": "(N, 1280) pooled features for the out-of-distribution score"},
+                        "features": "(N, 1280) pooled features for the out-of-distribution score",
+                        "logits": "(N, 4) before the temperature"},
             "preprocessing": {"steps": PREPROCESSING, **{k: trained.get(k) for k in PARAMS if k in trained}},
             "input_size": meta["input_size"], "temperature": float(meta.get("temperature", 1.0)),
             "operating_points": meta.get("operating_points"), "ood": meta.get("ood"),
@@ -91,8 +94,8 @@ def export(checkpoint: str | Path, out: str | Path) -> Path:
         # the TorchScript exporter (dynamo=False): deprecated for torch.export's, which needs onnxscript
         # and more; the file it writes is checked by onnx.checker here and against cxr predict in tests
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(graph, (example,), str(tmp), input_names=["pixels"], output_names=["probabilities", "features"],
-                          dynamic_axes={"pixels": {0: "n"}, "probabilities": {0: "n"}, "features": {0: "n"}},
+        torch.onnx.export(graph, (example,), str(tmp), input_names=["pixels"], output_names=OUTPUTS,
+                          dynamic_axes={name: {0: "n"} for name in ("pixels", *OUTPUTS)},
                           opset_version=OPSET, dynamo=False)
     proto = onnx.load(str(tmp))
     entry = proto.metadata_props.add()

@@ -30,6 +30,7 @@ from cxr.core.config import CLASSES, NOT_KEYED, VERSIONS, Config, cache_key
 from cxr.core.files import write_csv
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
+from cxr.model import backends
 from cxr.model.checkpoints import load_model, pixel_config, predict, read_checkpoint
 from cxr.model.features import pixels_key
 
@@ -218,6 +219,12 @@ class Model:
         every measure of the same `Model` uses this one."""
         return load_model(self.checkpoint, self._config().device)
 
+    @cached_property
+    def runner(self):
+        """What runs this model's batches (`backends.runner` for the configuration's backend), made once."""
+        network, meta = self.loaded
+        return backends.runner(network, meta, self.checkpoint, self._config())
+
     @property
     def config(self) -> dict:
         """The training config the model was trained with (as a run's config.json)."""
@@ -271,7 +278,7 @@ class Model:
         path = Path(config.cache_dir) / f"predictions-{key}.csv"
         if path.exists():
             return pd.read_csv(path, keep_default_na=False)
-        proba = predict(model, pixels[rows], meta["input_size"], progress=progress, desc=f"predict {split}")
+        proba = predict(self.runner, pixels[rows], meta["input_size"], progress=progress, desc=f"predict {split}")
         df = prediction_frame(table, rows, proba)
 
         write_csv(df, path)

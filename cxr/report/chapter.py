@@ -113,10 +113,10 @@ class Neighbours:
 
     def __init__(self, pred: predict.Predictor, pixels, rows: np.ndarray, labels):
         self.pred, self.pixels, self.rows, self.labels = pred, pixels, rows, labels
-        self.features = ood.pooled_features(pred.model, np.asarray(pixels[rows]), pred.size)
+        self.features = ood.pooled_features(pred.fast, np.asarray(pixels[rows]), pred.size)
 
     def of(self, g: np.ndarray, k: int = 3) -> list[tuple[np.ndarray, str]]:
-        near = predict.nearest(self.features, ood.pooled_features(self.pred.model, g[None], self.pred.size), k)[0]
+        near = predict.nearest(self.features, ood.pooled_features(self.pred.fast, g[None], self.pred.size), k)[0]
         return [(np.asarray(self.pixels[self.rows[j]]), self.labels[self.rows[j]]) for j in near]
 
 

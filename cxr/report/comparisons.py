@@ -26,7 +26,7 @@ from cxr.core.files import write_json
 from cxr.data.dataset import external_dir
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
-from cxr.model import registry
+from cxr.model import backends, registry
 from cxr.model.checkpoints import load_model
 from cxr.model.speed import inference_speed
 from cxr.model.tta import TTA_VIEWS, tta_predictions
@@ -94,7 +94,7 @@ def make_record(final, runs: dict, config: Config) -> dict:
         "test_accuracy": resnet.summary.get("test", {}).get("accuracy")}
 
     before = runs["before"]
-    net, meta = load_model(before.checkpoint, config.device)
+    net, meta = backends.load(before.checkpoint, config)
     models["before"] = {"run": before.name, "model_sha256": registry.weights_digest(before.checkpoint),
                         "label": "before: no harmonisation",
                         "numbers": audit.run_numbers(before, net, meta["input_size"], audit.load_twins(config))}

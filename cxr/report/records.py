@@ -80,8 +80,8 @@ def twin_audit(config: Config, model: registry.Model | None = None) -> dict:
     """Twin agreement of the final model (or `model`, a `registry.Model`) on the audit twins whose
     originals are in the validation or test split (never trained on): the share of twins that get
     their original's prediction."""
-    net, meta = (model or final_model(config)).loaded
-    return audit.twin_check(audit.predictor(net, meta["input_size"]), audit.load_twins(config))
+    found = model or final_model(config)
+    return audit.twin_check(audit.predictor(found.runner, found.loaded[1]["input_size"]), audit.load_twins(config))
 
 
 def audit_record(config: Config):
@@ -260,7 +260,7 @@ def ood_record(config: Config, checkpoint: str | Path | None = None) -> dict:
         raise ValueError(f"{pred.checkpoint} has no out-of-distribution statistics: export it with `cxr export`.")
     root, table = load_table(config)
     test = table[table.split == "test"].reset_index(drop=True)
-    scores = {"database test split": score(stats, pooled_features(pred.model, np.asarray(
+    scores = {"database test split": score(stats, pooled_features(pred.fast, np.asarray(
         load_pixels(root, test, config, progress=False)), pred.size))}
     data = external_dir()
     if data is not None:

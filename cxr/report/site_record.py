@@ -34,8 +34,8 @@ from cxr.data.images import read_gray
 from cxr.data.preprocess import preprocess
 from cxr.data.reading import read_file
 from cxr.data.splits import load_table
-from cxr.model import registry, site_check
-from cxr.model.checkpoints import load_model, pixel_config, read_checkpoint
+from cxr.model import backends, registry, site_check
+from cxr.model.checkpoints import pixel_config, read_checkpoint
 from cxr.model.ood import pooled_features
 
 SIZES = (10, 25, 50, 100, 200)
@@ -180,7 +180,7 @@ def site_record(config: Config, remake: bool = False, progress: bool = False,
     if not remake and (old := records.fresh(path, key)) is not None:
         return old
     checkpoint = model_ref.checkpoint
-    model, meta = load_model(checkpoint, config.device)
+    model, meta = backends.load(checkpoint, config)
     check = site_check.unpack(meta.get("site_check"))
     if check is None:
         raise ValueError(f"{checkpoint.name} carries no site reference: python -c 'from cxr import site_record; "
