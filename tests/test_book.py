@@ -572,3 +572,76 @@ def test_roi_widget_in_jupyterlab(browser, lab: str):
     expected = roi_model.roi(roi_inputs.Site(**inputs), perf)["net_annual_value"]
     assert float(after["net"]) == pytest.approx(expected, rel=1e-9)
     assert after["shown"] == roi_format.format_output("net_annual_value", expected)
+
+
+# --------------------------------------------------------------------------- the model in the reader's browser
+_CARDS = """
+return Array.from(document.querySelectorAll('#cxr-try-results .cxr-try-card')).map(c => ({
+  file: c.dataset.file, call: c.dataset.call, op: c.dataset.opCall || null, error: c.dataset.error || null,
+  proba: c.dataset.probabilities ? JSON.parse(c.dataset.probabilities) : null, flagged: c.dataset.flagged}));
+"""
+
+
+def _requests(browser) -> list[str]:
+    out = []
+    for entry in browser.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            out.append(msg["params"]["request"]["method"] + " " + msg["params"]["request"]["url"])
+    return out
+
+
+@pytest.mark.browser
+def test_the_browser_panel_gives_cxr_predicts_calls_and_sends_nothing(browser, server: str, site: Path):
+    """Chapter 08's panel: 20 test-split films chosen in the page get `cxr predict`'s call on every
+    one and its probabilities within 0.02 (and its call at the panel's operating point); once the
+    model is loaded, predicting makes no network request; the cards fit a phone's width."""
+    import numpy as np
+    from selenium.webdriver.common.by import By
+
+    from cxr.assess import predict
+    from cxr.core.config import CLASSES, get_config
+    from cxr.data.splits import load_table, stratified_sample
+    from cxr.model import registry
+    from cxr.report import browser_demo
+
+    config = get_config("smoke")
+    root, table = load_table(config)
+    films = stratified_sample(table[table.split == "test"], 20, seed=0)
+    paths = [str(root / f) for f in films.file]
+    pred = predict.load(registry.final_model(config).checkpoint, config)
+    expected = predict.predict_paths(paths, pred, progress=False).set_index("file")
+    at_point = predict.predict_paths(paths, pred, threshold=browser_demo.OPERATING_POINT, progress=False).set_index("file")
+
+    browser.get(f"{server}/notebooks/08_predictions.html")
+    box = browser.find_element(By.ID, "cxr-try-file")
+    box.send_keys(paths[0])  # the first film loads the runtime and the model from the site
+    _wait(browser, "return document.getElementById('cxr-try').dataset.done === '1'", 120, "the first film")
+    loaded = _requests(browser)
+    assert any(u.endswith("/_static/cxr-try/model.onnx") for u in loaded), loaded
+    assert all(urlparse(u.split(" ", 1)[1]).hostname == "127.0.0.1" for u in loaded if "http" in u), loaded
+
+    box.send_keys("\n".join(paths))
+    _wait(browser, "return document.getElementById('cxr-try').dataset.done === '20'", 300, "20 films")
+    assert _requests(browser) == [], "predicting films made network requests"
+    cards = browser.execute_script(_CARDS)
+    assert len(cards) == 20 and not [c for c in cards if c["error"]]
+    for c in cards:
+        name = next(f for f in expected.index if Path(f).name == c["file"])
+        want = expected.loc[name]
+        assert c["call"] == want.decision, (c, want.to_dict())
+        assert np.abs(np.array(c["proba"]) - want[list(CLASSES)].to_numpy(float)).max() < 0.02, (c, want.to_dict())
+        assert c["op"] == at_point.loc[name].decision
+        assert c["flagged"] == str(bool(want.status == predict.OOD)).lower()
+
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                            {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+    try:
+        wide = browser.execute_script("""
+            const edge = document.querySelector('article.bd-article').getBoundingClientRect().right;
+            return Array.from(document.querySelectorAll('#cxr-try *')).filter(e => {
+              const r = e.getBoundingClientRect(); return r.width > 0 && r.right > edge + 1; }).length;""")
+        assert wide == 0, f"{wide} elements of the panel run past a phone's screen"
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        browser.set_window_size(1280, 900)

@@ -4,11 +4,16 @@ Under Jupyter Book 1.x, the inline scripts of sphinx-thebe (always loaded) and
 sphinx-togglebutton end up registered twice, so every page declared `const THEBE_JS_URL` twice:
 a console error in the browser. This drops repeated script entries from every page.
 
+Chapter 08's browser panel runs the book's model with ONNX Runtime Web: when the HTML build has
+finished, `cxr.report.browser_demo.write_assets` puts the runtime (npm ci from book/web's lock
+file), the model as ONNX and its model.json in the site's _static/cxr-try/.
+
 `CXR_CELL_TIMEOUT` (seconds), when set, replaces the per-cell execution timeout of
 book/_config.yml for one build: the test build uses it so that a cell that hangs fails the
 build in minutes instead of holding CI until it is killed.
 """
 import os
+from pathlib import Path
 
 
 def _dedupe_scripts(app, pagename, templatename, context, doctree):
@@ -27,7 +32,17 @@ def _cell_timeout_from_env(app, config):
         config.nb_execution_timeout = int(os.environ["CXR_CELL_TIMEOUT"])
 
 
+def _browser_assets(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    from cxr.core.config import get_config
+    from cxr.report import browser_demo
+
+    browser_demo.write_assets(Path(app.outdir) / "_static" / browser_demo.ASSETS, get_config())
+
+
 def setup(app):
     app.connect("config-inited", _cell_timeout_from_env, priority=100)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("build-finished", _browser_assets)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -15,7 +15,7 @@ from cxr.core.files import working_dir
 from cxr.data import preprocess
 from cxr.data.reading import OK, Read
 from cxr.model import checkpoints, ood
-from cxr.report import comparisons, plots
+from cxr.report import browser_demo, comparisons, plots
 
 
 def start(profile: str | None = None) -> Config:
@@ -156,3 +156,13 @@ def site_demo(command, site: Path, films: int) -> None:
     out = demo.parent / "results.csv"
     display(results.read(out)[["file", "status", "decision", "COVID", "Normal"]].head(6).round(3))
     print("site verdict in results.csv.run.json:", results.read_run(out)["site"]["verdict"])
+
+
+def browser_panel(pred: predict.Predictor, pixels: np.ndarray, table: pd.DataFrame):
+    """Chapter 08's browser panel (`browser_demo.html`), with the still of the first test film for print."""
+    from IPython.display import HTML
+
+    first = int(np.flatnonzero((table.split == "test").to_numpy())[0])
+    example = browser_demo.still(pred, np.asarray(pixels[first]), Path(table.file[first]).name)
+    book.glue("try_point", browser_demo.OPERATING_POINT)
+    return HTML(browser_demo.html(example))
