@@ -22,6 +22,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	# which backend runs the model here; makes the shipped model's ONNX file in the cache once
+	$(VENV)/bin/cxr backends
 	touch $@
 
 setup: $(VENV)/.installed

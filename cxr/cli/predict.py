@@ -99,7 +99,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _site_check_parser(sub, on) -> None:
-    p = sub.add_parser("site-check", help="do a folder's films come from the database the model describes? "
+    p = sub.add_parser("site-check", parents=[on], help="do a folder's films come from the database the model describes? "
                                           "(and, for a labelled folder, the site's metrics)")
     p.add_argument("folder", nargs="?", metavar="FOLDER",
                    help="the site's films (any tree of images or DICOM; the database layout <class>/images/* is "
@@ -161,6 +161,26 @@ def _site_check(args: argparse.Namespace) -> int:
         out = site_report.write(args.report, site, found, pred, curve)
         print(f"wrote {out} (print it to PDF with: chromium --headless --print-to-pdf=site.pdf {out})")
     print("Research use only; not for clinical use.")
+    return 0
+
+
+def _backends_parser(sub, on) -> None:
+    p = sub.add_parser("backends", parents=[on],
+                       help="which backends run the model here, and the one --backend picks (makes its ONNX file once)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.set_defaults(func=_backends)
+
+
+def _backends(args: argparse.Namespace) -> int:
+    """`cxr backends`: every backend's state here, and what --backend (default auto) chose and why."""
+    from cxr.assess import predict
+    from cxr.model import backends
+
+    pred = predict.load(args.model, args.config)
+    for name in ("torch", *backends.PREFERENCE):
+        print(f"{name:12s} {'installed' if backends.installed(name) else 'not installed'}")
+    chosen = pred.fast.backend
+    print(f"--backend {args.config.backend}: {chosen.name} ({chosen.reason})")
     return 0
 
 
@@ -232,3 +252,4 @@ def add(sub, on) -> None:
     """Add this group's commands to `cxr`'s sub-parsers (`on`: the options of commands that run a model)."""
     _predict_parser(sub, on)
     _site_check_parser(sub, on)
+    _backends_parser(sub, on)

@@ -57,7 +57,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export_parser(sub, on) -> None:
-    p = sub.add_parser("export", help="write the shippable model (half precision, operating points, model card)")
+    p = sub.add_parser("export", parents=[on], help="write the shippable model (half precision, operating points, model card)")
     p.add_argument("--run", help="run folder (default: the full profile's final run)")
     p.add_argument("--out", help="file to write (default: the package's shipped model)")
     p.add_argument("--remeasure", action="store_true",

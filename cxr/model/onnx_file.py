@@ -63,7 +63,7 @@ class _Graph(nn.Module):
 def metadata(meta: dict) -> dict:
     """What the ONNX file tells a user who has only it (see the module docstring)."""
     trained = meta.get("config", {})
-    return {"format": "cxr-onnx", "version": 1, "classes": list(CLASSES),
+    return {"format": "cxr-onnx", "version": 2, "classes": list(CLASSES),
             "inputs": {"pixels": "uint8 (N, image_size, image_size) preprocessed grey films"},
             "outputs": {"probabilities": "(N, 4) at the temperature, in the order of classes",
                         "features": "(N, 1280) pooled features for the out-of-distribution score",

@@ -100,7 +100,8 @@ def _png(film: np.ndarray, side: int = 160) -> str:
 
 def _still_html(s: dict) -> str:
     flagged = s["ood_threshold"] is not None and s["ood_score"] > s["ood_threshold"]
-    head = ("Out of distribution: this does not look like the radiographs the model was trained on." if flagged
+    head = ("Out of distribution: this film does not look like the radiographs the model was trained on, so the "
+             "probabilities below are not to be trusted." if flagged
             else f"The model calls it <strong>{label(s['call'])}</strong>.")
     score = "–" if s["ood_score"] != s["ood_score"] else f"{s['ood_score']:.2f}"  # NaN: a model without OOD statistics
     rows = "".join(f'<tr><td>{label(c)}</td><td class="cxr-try-num">{100 * p:.1f}%</td></tr>'

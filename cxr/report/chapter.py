@@ -63,6 +63,39 @@ def predict_speed_table() -> tuple[pd.DataFrame | None, str]:
     return table, f"{speed['created'][:10]} with {speed['command']} ({speed['threads']} threads)"
 
 
+def backends_table() -> tuple[pd.DataFrame | None, str]:
+    """Chapter 08: `reports/backends.json` (`benchmarks/backends.py`) as a table (one row per backend:
+    the model alone, `cxr predict` end to end on the largest archive, peak memory, agreement with
+    PyTorch on the test split), and a sentence on what `auto` chose, when and how it was measured."""
+    rec = records.read("backends.json")
+    if rec is None:
+        return None, "not yet: reports/backends.json is missing; run python benchmarks/backends.py"
+    n = rec["default_end_to_end_files"]
+    ends = {r["backend"]: r for r in rec["end_to_end"] if r["files"] == n}
+    agree = rec["agreement"]["backends"]
+    names = {"torch eager": "PyTorch, as trained", "torch": "PyTorch (torch)", "onnxruntime": "ONNX Runtime",
+             "openvino": "OpenVINO"}
+    rows = {}
+    for s in rec["model_alone"]:
+        if "images_per_second" not in s:
+            continue
+        b, a = s["backend"], agree.get(s["backend"], {})
+        rows[names.get(b, b)] = {
+            "model alone (images/s)": round(s["images_per_second"]),
+            "against PyTorch as trained": f"{s['over_torch_eager']:.2f}x",
+            f"cxr predict, {n:,} files (images/s)": round(ends[b]["images_per_second"]) if b in ends else "",
+            "peak memory (MB)": round(ends[b]["peak_memory_mb"]) if b in ends else "",
+            "test calls as PyTorch's": (f"{a['call_agreement']:.1%} ({a['calls_differing']} differ)" if a.get("installed")
+                                        else "the reference" if b.startswith("torch") else "not installed")}
+    flags = ", ".join(f for f in rec["cpu_flags"] if f.startswith(("avx", "amx")) or "vnni" in f or "bf16" in f)
+    # a glued sentence is plain text: no Markdown in it
+    said = (f"The default (auto) chose {names.get(rec['default'], rec['default'])} here ({rec['default_reason']}). "
+            f"Measured {rec['created'][:10]} with {rec['command']} on {rec['cores']} cores of an {rec['machine']} "
+            f"({flags}); the model alone: batches of 32 preprocessed films; end to end: cxr predict on an archive "
+            f"tree, the site check on.")
+    return pd.DataFrame(rows).T, said
+
+
 def segmenter_words(seg: dict | None, audit: dict) -> dict[str, str]:
     """Chapter 05's sentences on the lung segmenter: its held-out Dice (`seg`, its record while it
     describes the shipped weights), its speed and size (`reports/segmenter_speed.json`), and where

@@ -162,7 +162,7 @@
     Object.assign(div.dataset, {call, probabilities: JSON.stringify(proba), ood: String(score), flagged: String(!!flagged)});
     if (op) div.dataset.opCall = op.call;
     const headline = flagged
-      ? `<span class="cxr-try-ood">Out of distribution: this does not look like the radiographs the model was trained on, so its probabilities below describe nothing it learned.</span>`
+      ? `<span class="cxr-try-ood">Out of distribution: this film does not look like the radiographs the model was trained on, so the probabilities below are not to be trusted.</span>`
       : `The model calls it <strong>${esc(label(call))}</strong>.`;
     const rows = meta.classes.map((c, i) => `<tr><td>${esc(label(c))}</td><td class="cxr-try-num">${pct(proba[i])}</td></tr>`).join("");
     div.innerHTML = `<p><strong>${esc(file.name)}</strong>: ${headline}</p>
