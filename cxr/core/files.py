@@ -19,17 +19,33 @@ def ensure(path: Path) -> Path:
 
 
 def _atomic(path: str | Path, write, suffix: str = "") -> Path:
-    """Call `write(tmp_path)`, then move the temporary file to `path`."""
+    """Call `write(tmp_path)`, then move the temporary file to `path`, with the permissions a plain
+    `open` would have given it (mkstemp's temporary file is private to its owner: a record or a
+    built site's file would stay unreadable to a web server or a colleague)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".tmp-", suffix=suffix, dir=ensure(path.parent))
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _umask() -> int:
+    """The process's umask: read from Linux's /proc (setting it to read it back is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def json_default(o):
