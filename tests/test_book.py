@@ -619,7 +619,8 @@ def test_the_browser_panel_gives_cxr_predicts_calls_and_sends_nothing(browser, s
     _wait(browser, "return document.getElementById('cxr-try').dataset.done === '1'", 120, "the first film")
     loaded = _requests(browser)
     assert any(u.endswith("/_static/cxr-try/model.onnx") for u in loaded), loaded
-    assert all(urlparse(u.split(" ", 1)[1]).hostname == "127.0.0.1" for u in loaded if "http" in u), loaded
+    urls = [urlparse(u.split(" ", 1)[1]) for u in loaded]
+    assert all(u.hostname == "127.0.0.1" for u in urls if u.scheme in ("http", "https")), loaded
 
     browser.execute_script("arguments[0].value = ''", box)  # a file box with `multiple` adds to what it holds
     box.send_keys("\n".join(paths))
@@ -634,6 +635,22 @@ def test_the_browser_panel_gives_cxr_predicts_calls_and_sends_nothing(browser, s
         assert np.abs(np.array(c["proba"]) - want[list(CLASSES)].to_numpy(float)).max() < 0.02, (c, want.to_dict())
         assert c["op"] == at_point.loc[name].decision
         assert c["flagged"] == str(bool(want.status == predict.OOD)).lower()
+
+    # what the page cannot read as cxr predict does gets a card that says why, and the rest goes on
+    import cv2
+
+    bad = {"deep.png": (np.arange(96 * 96).reshape(96, 96) * 7).astype(np.uint16), "small.png": np.zeros((40, 40), np.uint8)}
+    folder = site.parent.parent / "panel-inputs"
+    folder.mkdir(exist_ok=True)
+    for name, arr in bad.items():
+        cv2.imwrite(str(folder / name), arr)
+    (folder / "notes.txt").write_text("not a film")
+    browser.execute_script("arguments[0].value = ''", box)
+    box.send_keys("\n".join(str(folder / n) for n in ("deep.png", "small.png", "notes.txt")) + "\n" + paths[0])
+    _wait(browser, "return document.getElementById('cxr-try').dataset.done === '4'", 60, "4 files")
+    cards = {c["file"]: c for c in browser.execute_script(_CARDS)}
+    assert "16-bit PNG" in cards["deep.png"]["error"] and "too small (40x40" in cards["small.png"]["error"]
+    assert "not a decodable image" in cards["notes.txt"]["error"] and cards[Path(paths[0]).name]["call"]
 
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                             {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})

@@ -52,6 +52,11 @@
 
   // bytes of a PNG or JPEG -> 8-bit grey pixels, as OpenCV's decoder and cvtColor give them
   async function decodeGray(file) {
+    // a 16-bit PNG: the browser would keep its high byte, where cxr predict rescales min to max
+    const head = new Uint8Array(await file.slice(0, 26).arrayBuffer());
+    if (head.length >= 26 && head[0] === 0x89 && head[1] === 0x50 && head[24] === 16) {
+      throw new Error("a 16-bit PNG: the browser reads it as 8-bit, not as cxr predict does; use cxr predict");
+    }
     let bitmap;
     try {
       bitmap = await createImageBitmap(file, {colorSpaceConversion: "none", premultiplyAlpha: "none"});
