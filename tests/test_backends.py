@@ -59,6 +59,24 @@ def test_auto_takes_the_first_runtime_that_agrees_and_falls_back_to_torch(shippe
         backends.runner(network, meta, registry.SHIPPED, config.replace(backend="tensorrt"))
 
 
+@pytest.mark.skipif(not RUNTIMES, reason="no runtime installed")
+@pytest.mark.parametrize("input_size", [128, 100])
+def test_a_model_that_shrinks_its_films_exports_and_agrees(shipped, tmp_path, input_size):
+    """A model trained at a smaller input than its films (the smoke profile's 128 px from 224 px
+    films) shrinks them inside the ONNX graph as `features.to_tensor` does, sizes that do not divide included."""
+    from cxr.core.files import save_state
+
+    network, meta, config = shipped
+    state = dict(checkpoints.read_checkpoint(registry.SHIPPED), input_size=input_size)
+    save_state(tmp_path / "small.pt", state)
+    small, small_meta = checkpoints.load_model(tmp_path / "small.pt", "cpu")
+    run = backends.runner(small, small_meta, tmp_path / "small.pt", config.replace(backend=RUNTIMES[0], cache_dir=tmp_path))
+    assert backends.name_of(run) == RUNTIMES[0]
+    films = backends.probe_films(224, n=3, seed=5)
+    mine = checkpoints.forward(run, films, input_size, ("proba",))["proba"]
+    assert np.abs(mine - checkpoints.forward(small, films, input_size, ("proba",))["proba"]).max() < 1e-4
+
+
 def test_the_onnx_file_is_made_once_per_checkpoint(shipped, tmp_path):
     _, _, config = shipped
     config = config.replace(cache_dir=tmp_path)

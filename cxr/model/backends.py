@@ -142,9 +142,10 @@ def probe_films(size: int, n: int = PROBE, seed: int = 0) -> np.ndarray:
     return np.stack(films)
 
 
-def disagreement(compiled: Compiled, network, size: int) -> tuple[float, float]:
-    """(largest probability difference, largest relative feature difference) from PyTorch on the probe."""
-    films = probe_films(size)
+def disagreement(compiled: Compiled, network, size: int, image_size: int | None = None) -> tuple[float, float]:
+    """(largest probability difference, largest relative feature difference) from PyTorch on the
+    probe: films of `image_size` (what preprocessing gives), the model's input `size`."""
+    films = probe_films(image_size or size)
     mine = compiled.run_pixels(films, ("proba", "features"))
     ref = forward(network, films, size, ("proba", "features"))
     scale = np.abs(ref["features"]).max() + 1e-6
@@ -180,7 +181,11 @@ def runner(network, meta: dict, checkpoint: str | Path, config: Config):
         raise BackendUnavailable(f"--backend {asked} runs on the CPU, but the model is on the GPU: use --backend auto "
                                  "(PyTorch on CUDA) or --device cpu.")
     tried = []
+    key = (str(Path(checkpoint).resolve()), Path(checkpoint).stat().st_mtime_ns)
     for name in ([asked] if asked != "auto" else list(PREFERENCE)):
+        if asked == "auto" and (key, name) in _FAILED:  # tried in this process already: not again
+            tried.append(f"{name} {_FAILED[key, name]}")
+            continue
         if not installed(name):
             if asked != "auto":
                 raise BackendUnavailable(f"--backend {name}: the {PACKAGES[name]} package is not installed here: "
@@ -189,11 +194,12 @@ def runner(network, meta: dict, checkpoint: str | Path, config: Config):
             continue
         try:
             compiled = Compiled(name, onnx_file(checkpoint, config), network)
-            dp, df = disagreement(compiled, fast, meta["input_size"])
+            dp, df = disagreement(compiled, fast, meta["input_size"], meta.get("config", {}).get("image_size"))
         except Exception as e:  # noqa: BLE001 - a runtime that cannot run this model is passed over, and said
             if asked != "auto":
                 raise BackendUnavailable(f"--backend {name} could not run this model ({type(e).__name__}: {e}).") from e
-            tried.append(f"{name} failed ({type(e).__name__})")
+            _FAILED[key, name] = f"failed ({type(e).__name__})"
+            tried.append(f"{name} {_FAILED[key, name]}")
             continue
         if dp <= TOLERANCE and df <= TOLERANCE:
             return _tagged(compiled, Choice(name, "asked for" if asked != "auto" else
@@ -203,6 +209,11 @@ def runner(network, meta: dict, checkpoint: str | Path, config: Config):
                                      f"features by {df:.2g}, above {TOLERANCE}): use --backend torch.")
         tried.append(f"{name} disagreed ({dp:.1g})")
     return _tagged(fast, Choice("torch", "no runtime usable here: " + "; ".join(tried)))
+
+
+#: runtimes that could not run a checkpoint (by path and modification time) in this process: `auto`
+#: does not export and fail again for every record that asks
+_FAILED: dict[tuple, str] = {}
 
 
 def _tagged(model, choice: Choice):

@@ -42,6 +42,18 @@ PREPROCESSING = ("read the film as 8-bit grey (colour through OpenCV's grey conv
                  "(N, image_size, image_size): the graph scales it to [0, 1] itself")
 
 
+def area_matrix(source: int, target: int) -> torch.Tensor:
+    """(target, source): row i averages the input pixels of adaptive average pooling's bin i,
+    floor(i * source / target) to ceil((i + 1) * source / target). `A @ x @ A.T` is
+    `F.adaptive_avg_pool2d(x, target)` (what `features.to_tensor`'s "area" mode computes) for any
+    pair of sizes; the ONNX exporter takes that pooling only when one size divides the other."""
+    m = torch.zeros(target, source)
+    for i in range(target):
+        start, end = (i * source) // target, -(-((i + 1) * source) // target)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
 class _Graph(nn.Module):
     """uint8 films -> (tempered probabilities, pooled features, logits), one pass."""
 
@@ -49,12 +61,15 @@ class _Graph(nn.Module):
         super().__init__()
         self.model, self.image_size, self.input_size = model, image_size, input_size
         self.register_buffer("inverse_temperature", torch.tensor(1.0 / temperature, dtype=torch.float32))
+        if image_size > input_size:
+            self.register_buffer("area", area_matrix(image_size, input_size))
 
     def forward(self, pixels: torch.Tensor):
         x = pixels.float().div(255.0).unsqueeze(1)
-        if self.image_size != self.input_size:  # as checkpoints.forward: bilinear up, area (mean pooling) down
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False) \
-                if self.image_size < self.input_size else F.adaptive_avg_pool2d(x, self.input_size)
+        if self.image_size < self.input_size:  # as features.to_tensor: bilinear up, area (mean pooling) down
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        elif self.image_size > self.input_size:
+            x = torch.matmul(torch.matmul(self.area, x), self.area.t())
         fmap = self.model.features(x)
         logits = self.model.head(fmap)
         return (logits * self.inverse_temperature).softmax(1), fmap.mean((2, 3)), logits
