@@ -201,3 +201,23 @@ def test_the_input_rule_reads_the_lungs_before_accuracy_and_the_targets_before_b
     assert targets.choose_input([whole, half]) == 1  # neither reads the lungs: the one that needs them more
     assert targets.choose_input([lungs, lungs | {"balanced_accuracy": 0.94}]) == 1
     assert targets.choose_input([lungs, dict(lungs)]) == 0  # a tie goes to the first
+
+
+def test_the_outside_rule_reads_the_floors_then_the_outside_normals_then_balanced_accuracy():
+    """Issue 38's rule on a toy table (`targets.choose_for_outside`)."""
+    sens = {"COVID": 0.95, "Lung_Opacity": 0.88, "Normal": 0.97, "Viral Pneumonia": 0.96}
+    whole = {"accuracy": 0.968, "sensitivity": sens, "twin_agreement": 0.975, "balanced_accuracy": 0.95,
+             "site_normal_called_covid": 0.33}
+    lungs = whole | {"accuracy": 0.95, "balanced_accuracy": 0.93, "site_normal_called_covid": 0.155}
+    assert targets.choose_for_outside([whole, lungs]) == 1  # fewer outside normals called COVID-19 wins
+    # a floor missed loses first, however good outside: twins, Lung Opacity, COVID-19, accuracy
+    for worse in ({"twin_agreement": 0.955}, {"sensitivity": sens | {"Lung_Opacity": 0.84}},
+                  {"sensitivity": sens | {"COVID": 0.92}}, {"accuracy": 0.93}, {"twin_agreement": float("nan")}):
+        assert targets.choose_for_outside([whole, lungs | worse | {"site_normal_called_covid": 0.0}]) == 0
+    assert targets.choose_for_outside([lungs | {"twin_agreement": 0.96}, whole]) == 0  # exactly on a floor meets it
+    # the same outside share: balanced accuracy decides; a missing share counts as the worst
+    assert targets.choose_for_outside([lungs, lungs | {"balanced_accuracy": 0.94}]) == 1
+    assert targets.choose_for_outside([lungs | {"site_normal_called_covid": None}, whole]) == 1
+    assert targets.choose_for_outside([lungs, dict(lungs)]) == 0  # a tie goes to the first
+    with pytest.raises(ValueError):
+        targets.choose_for_outside([])

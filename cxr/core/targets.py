@@ -4,6 +4,10 @@ One place for both: training uses the rule to pick its best epoch, the shortcut 
 run comparison use it to pick the model that ships, and the chapters and the README read the
 targets from here. The rule sees validation numbers and the audit twins of validation originals
 only; test and external numbers are reported as they fall, never used to choose.
+
+Issue 38's rule for the model that ships, `choose_for_outside`, adds one outside criterion after
+the floors: the share of one outside hospital's normal films called COVID-19. It is committed here
+before any of that issue's candidates is measured, and nothing calls it yet.
 """
 from __future__ import annotations
 
@@ -98,3 +102,40 @@ def choose_input(candidates: list[dict]) -> int:
     Each candidate: twin_agreement, sensitivity (per class), balanced_accuracy and
     lungs_hidden_balanced_accuracy, all on validation."""
     return max(range(len(candidates)), key=lambda i: (input_key(candidates[i]), -i))
+
+
+# --------------------------------------------------------------------------- choosing for the outside (issue 38)
+#: the floors a candidate must meet on database validation before the outside criterion counts
+OUTSIDE_FLOORS = {"accuracy": 0.94, "COVID sensitivity": 0.93, "Lung_Opacity sensitivity": 0.85,
+                  "twin_agreement": 0.96}
+
+
+def outside_key(numbers: dict) -> tuple:
+    """Larger is better. First, meeting every floor of `OUTSIDE_FLOORS` on database validation
+    (accuracy, COVID-19 and Lung Opacity sensitivity, agreement on the audit twins of validation
+    originals); then the lowest share of one outside hospital's normal films called COVID-19
+    (`site_normal_called_covid`, on ../shared/cxr-site-normal); then higher validation balanced
+    accuracy. A number that is missing (None or nan) misses its floor."""
+    def at_least(value, floor):
+        return value is not None and value == value and value >= floor - 1e-9
+
+    sens = numbers["sensitivity"]
+    meets = (at_least(numbers["accuracy"], OUTSIDE_FLOORS["accuracy"])
+             and at_least(sens.get("COVID"), OUTSIDE_FLOORS["COVID sensitivity"])
+             and at_least(sens.get("Lung_Opacity"), OUTSIDE_FLOORS["Lung_Opacity sensitivity"])
+             and at_least(numbers["twin_agreement"], OUTSIDE_FLOORS["twin_agreement"]))
+    share = numbers["site_normal_called_covid"]
+    share = 1.0 if share is None or share != share else share
+    return (meets, -round(share, 4), round(numbers["balanced_accuracy"], 4))
+
+
+def choose_for_outside(candidates: list[dict]) -> int:
+    """The index of the model to ship by `outside_key`; ties go to the first. Written and committed
+    before any candidate of issue 38 was measured on the outside hospital's normals. Each candidate:
+    accuracy, sensitivity (per class), twin_agreement and balanced_accuracy on database validation,
+    and site_normal_called_covid (the share of ../shared/cxr-site-normal called COVID-19: one
+    outside hospital's normals, used to choose, never to train). External radiographs
+    (../shared/cxr-external-dev) are never given to it."""
+    if not candidates:
+        raise ValueError("No candidates to choose from.")
+    return max(range(len(candidates)), key=lambda i: (outside_key(candidates[i]), -i))
