@@ -23,6 +23,8 @@ def test_the_page_gets_the_onnx_files_metadata_and_the_operating_point(model_fil
     assert meta["preprocessing"]["image_size"] and meta["ood"]["threshold"] > 0 and meta["min_side"] == 64
     assert browser_demo.OPERATING_POINT in meta["operating_points"]
     assert meta["book_operating_point"] == browser_demo.OPERATING_POINT
+    assert meta["labels"] == ["COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"]
+    assert meta["ood_warning"] == browser_demo.OOD_WARNING
 
 
 def test_the_panel_carries_its_script_and_a_still_of_cxr_predicts_answer(model_file):  # noqa: F811

@@ -32,7 +32,7 @@ from cxr.assess.audit import load_twins
 from cxr.core import metrics
 from cxr.core.book import interval, moved_to
 from cxr.core.config import CLASSES, Config, cache_key
-from cxr.core.files import save_state
+from cxr.core.files import save_state, sha256_of
 from cxr.core.metrics import wilson
 from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.preprocess import load_pixels
@@ -78,8 +78,7 @@ def database_features(checkpoint: str | Path, config: Config, progress: bool = F
     root, table = load_table(config)
     pixels = load_pixels(root, table, pixel_config(meta, config),
                          progress=progress)
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    key = cache_key(["pooled", digest, pixels_key(pixels)], "pooled")
+    key = cache_key(["pooled", sha256_of(checkpoint), pixels_key(pixels)], "pooled")
     path = Path(config.cache_dir) / f"pooled-{key}.npz"
     if not path.exists():
         feats = pooled_features(model, np.asarray(pixels), meta["input_size"])

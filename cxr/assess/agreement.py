@@ -24,13 +24,10 @@ TARGETS = {"call_agreement_at_least": 0.995, "accuracy_within_points": 0.3, "cov
            "ood_flag_rate_within": (0.005, 0.02)}
 
 
-def outputs(model: Model, backend: str, config: Config, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Tempered probabilities and pooled features of `pixels` under `backend`."""
-    network, meta = model.loaded
-    run = backends.runner(network, meta, model.checkpoint, config.replace(backend=backend))
+def outputs(run, meta: dict, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Tempered probabilities and pooled features of `pixels` through `run` (a `backends.runner`)."""
     out = checkpoints.forward(run, pixels, meta["input_size"], ("proba", "features"))
-    return {"proba": temper(out["proba"], float(meta.get("temperature", 1.0))), "features": out["features"],
-            "backend": backends.name_of(run)}
+    return {"proba": temper(out["proba"], float(meta.get("temperature", 1.0))), "features": out["features"]}
 
 
 def measure(model: Model, config: Config, names=("onnxruntime", "openvino")) -> dict:
@@ -46,9 +43,10 @@ def measure(model: Model, config: Config, names=("onnxruntime", "openvino")) -> 
     check = site_check.unpack(meta.get("site_check"))
 
     def run(name):
-        out = {s: outputs(model, name, config, px[s]) for s in px}
+        runner = backends.runner(network, meta, model.checkpoint, config.replace(backend=name))
+        out = {s: outputs(runner, meta, px[s]) for s in px}
         t = out["test"]
-        record = {"backend": out["test"]["backend"], "accuracy": accuracy_from_proba(y, t["proba"]),
+        record = {"backend": backends.name_of(runner), "accuracy": accuracy_from_proba(y, t["proba"]),
                   "covid_sensitivity": class_sensitivity(y, t["proba"])["COVID"]}
         if meta.get("ood"):
             record["ood_flag_rate_val"] = float(ood.flagged(meta["ood"], ood.score(meta["ood"], out["val"]["features"])).mean())

@@ -4,6 +4,7 @@ encoder for numpy values."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,11 @@ def _atomic(path: str | Path, write, suffix: str = "") -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def sha256_of(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes (a checkpoint's, for the caches made from it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _umask() -> int:

@@ -21,21 +21,21 @@ asked for by name is an error.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cxr.core.config import BACKEND_ENV, BACKENDS, Config, cache_key
-from cxr.core.files import ensure_dir
-from cxr.core.runtime import model_device, show_progress
+from cxr.core.files import ensure_dir, sha256_of
+from cxr.core.runtime import model_device
 from cxr.model.architectures import folded
 from cxr.model.checkpoints import forward, load_model
 from cxr.model.onnx_file import OPSET, export
 
+#: what a runtime runs of the ONNX file: the logits (the softmax is `checkpoints.forward`'s) and the features
+OUTPUTS = ["logits", "features"]
 #: the CPU runtimes `auto` tries, fastest first (benchmarks/backends.py on the development machines)
 PREFERENCE = ("openvino", "onnxruntime")
 #: the largest class-probability difference from PyTorch the probe accepts
@@ -71,8 +71,7 @@ def installed(name: str) -> bool:
 def onnx_file(checkpoint: str | Path, config: Config) -> Path:
     """The model of `checkpoint` as an ONNX file in the cache (`onnx_file.export`), made once per
     checkpoint file (its SHA-256) and export version."""
-    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    path = Path(config.cache_dir) / f"onnx-{cache_key([digest, OPSET], 'onnx')}.onnx"
+    path = Path(config.cache_dir) / f"onnx-{cache_key([sha256_of(checkpoint), OPSET], 'onnx')}.onnx"
     if not path.exists():
         ensure_dir(path.parent)
         export(checkpoint, path)
@@ -87,8 +86,8 @@ def threads() -> int:
 
 
 class Compiled:
-    """A model's ONNX file in a runtime: what `checkpoints.forward` calls instead of a network
-    (`run_pixels`). `network` keeps the PyTorch model, for what needs it (Grad-CAM)."""
+    """A model's ONNX file in a runtime: what `checkpoints.forward` runs instead of a network, one
+    batch at a time (`run_batch`). `network` keeps the PyTorch model, for what needs it (Grad-CAM)."""
 
     def __init__(self, name: str, path: Path, network):
         self.name, self.path, self.network = name, Path(path), network
@@ -98,14 +97,14 @@ class Compiled:
             options = ort.SessionOptions()
             options.intra_op_num_threads = threads()
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            self._run = lambda x: session.run(["logits", "features"], {"pixels": x})
+            self._run = lambda x: session.run(OUTPUTS, {"pixels": x})
         elif name == "openvino":
             import openvino as ov
 
             compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                                   "INFERENCE_NUM_THREADS": threads()})
             request = compiled.create_infer_request()
-            outputs = [compiled.output("logits"), compiled.output("features")]
+            outputs = [compiled.output(name) for name in OUTPUTS]
 
             def run(x):
                 got = request.infer({"pixels": x})
@@ -114,20 +113,9 @@ class Compiled:
         else:
             raise ValueError(f"no runtime {name!r}")
 
-    def run_pixels(self, pixels: np.ndarray, outputs=("proba",), batch: int = 64, progress: bool = False,
-                   desc: str = "predict") -> dict[str, np.ndarray]:
-        """As `checkpoints.forward`: "proba" (before temperature scaling) and/or "features"."""
-        out = {k: [] for k in outputs}
-        for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
-            logits, feats = self._run(np.ascontiguousarray(pixels[i:i + batch], np.uint8))
-            if "proba" in outputs:
-                z = logits - logits.max(1, keepdims=True)
-                e = np.exp(z)
-                out["proba"].append((e / e.sum(1, keepdims=True)).astype(np.float32))
-            if "features" in outputs:
-                out["features"].append(np.asarray(feats, np.float32))
-        empty = {"proba": (0, 4), "features": (0, 1280)}
-        return {k: np.concatenate(v) if v else np.zeros(empty[k], np.float32) for k, v in out.items()}
+    def run_batch(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """(logits (N, 4), pooled features (N, 1280)) of one batch of preprocessed uint8 films."""
+        return [np.asarray(a, np.float32) for a in self._run(np.ascontiguousarray(pixels, np.uint8))]
 
 
 def probe_films(size: int, n: int = PROBE, seed: int = 0) -> np.ndarray:
@@ -146,7 +134,7 @@ def disagreement(compiled: Compiled, network, size: int, image_size: int | None 
     """(largest probability difference, largest relative feature difference) from PyTorch on the
     probe: films of `image_size` (what preprocessing gives), the model's input `size`."""
     films = probe_films(image_size or size)
-    mine = compiled.run_pixels(films, ("proba", "features"))
+    mine = forward(compiled, films, size, ("proba", "features"))
     ref = forward(network, films, size, ("proba", "features"))
     scale = np.abs(ref["features"]).max() + 1e-6
     return float(np.abs(mine["proba"] - ref["proba"]).max()), float(np.abs(mine["features"] - ref["features"]).max() / scale)
@@ -168,7 +156,7 @@ def load(checkpoint: str | Path, config: Config) -> tuple[object, dict]:
 def runner(network, meta: dict, checkpoint: str | Path, config: Config):
     """What bulk prediction runs for `config.backend`: the folded PyTorch network, or a `Compiled`
     runtime that passed the agreement probe. `runner(...).backend` says which and why."""
-    asked = check_name(getattr(config, "backend", "auto"))
+    asked = check_name(config.backend)
     fast = folded(network)
     on_gpu = model_device(network).type != "cpu"
     if not hasattr(network, "head"):  # only an EfficientNet-Lite0 exports (onnx_file): a ResNet50 runs in PyTorch

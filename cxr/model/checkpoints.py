@@ -88,21 +88,27 @@ def forward(model: torch.nn.Module, pixels: np.ndarray, size: int, outputs=("pro
     """The one batched forward pass of a trained model over preprocessed uint8 images (N, S, S):
     the outputs asked for, "proba" (class probabilities (N, 4), before temperature scaling) and
     "features" (the pooled last feature map (N, 1280) of an EfficientNet-Lite0), from one pass.
-    `model` may be a runtime from `cxr.model.backends.runner`, which runs the same pass itself."""
-    if hasattr(model, "run_pixels"):
-        return model.run_pixels(pixels, outputs, batch, progress, desc)
-    model = for_inference(model, len(pixels), batch)
-    dev = model_device(model)
+    `model` may be a runtime from `cxr.model.backends.runner`, whose `run_batch` gives a batch's
+    logits and pooled features."""
+    runtime = getattr(model, "run_batch", None)
+    if runtime is None:
+        model = for_inference(model, len(pixels), batch)
+        dev = model_device(model)
     out = {k: [] for k in outputs}
     for i in tqdm(range(0, len(pixels), batch), desc=desc, disable=not show_progress(progress)):
-        x = to_tensor(pixels[i:i + batch], size, dev)
-        with autocast(dev):
-            if "features" in outputs:
-                fmap = model.features(x)
-                out["features"].append(to_numpy(fmap.float().mean((2, 3))))
-                logits = model.head(fmap) if "proba" in outputs else None
-            else:
-                logits = model(x)
+        if runtime is not None:
+            logits, pooled = (torch.from_numpy(a) for a in runtime(pixels[i:i + batch]))
+        else:
+            x = to_tensor(pixels[i:i + batch], size, dev)
+            with autocast(dev):
+                if "features" in outputs:
+                    fmap = model.features(x)
+                    pooled = fmap.float().mean((2, 3))
+                    logits = model.head(fmap) if "proba" in outputs else None
+                else:
+                    logits = model(x)
+        if "features" in outputs:
+            out["features"].append(to_numpy(pooled))
         if "proba" in outputs:
             out["proba"].append(to_numpy(logits.float().softmax(1)))
     empty = {"proba": (0, len(CLASSES)), "features": (0, 1280)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import html as html_text
-import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +39,9 @@ WEB = repo_root() / "book" / "web"
 #: the files of onnxruntime-web the page loads: the WebAssembly-only build
 RUNTIME = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
 SCRIPT = Path(__file__).parents[1] / "static" / "try.js"
+#: the card's headline when the out-of-distribution score is above its threshold
+OOD_WARNING = ("Out of distribution: this film does not look like the radiographs the model was trained on, so the "
+               "probabilities below are not to be trusted.")
 
 
 def runtime_dir(web: Path = WEB) -> Path:
@@ -59,8 +61,10 @@ def runtime_dir(web: Path = WEB) -> Path:
 
 def model_json(onnx: Path) -> dict:
     """What the page needs of the model: the ONNX file's metadata, the smallest side `cxr predict`
-    reads, and the operating point the panel shows."""
-    return read_metadata(onnx) | {"min_side": MIN_SIDE, "book_operating_point": OPERATING_POINT}
+    reads, the operating point the panel shows, and its words (the classes as it writes them, the
+    out-of-distribution warning), the same as the still's."""
+    return read_metadata(onnx) | {"min_side": MIN_SIDE, "book_operating_point": OPERATING_POINT,
+                                  "labels": [label(c) for c in CLASSES], "ood_warning": OOD_WARNING}
 
 
 def write_assets(dest: Path, config: Config) -> list[Path]:
@@ -100,8 +104,7 @@ def _png(film: np.ndarray, side: int = 160) -> str:
 
 def _still_html(s: dict) -> str:
     flagged = s["ood_threshold"] is not None and s["ood_score"] > s["ood_threshold"]
-    head = ("Out of distribution: this film does not look like the radiographs the model was trained on, so the "
-             "probabilities below are not to be trusted." if flagged
+    head = (f'<span class="cxr-try-ood">{OOD_WARNING}</span>' if flagged
             else f"The model calls it <strong>{label(s['call'])}</strong>.")
     score = "–" if s["ood_score"] != s["ood_score"] else f"{s['ood_score']:.2f}"  # NaN: a model without OOD statistics
     rows = "".join(f'<tr><td>{label(c)}</td><td class="cxr-try-num">{100 * p:.1f}%</td></tr>'

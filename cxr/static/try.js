@@ -149,7 +149,6 @@
 
   const pct = (p) => (100 * p).toFixed(1) + "%";
   const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
-  const label = (c) => c.replace(/_/g, " ").replace(/^COVID$/, "COVID-19");
 
   function card(file, result) {
     const div = document.createElement("div");
@@ -161,15 +160,15 @@
       return div;
     }
     const {meta, proba, score} = result;
-    const call = meta.classes[proba.indexOf(Math.max(...proba))];
+    const top = proba.indexOf(Math.max(...proba)), call = meta.classes[top];
     const op = result.op;
     const flagged = meta.ood && score > meta.ood.threshold;
     Object.assign(div.dataset, {call, probabilities: JSON.stringify(proba), ood: String(score), flagged: String(!!flagged)});
     if (op) div.dataset.opCall = op.call;
     const headline = flagged
-      ? `<span class="cxr-try-ood">Out of distribution: this film does not look like the radiographs the model was trained on, so the probabilities below are not to be trusted.</span>`
-      : `The model calls it <strong>${esc(label(call))}</strong>.`;
-    const rows = meta.classes.map((c, i) => `<tr><td>${esc(label(c))}</td><td class="cxr-try-num">${pct(proba[i])}</td></tr>`).join("");
+      ? `<span class="cxr-try-ood">${esc(meta.ood_warning)}</span>`
+      : `The model calls it <strong>${esc(meta.labels[top])}</strong>.`;
+    const rows = meta.labels.map((c, i) => `<tr><td>${esc(c)}</td><td class="cxr-try-num">${pct(proba[i])}</td></tr>`).join("");
     div.innerHTML = `<p><strong>${esc(file.name)}</strong>: ${headline}</p>
 <table class="cxr-try-table"><tbody>${rows}
 ${op ? `<tr><td>at ${esc(op.name)} (COVID-19 sensitivity ${pct(op.target)} on validation)</td><td class="cxr-try-num">${esc(op.call)}</td></tr>` : ""}
