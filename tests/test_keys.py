@@ -93,6 +93,26 @@ def test_a_run_key_reads_only_the_fields_of_its_approach(home, cfg, dataset, mon
     assert registry.run_key(cfg, "finetune", table.assign(sha256=table.sha256[::-1].to_numpy())) != key["finetune"]
 
 
+#: the libraries a key must read, pinned here to fixed versions, and the key they give
+FIXED_LIBRARIES = {"numpy": "1", "opencv": "2", "pillow": "3", "torch": "4", "albumentations": "5"}
+GOLDEN_KEY = "e14c476245731fe5"
+
+
+def test_every_key_reads_the_versions_of_the_libraries_that_compute_it(monkeypatch):
+    """A cache written under one OpenCV (or numpy, Pillow, torch, albumentations) is never read under
+    another: the golden digest fails when the versions are left out of the recipe, and each library
+    alone renames the key."""
+    from cxr.core import config
+
+    assert set(config.library_versions()) >= set(FIXED_LIBRARIES)
+    assert config.library_versions()["opencv"] != "absent"
+    monkeypatch.setattr(config, "library_versions", lambda: dict(FIXED_LIBRARIES))
+    assert config.cache_key(["golden", 1], "pixels") == GOLDEN_KEY
+    for name in FIXED_LIBRARIES:
+        monkeypatch.setattr(config, "library_versions", lambda n=name: FIXED_LIBRARIES | {n: "other"})
+        assert config.cache_key(["golden", 1], "pixels") != GOLDEN_KEY, name
+
+
 @pytest.fixture
 def tiny(home: Path, tmp_path: Path, monkeypatch):
     ds = write_dataset(tmp_path / "tiny", per_class=10)

@@ -8,7 +8,9 @@ every notebook. The profile comes from the environment variable ``CXR_PROFILE`` 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
 from dataclasses import dataclass, field
@@ -185,13 +187,43 @@ def source_hash(names: tuple[str, ...] | None = None) -> str:
     return h.hexdigest()[:12]
 
 
+#: the libraries whose code decides what is cached and trained (decoding, resizing, augmenting, the
+#: arithmetic), each as the distributions that may provide it: every key reads their installed
+#: versions, so a cache written under one OpenCV is never read under another (issue 38)
+KEYED_LIBRARIES = {
+    "numpy": ("numpy",),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python-headless", "opencv-contrib-python"),
+    "pillow": ("pillow",),
+    "torch": ("torch",),
+    "albumentations": ("albumentations",),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def library_versions() -> dict[str, str]:
+    """The installed version of each of `KEYED_LIBRARIES` ("absent" where none is installed), read
+    from the installed metadata without importing the libraries."""
+    out = {}
+    for name, dists in KEYED_LIBRARIES.items():
+        for dist in dists:
+            try:
+                out[name] = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        else:
+            out[name] = "absent"
+    return out
+
+
 def cache_key(parts, path: str) -> str:
     """The one cache-key recipe: a hash of everything that decides a cached file's content, the
-    inputs (`parts`, anything JSON can write) and the explicit version of the code path that
-    computes it (`path`, a name in VERSIONS)."""
+    inputs (`parts`, anything JSON can write), the explicit version of the code path that computes
+    it (`path`, a name in VERSIONS) and the versions of the libraries that compute it
+    (`library_versions`)."""
     if path not in VERSIONS:
         raise KeyError(f"no version for code path {path!r}: add it to cxr.core.config.VERSIONS")
-    blob = json.dumps([parts, path, VERSIONS[path]], sort_keys=True, default=str)
+    blob = json.dumps([parts, path, VERSIONS[path], library_versions()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
