@@ -97,9 +97,40 @@ def _lung_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outside_compare_parser(sub, on) -> None:
+    p = sub.add_parser("outside-compare", parents=[on], help="issue 38's candidates for hospitals the model has never "
+                       "seen, measured alike (database, shortcut measures, outside films), and the one the rule "
+                       "chooses (reports/outside.json)")
+    p.add_argument("--model", action="append", metavar="NAME=CHECKPOINT",
+                   help="use this checkpoint for one of the candidates' models (repeatable; default: the profile's runs)")
+    p.add_argument("--out", help="record to write (default: <reports>/outside.json)")
+    p.set_defaults(func=_outside_compare)
+
+
+def _outside_compare(args: argparse.Namespace) -> int:
+    from cxr.model import registry
+    from cxr.report import outside_experiment
+
+    config = args.config
+    given = dict(item.partition("=")[::2] for item in args.model or [])
+    models = {}
+    for name in sorted({m for members, _ in outside_experiment.CANDIDATES.values() for m in members}):
+        try:
+            models[name] = Path(given[name]) if name in given else (
+                registry.shipped(config).checkpoint if name == "shipped" else registry.find_run(name, config).checkpoint)
+        except registry.MissingModel as e:
+            print(f"left out: {e}")
+    out = Path(args.out) if args.out else config.reports_dir / "outside.json"
+    rec = outside_experiment.record(models, config, out, progress=True)
+    print(outside_experiment.table(rec).to_string())
+    print(f"chosen by the rule (validation floors, then the outside hospital's normals): {rec['chosen']}; wrote {out}")
+    return 0
+
+
 def add(sub, on) -> None:
     """Add this group's commands to `cxr`'s sub-parsers (`on`: the options of commands that run a model)."""
     _enhancement_parser(sub, on)
     _compare_parser(sub, on)
     _lung_masks_parser(sub, on)
     _lung_compare_parser(sub, on)
+    _outside_compare_parser(sub, on)

@@ -20,6 +20,10 @@ def _train_parser(sub, on) -> None:
     p.add_argument("--lungs", choices=LUNG_INPUTS,
                    help="the input: the whole film (none, the default), or its lung fields as the lung segmenter "
                         "draws them: cropped to their box with a margin, masked outside, or both")
+    p.add_argument("--input-size", type=int, help="the model's input size in pixels (default 224; 128 keeps less of "
+                   "the fine texture that processing chains leave)")
+    p.add_argument("--clahe", action="store_true", help="equalise every film's contrast (CLAHE) before the model "
+                   "sees it, in training and in prediction alike")
     p.add_argument("--retrain", action="store_true", help="train again even if an identical run exists")
     p.add_argument("--report", help="also write a JSON report (e.g. reports/training.json)")
     p.add_argument("--command-line", help=argparse.SUPPRESS)
@@ -29,10 +33,13 @@ def _train_parser(sub, on) -> None:
 def _train(args: argparse.Namespace) -> int:
     from cxr.train import run as train
 
-    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr, lungs=args.lungs).items()
+    overrides = {k: v for k, v in dict(epochs=args.epochs, views=args.views, lr=args.lr, lungs=args.lungs,
+                                                    input_size=args.input_size).items()
                  if v is not None}
     if args.no_harmonise:
         overrides["harmonise"] = False
+    if args.clahe:
+        overrides["clahe"] = True
     if args.budget_min is not None:
         overrides["wall_budget_s"] = args.budget_min * 60
     config = args.config.replace(**overrides)

@@ -110,6 +110,16 @@ OUTSIDE_FLOORS = {"accuracy": 0.94, "COVID sensitivity": 0.93, "Lung_Opacity sen
                   "twin_agreement": 0.96}
 
 
+#: issue 38's targets for the model that ships (the outside ones are reported, never given to the rule
+#: but the outside hospital's normals): at most this share of ../shared/cxr-site-normal called COVID-19;
+#: of cxr-external-dev's 32 normal films at most this many called COVID-19, and of its 26 COVID-19
+#: films at least this many found; with the lungs hidden, COVID-19 and Lung Opacity sensitivity at most
+#: this (the shortcut figures, which replace the balanced lungs-hidden target); and the database's
+#: test accuracy and COVID-19 sensitivity at least these
+OUTSIDE_TARGETS = {"site_normal_called_covid": 0.10, "external_normals_called_covid": 12, "external_covid_found": 20,
+                   "lungs_hidden_sensitivity": 0.20, "test_accuracy": 0.94, "test_covid_sensitivity": 0.93}
+
+
 def outside_key(numbers: dict) -> tuple:
     """Larger is better. First, meeting every floor of `OUTSIDE_FLOORS` on database validation
     (accuracy, COVID-19 and Lung Opacity sensitivity, agreement on the audit twins of validation
