@@ -131,12 +131,13 @@ def _reproduced_parser(sub, on) -> None:
 
 
 def _reproduced(args: argparse.Namespace) -> int:
+    from cxr.assess import reproduction
     from cxr.core.files import write_json
-    from cxr.model import registry
 
     config = args.config
-    record = registry.reproduce_check(config)
+    record = reproduction.record(config)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
+    t, v = record["test"], record["verdict"]
     if record["weights_equal"]:
         print(f"the retrained {record['retrained_run']} exports to the shipped weights bit for bit "
               f"(sha256 {record['shipped_sha256'][:16]})")
@@ -144,6 +145,12 @@ def _reproduced(args: argparse.Namespace) -> int:
         print(f"the retrained {record['retrained_run']} differs from the shipped model ({record['shipped_from']}): "
               f"largest class-probability difference on the {record['test_images']:,} test images "
               f"{record['largest_probability_difference']:.2e}")
+    print(f"calls agreeing on the test split: {100 * t['calls_agreeing']:.2f}% ({t['calls_differing']} of {t['films']:,} differ)")
+    for name, m in t["metrics"].items():
+        print(f"  {name}: shipped {100 * m['a']:.2f}%, retrained {100 * m['b']:.2f}%, difference "
+              f"{100 * m['difference']:+.2f} points [{100 * m['ci'][0]:+.2f}, {100 * m['ci'][1]:+.2f}], "
+              f"McNemar p {m['mcnemar_p']:.2g}")
+    print(("REPRODUCED" if v["reproduced"] else "NOT REPRODUCED") + f" ({v['how']}): " + "; ".join(v["reasons"]))
     print(f"wrote {out}")
     return 0
 

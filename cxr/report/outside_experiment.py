@@ -34,6 +34,7 @@ from cxr.data.preprocess import enhance, load_pixels, resize
 from cxr.data.splits import load_table
 from cxr.model import backends, checkpoints
 from cxr.model.registry import weights_digest
+from cxr.report.site_report import LABELS
 
 #: the candidates: name -> (the models whose probabilities it averages, by `cxr.model.registry`
 #: COMPARISONS name or "shipped"; what it tries). Issue 38 asked for the first three; the last two
@@ -277,3 +278,40 @@ def table(rec: dict) -> pd.DataFrame:
 def read(path: str | Path | None = None) -> dict | None:
     """The committed record (`reports/outside.json`), or None."""
     return records.read(Path(path) if path else "outside.json")
+
+
+def transplant_examples(config: Config, per_pair: int = 1) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """(pair, donor, host, composite) for the first `per_pair` test films of each transplant pair,
+    drawn as the record draws them (model independent), for the chapter's figure."""
+    whole = config.replace(lungs="none", clahe=False, gamma=None)
+    root, table = load_table(config)
+    rows = table.index[table.split == "test"].to_numpy()
+    f = films_with_masks(load_pixels(root, table, whole, progress=False)[rows], segmenter.load()[0])
+    y = table.label.map(CLASSES.index).to_numpy()[rows]
+    out = []
+    for donor, host, d, h in shortcuts.transplant_pairs(y, f.usable, PER_PAIR, config.seed):
+        for i, j in list(zip(d, h))[:per_pair]:
+            out.append((f"{LABELS[donor]} lungs in a {LABELS[host]} film", f.films[i], f.films[j],
+                        shortcuts.transplant(f.films[i], f.masks[i], f.films[j], f.masks[j])))
+    return out
+
+
+def verdict(rec: dict | None) -> str:
+    """What the comparison says, in words chosen from its numbers: the candidate the rule chose and
+    why, and which of issue 38's targets it meets."""
+    if rec is None or not rec.get("candidates"):
+        return "No candidate has been measured yet: train them (cxr train --lungs crop, ...) and run cxr outside-compare."
+    rows = {r["name"]: r for r in rec["candidates"]}
+    chosen = rows[rec["chosen"]]
+    meets = [n for n, r in rows.items() if targets.outside_key(rule_numbers(r))[0]]
+    share = (chosen.get("site") or {}).get("normals_called_covid_share")
+    text = (f"Of {len(rows)} candidates, {len(meets)} meet every floor on database validation"
+            + (f" ({', '.join(meets)})" if meets and len(meets) < len(rows) else "") + "; "
+            + (f"among them the rule chose {rec['chosen']}, which calls {pct(share)} of the outside hospital's "
+               "normal films COVID-19" if share is not None and meets else f"the rule chose {rec['chosen']}") + ". ")
+    checks = target_rows(chosen)
+    missed = [f"{k} ({shown})" for k, (_, shown, met) in checks.items() if met is False]
+    met = [k for k, (_, _, m) in checks.items() if m]
+    text += (f"It meets {len(met)} of issue 38's {len(checks)} targets"
+             + (f" and misses {len(missed)}: " + "; ".join(missed) if missed else ", all of them") + ".")
+    return text

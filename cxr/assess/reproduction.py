@@ -1,0 +1,133 @@
+"""Whether a retrained model reproduces the shipped one (issue 38), by a rule written down before
+any retraining was judged by it:
+
+- **reproduced, bit for bit**: the retrained weights, exported to half precision as `cxr export`
+  does, equal the shipped weights;
+- **reproduced**: at least `MIN_AGREEMENT` of the test split's calls agree, and no headline metric
+  (test accuracy, each class's sensitivity) moves by more than its spread over the recipe's seeds
+  (max minus min, `reports/seeds.json`, `benchmarks/seeds.py`);
+- otherwise **not reproduced**, with the reasons.
+
+Differences are paired (the same films): McNemar's exact test on the discordant films and a
+Wald interval on the paired difference of proportions. The record names the machine (CPU model
+and flags, threads, the library versions that decide the arithmetic), because bitwise equality
+holds only on the kind of CPU that trained the shipped model.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import binomtest
+
+from cxr.core import records
+from cxr.core.config import CLASSES, Config, library_versions
+from cxr.core.metrics import Z95
+from cxr.model import registry
+
+#: share of the test split's calls that must agree when the weights are not bitwise equal
+MIN_AGREEMENT = 0.99
+#: CPU flags that decide which kernels run (and so the order of floating-point sums)
+FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_bf16", "amx_tile")
+
+
+def machine() -> dict:
+    """The machine as far as it decides floating point: CPU model (name, family, model number,
+    stepping), the flags of `FLAGS` it has, logical CPUs, PyTorch's threads and instruction set,
+    and the library versions every key reads (`library_versions`)."""
+    import torch
+
+    info, cpuinfo = {}, Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    return {"cpu": info.get("model name", platform.processor() or platform.machine()),
+            "cpu_family_model_stepping": " ".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),
+            "flags": [f for f in FLAGS if f in flags], "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "python": platform.python_version(), "libraries": library_versions() | {"torch_build": torch.__version__}}
+
+
+def paired(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
+    """Two models' hits on the same films: each proportion, the difference (b minus a) with a 95%
+    Wald interval for paired proportions, and McNemar's exact p-value on the discordant films."""
+    a, b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    n = len(a)
+    if n == 0:
+        return {"films": 0, "a": float("nan"), "b": float("nan"), "difference": float("nan"),
+                "ci": [float("nan"), float("nan")], "only_a": 0, "only_b": 0, "mcnemar_p": float("nan")}
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    diff = (only_b - only_a) / n
+    se = np.sqrt(max(only_a + only_b - n * diff ** 2, 0.0)) / n
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return {"films": n, "a": float(a.mean()), "b": float(b.mean()), "difference": float(diff),
+            "ci": [float(diff - Z95 * se), float(diff + Z95 * se)], "only_a": only_a, "only_b": only_b,
+            "mcnemar_p": float(p)}
+
+
+def compare(y: np.ndarray, proba_shipped: np.ndarray, proba_retrained: np.ndarray) -> dict:
+    """The shipped (a) and retrained (b) models on the same labelled films: the share of calls
+    that agree, and accuracy and each class's sensitivity of both, paired (`paired`)."""
+    y = np.asarray(y)
+    ca, cb = np.asarray(proba_shipped).argmax(1), np.asarray(proba_retrained).argmax(1)
+    out = {"films": int(len(y)), "calls_agreeing": float((ca == cb).mean()) if len(y) else float("nan"),
+           "calls_differing": int((ca != cb).sum()), "metrics": {"test_accuracy": paired(ca == y, cb == y)}}
+    for i, c in enumerate(CLASSES):
+        rows = y == i
+        out["metrics"][f"test_sensitivity_{c}"] = paired(ca[rows] == i, cb[rows] == i)
+    return out
+
+
+def seed_spread(seeds: dict | None) -> dict[str, float]:
+    """Each headline metric's spread over the recipe's seeds (max minus min), from the seeds record."""
+    spread = (seeds or {}).get("spread", {})
+    return {k: float(v["max"] - v["min"]) for k, v in spread.items() if isinstance(v, dict) and "max" in v}
+
+
+def verdict(weights_equal: bool, comparison: dict | None, spread: dict[str, float]) -> dict:
+    """The rule of this module's docstring: {"reproduced": bool, "how": ..., "reasons": [...]}."""
+    if weights_equal:
+        return {"reproduced": True, "how": "bitwise", "reasons": ["the weights are equal bit for bit"]}
+    if comparison is None:
+        return {"reproduced": False, "how": "not compared", "reasons": ["the weights differ and no calls were compared"]}
+    reasons, ok = [], True
+    agree = comparison["calls_agreeing"]
+    if not agree >= MIN_AGREEMENT:
+        ok = False
+        reasons.append(f"{100 * agree:.2f}% of calls agree, below {100 * MIN_AGREEMENT:.0f}%")
+    for name, m in comparison["metrics"].items():
+        if name not in spread:
+            ok = False
+            reasons.append(f"{name}: no seed spread to judge its move by (benchmarks/seeds.py)")
+        elif abs(m["difference"]) > spread[name] + 1e-12:
+            ok = False
+            reasons.append(f"{name} moved by {100 * m['difference']:+.2f} points, more than its seed spread "
+                           f"({100 * spread[name]:.2f})")
+    if ok:
+        reasons.append(f"{100 * agree:.2f}% of calls agree and no metric moved by more than its seed spread")
+    return {"reproduced": ok, "how": "within the seed spread" if ok else "not reproduced", "reasons": reasons}
+
+
+def record(config: Config) -> dict:
+    """`cxr reproduced`: the profile's retrained final run against the shipped model (weights,
+    `registry.reproduce_check`), their calls and metrics on the test split, the machine, the seed
+    spreads and the verdict."""
+    rec = registry.reproduce_check(config)
+    ship = registry.shipped(config)
+    retrained = registry.from_run(registry.find_run("final", config), config)
+    a, b = ship.predictions("test"), retrained.predictions("test")
+    if a.file.tolist() != b.file.tolist():
+        raise ValueError("the shipped and retrained models' test predictions cover other films: run cxr train again")
+    y = a.label.map(CLASSES.index).to_numpy()
+    rec["test"] = compare(y, a[list(CLASSES)].to_numpy(), b[list(CLASSES)].to_numpy())
+    seeds = records.read("seeds.json") if config.profile == "full" else None
+    rec["seed_spread"] = {"spread": seed_spread(seeds), "from": "reports/seeds.json (benchmarks/seeds.py)",
+                          "runs": [r["run"] for r in (seeds or {}).get("runs", [])]}
+    rec["machine"] = machine()
+    rec["rule"] = __doc__.strip().split("\n\n")[1]
+    rec["verdict"] = verdict(rec["weights_equal"], rec["test"], rec["seed_spread"]["spread"])
+    return rec
