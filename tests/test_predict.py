@@ -67,7 +67,7 @@ def model_file(tmp_path_factory) -> Path:
     (tmp / "home" / "data").mkdir(parents=True)
     ds, cfg, run = tiny_run(tmp, mp, per_class=10)
     model, meta = checkpoints.load_model(run.checkpoint)
-    stats = ood.fit_on_split(model, meta["input_size"], cfg, k=8)
+    stats = ood.fit_on_split(model, meta, cfg, k=8)
     evaluation = {"n": 4, "accuracy": 0.5, "accuracy_ci": [0.1, 0.9], "macro_auc": 0.6, "macro_auc_ci": [0.4, 0.8],
                   "per_class": {}, "operating_points": {
                       "covid@95": {"task": "covid", "target_sensitivity": 0.95, "threshold": 0.25},

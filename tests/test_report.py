@@ -142,7 +142,7 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     loads = []
     monkeypatch.setattr(registry, "load_model", lambda path, on="auto": loads.append(path) or (None, {"input_size": 64}))
     monkeypatch.setattr(registry, "weights_digest", lambda path: "d1")
-    monkeypatch.setattr(export, "fit_on_split", lambda model, size, config: {})
+    monkeypatch.setattr(export, "fit_on_split", lambda model, meta, config: {})
     monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
                         exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
     monkeypatch.setattr(export, "twin_audit", lambda config, model: measured.append(model.checkpoint) or {"agreement": 0.95, "n": 40})

@@ -163,8 +163,9 @@ def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
     """The shortcut audit of `run` (a `registry.Model` or finished finetune run), against `before`
     (a run of the same recipe without harmonisation, or its `run_numbers` already measured) when given."""
     root, table = load_table(config)
-    pixels = load_pixels(root, table, config, progress=False)
     model, meta = checkpoints.load_model(run.checkpoint, config.device)
+    config = checkpoints.pixel_config(meta, config)  # every image below is preprocessed as the model was trained
+    pixels = load_pixels(root, table, config, progress=False)
     fast = backends.runner(model, meta, run.checkpoint, config)  # the bulk predictions; Grad-CAM uses `model`
     size = meta["input_size"]
     bar = tqdm(total=7, desc="shortcut audit", disable=not show_progress(progress))

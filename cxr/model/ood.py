@@ -18,7 +18,7 @@ import torch
 from cxr.core.book import pct, share_word
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
-from cxr.model.checkpoints import forward
+from cxr.model.checkpoints import forward, pixel_config
 
 
 def pooled_features(model: torch.nn.Module, pixels: np.ndarray, size: int, batch: int = 64) -> np.ndarray:
@@ -64,10 +64,12 @@ def flagged(stats: dict, scores: np.ndarray) -> np.ndarray:
     return np.asarray(scores) > stats["threshold"]
 
 
-def fit_on_split(model: torch.nn.Module, size: int, config, k: int = 64, flag_rate: float = 0.01) -> dict:
-    """`fit` on the training and validation images of the profile's split (the preprocessed cache)."""
+def fit_on_split(model: torch.nn.Module, meta: dict, config, k: int = 64, flag_rate: float = 0.01) -> dict:
+    """`fit` on the training and validation images of the profile's split, preprocessed as the
+    model was trained (`meta`: its checkpoint's metadata)."""
     root, table = load_table(config)
-    pixels = load_pixels(root, table, config, progress=False)
+    pixels = load_pixels(root, table, pixel_config(meta, config), progress=False)
+    size = meta["input_size"]
     rows = {s: np.flatnonzero((table.split == s).to_numpy()) for s in ("train", "val")}
     feats = {s: pooled_features(model, np.asarray(pixels[r]), size) for s, r in rows.items()}
     return fit(feats["train"], feats["val"], k=k, flag_rate=flag_rate)

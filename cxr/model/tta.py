@@ -6,7 +6,7 @@ import numpy as np
 from cxr.core.config import CLASSES, Config
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
-from cxr.model.checkpoints import load_model, predict
+from cxr.model.checkpoints import load_model, pixel_config, predict
 
 TTA_VIEWS = 3
 
@@ -28,7 +28,7 @@ def tta_predictions(run, config: Config, progress: bool = True, splits=("val", "
     same images), so only the other views are computed."""
     model, meta = load_model(run.checkpoint, config.device)
     root, table = load_table(config)
-    pixels = load_pixels(root, table, config, progress=False)
+    pixels = load_pixels(root, table, pixel_config(meta, config), progress=False)
     out = {}
     for s in splits:
         rows = table.index[table.split == s].to_numpy()

@@ -26,7 +26,7 @@ from cxr.core.files import write_json
 from cxr.data.dataset import external_dir
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
-from cxr.model import backends, registry
+from cxr.model import backends, checkpoints, registry
 from cxr.model.checkpoints import load_model
 from cxr.model.speed import inference_speed
 from cxr.model.tta import TTA_VIEWS, tta_predictions
@@ -97,7 +97,8 @@ def make_record(final, runs: dict, config: Config) -> dict:
     net, meta = backends.load(before.checkpoint, config)
     models["before"] = {"run": before.name, "model_sha256": registry.weights_digest(before.checkpoint),
                         "label": "before: no harmonisation",
-                        "numbers": audit.run_numbers(before, net, meta["input_size"], audit.load_twins(config))}
+                        "numbers": audit.run_numbers(before, net, meta["input_size"],
+                                                      audit.load_twins(checkpoints.pixel_config(meta, config)))}
 
     sweep = audit.compare({"before: no harmonisation": before, "after: final model": final}, config,
                           external_dir=external_dir())
@@ -141,7 +142,7 @@ def resnet_maps(final, resnet_run, config: Config) -> dict:
     y = table.label.map(CLASSES.index).to_numpy()[sample]
     idx = np.array([i for i, _ in audit.cam_cases(sample, y, pred)], dtype=int)
     net, meta = load_model(resnet_run.checkpoint, config.device)
-    pixels = load_pixels(root, table, config, progress=False)
+    pixels = load_pixels(root, table, checkpoints.pixel_config(meta, config), progress=False)
     maps = explain.cam_maps(net, pixels[idx], meta["input_size"], method="GradCAM")
     small = [cv2.resize(m.astype(np.float32), (MAP_SIZE, MAP_SIZE), interpolation=cv2.INTER_AREA) for m in maps]
     return {"files": table.file[idx].tolist(), "size": MAP_SIZE,

@@ -41,7 +41,7 @@ def export_model(run_path: str | Path, out: str | Path, config: Config) -> Path:
         audit = ({"agreement": twins["agreement"], "twins": twins["n"],
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
         model, meta = half.loaded
-        stats = fit_on_split(model, meta["input_size"], config)
+        stats = fit_on_split(model, meta, config)
     out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
 
     return attach(out, config)  # the site check's reference, fitted on the exported weights' features

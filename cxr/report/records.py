@@ -81,7 +81,9 @@ def twin_audit(config: Config, model: registry.Model | None = None) -> dict:
     originals are in the validation or test split (never trained on): the share of twins that get
     their original's prediction."""
     found = model or final_model(config)
-    return audit.twin_check(audit.predictor(found.runner, found.loaded[1]["input_size"]), audit.load_twins(config))
+    meta = found.loaded[1]
+    return audit.twin_check(audit.predictor(found.runner, meta["input_size"]),
+                            audit.load_twins(checkpoints.pixel_config(meta, config)))
 
 
 def audit_record(config: Config):
@@ -93,7 +95,7 @@ def audit_record(config: Config):
     record = audit_numbers(config)
     net, meta = checkpoints.load_model(model.checkpoint, config.device)
     root, table = load_table(config)
-    pixels = load_pixels(root, table, config, progress=False)
+    pixels = load_pixels(root, table, checkpoints.pixel_config(meta, config), progress=False)
     return audit.Audit(record, audit.view(record, net, meta["input_size"], table, pixels, config))
 
 
@@ -261,7 +263,7 @@ def ood_record(config: Config, checkpoint: str | Path | None = None) -> dict:
     root, table = load_table(config)
     test = table[table.split == "test"].reset_index(drop=True)
     scores = {"database test split": score(stats, pooled_features(pred.fast, np.asarray(
-        load_pixels(root, test, config, progress=False)), pred.size))}
+        load_pixels(root, test, pred.config, progress=False)), pred.size))}
     data = external_dir()
     if data is not None:
         reads = [r for r in (read_file(it.path, it.shown, it.named) for it in walk.items([data])) if r.image is not None]
