@@ -231,12 +231,15 @@ def test_the_ood_record_is_read_while_it_names_the_model_and_data(home, tmp_path
 
 
 def test_the_summary_answers_does_it_read_the_lungs_with_the_occlusion_pair():
-    r = summary_record() | {"occlusion": {"lungs_hidden_balanced_accuracy": 0.878, "lungs_only_balanced_accuracy": 0.502,
-                                          "as_is_balanced_accuracy": 0.956}}
+    hidden = {"COVID": 0.527, "Lung_Opacity": 0.671, "Normal": 0.964, "Viral Pneumonia": 0.862}
+    r = summary_record() | {"occlusion": {"lungs_hidden_balanced_accuracy": 0.756, "lungs_only_balanced_accuracy": 0.502,
+                                          "as_is_balanced_accuracy": 0.956, "lungs_hidden_sensitivity": hidden,
+                                          "lungs_hidden_covid_vs_normal_auc": 0.9612}}
     t = prose.summary_text(r)
-    assert t["lungs_hidden"] == "87.8%" and t["lungs_only"] == "50.2%" and t["lungs_as_is"] == "95.6%"
-    assert t["lungs_reading"].startswith("it does not need the lungs")
-    assert prose.summary_text(summary_record())["lungs_hidden"] == "not measured"
+    assert t["lungs_hidden_covid"] == "52.7%" and t["lungs_hidden_lung_opacity"] == "67.1%"
+    assert t["lungs_hidden_auc"] == "0.961" and t["lungs_only"] == "50.2%" and t["lungs_as_is"] == "95.6%"
+    assert t["lungs_reading"].startswith("it does not need the lungs") and t["lungs_hidden_target"] == "20%"
+    assert prose.summary_text(summary_record())["lungs_hidden_covid"] == "not measured"
 
 
 def test_the_final_model_is_found_once_per_configuration(monkeypatch):

@@ -26,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from cxr.assess import explain
+from cxr.assess.shortcuts import SHORTCUT_CLASSES
 from cxr.assess.evaluate import evaluate_folder
 from cxr.core import metrics, records, targets
 from cxr.core.config import CLASSES, VERSIONS, Config
@@ -252,7 +253,10 @@ def shortcut_audit(run, config: Config, before=None, n_maps: int | None = None,
                       "as_is_accuracy": occlusion["as is"]["accuracy"],
                       "lungs_hidden_balanced_accuracy": occlusion["lungs hidden"]["balanced accuracy"],
                       "lungs_only_balanced_accuracy": occlusion["lungs only"]["balanced accuracy"],
-                      "as_is_balanced_accuracy": occlusion["as is"]["balanced accuracy"]},
+                      "as_is_balanced_accuracy": occlusion["as is"]["balanced accuracy"],
+                      # the shortcut figures (issue 38): what the model still finds with the lungs hidden
+                      "lungs_hidden_sensitivity": {c: occlusion["lungs hidden"][f"{c} sensitivity"] for c in CLASSES},
+                      "lungs_hidden_covid_vs_normal_auc": occlusion["lungs hidden"]["COVID vs Normal AUC"]},
         "after_mitigation": {k: after[k] for k in ("test_accuracy", "test_macro_auc", "sensitivity")},
         "before_mitigation": ({k: before_numbers[k] for k in ("run", "twin_agreement", "twin_to_lung_opacity",
                                                               "test_accuracy", "test_macro_auc", "sensitivity")}
@@ -313,21 +317,25 @@ def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Co
 
 
 def lung_reading(occlusion: dict) -> dict:
-    """What the occlusion pair (the record's `occlusion`, balanced accuracies) says about whether a
-    model reads the lungs, against `targets.LUNGS_HIDDEN_MAX` and `targets.LUNGS_ONLY_GAP`, in words
-    chosen from the numbers."""
-    hidden, only = occlusion["lungs_hidden_balanced_accuracy"], occlusion["lungs_only_balanced_accuracy"]
-    as_is = occlusion["as_is_balanced_accuracy"]
-    needs = hidden <= targets.LUNGS_HIDDEN_MAX + 1e-9  # at the target counts as meeting it
+    """What the occlusion pair (the record's `occlusion`) says about whether a model reads the lungs,
+    in words chosen from the numbers: it needs the lungs when, with them hidden, it finds at most
+    `targets.OUTSIDE_TARGETS["lungs_hidden_sensitivity"]` of the COVID-19 films and of the Lung
+    Opacity films (the shortcut figures); the lungs are enough when, with only them shown, its
+    balanced accuracy is within `targets.LUNGS_ONLY_GAP` of its balanced accuracy as is."""
+    found = occlusion["lungs_hidden_sensitivity"]
+    shortcut = max(found[c] for c in SHORTCUT_CLASSES)
+    only, as_is = occlusion["lungs_only_balanced_accuracy"], occlusion["as_is_balanced_accuracy"]
+    needs = shortcut <= targets.OUTSIDE_TARGETS["lungs_hidden_sensitivity"] + 1e-9  # at the target counts as meeting it
     enough = as_is - only <= targets.LUNGS_ONLY_GAP + 1e-9
-    words = {(False, False): "it does not need the lungs, and the lungs alone are not enough for it: most of what it "
-                             "uses lies outside them",
+    words = {(False, False): "it does not need the lungs, and the lungs alone are not enough for it: something "
+                             "outside them still tells it COVID-19 or Lung Opacity",
              (False, True): "it can read the lungs, but it does not need them: something outside the lungs also "
-                            "tells it the class",
+                            "tells it COVID-19 or Lung Opacity",
              (True, False): "it needs the lungs, but also what lies around them",
              (True, True): "it needs the lungs, and they are enough: what it uses lies inside them"}
-    return {"lungs_hidden": hidden, "lungs_only": only, "as_is": as_is, "needs_lungs": needs,
-            "lungs_enough": enough, "text": words[(needs, enough)]}
+    return {"lungs_hidden_covid": found["COVID"], "lungs_hidden_lung_opacity": found["Lung_Opacity"],
+            "lungs_hidden_auc": occlusion["lungs_hidden_covid_vs_normal_auc"], "lungs_only": only, "as_is": as_is,
+            "needs_lungs": needs, "lungs_enough": enough, "text": words[(needs, enough)]}
 
 
 def _flat(numbers: dict) -> dict:

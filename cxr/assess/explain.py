@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from cxr.assess.shortcuts import covid_vs_normal_auc
 from cxr.core import metrics
 from cxr.core.config import CLASSES
 from cxr.core.runtime import model_device, to_numpy
@@ -246,14 +247,16 @@ def occlude(pixels: np.ndarray, regions: np.ndarray, keep: bool) -> np.ndarray:
 
 
 def occlusion(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray) -> dict[str, dict]:
-    """The occlusion pair: accuracy, balanced accuracy (chance 25%) and per-class sensitivity of
-    `predict` (images -> probabilities) as is, with the lungs hidden and with only the lungs shown."""
+    """The occlusion pair: accuracy, balanced accuracy (chance 25%), per-class sensitivity and
+    COVID-19 against Normal AUC of `predict` (images -> probabilities) as is, with the lungs hidden
+    and with only the lungs shown."""
     out = {}
     for name, px in (("as is", pixels), ("lungs hidden", occlude(pixels, lungs, keep=False)),
                      ("lungs only", occlude(pixels, lungs, keep=True))):
         p = predict(px)
         out[name] = {"accuracy": metrics.accuracy_from_proba(y, p), "balanced accuracy": metrics.balanced_accuracy(y, p),
-                     **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y, p).items()}}
+                     **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y, p).items()},
+                     "COVID vs Normal AUC": covid_vs_normal_auc(y, p)}
     return out
 
 

@@ -29,15 +29,21 @@ SHORTCUT_CLASSES = ("COVID", "Lung_Opacity")
 TRANSPLANT_PAIRS = (("COVID", "Normal"), ("Normal", "COVID"), ("Lung_Opacity", "Normal"), ("Normal", "Lung_Opacity"))
 
 
+def covid_vs_normal_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """ROC-AUC of P(COVID-19) among the COVID-19 and Normal films (nan without both)."""
+    y, p = np.asarray(y), np.asarray(proba)
+    covid, normal = CLASSES.index("COVID"), CLASSES.index("Normal")
+    pair = np.isin(y, (covid, normal))
+    return metrics.safe_auc((y[pair] == covid).astype(int), p[pair, covid])
+
+
 def lungs_hidden(proba_hidden: np.ndarray, y: np.ndarray) -> dict:
     """From a model's probabilities on films with their lung fields hidden (`explain.occlude`):
     the sensitivity of every class, and COVID-19 against Normal ROC-AUC on P(COVID-19) among the
     COVID-19 and Normal films (0.5: no cue outside the lungs)."""
     y, p = np.asarray(y), np.asarray(proba_hidden)
-    covid, normal = CLASSES.index("COVID"), CLASSES.index("Normal")
-    pair = np.isin(y, (covid, normal))
     return {"images": int(len(y)), "sensitivity": metrics.class_sensitivity(y, p),
-            "covid_vs_normal_auc": metrics.safe_auc((y[pair] == covid).astype(int), p[pair, covid])}
+            "covid_vs_normal_auc": covid_vs_normal_auc(y, p)}
 
 
 def transplant(donor: np.ndarray, donor_mask: np.ndarray, host: np.ndarray, host_mask: np.ndarray,

@@ -173,7 +173,7 @@ VERSIONS = {
     "segmenter": 1,    # segmenter_train: the lung segmenter's recipe
     "records": 1,      # report, comparisons: how a record in reports/ is computed from a model and the data
     "onnx": 1,         # backends.onnx_file: a model exported to ONNX (onnx_file.export)
-    "audit": 2,        # audit.shortcut_audit: 2, the lung field is the segmenter's masks (1: a threshold rule)
+    "audit": 3,        # audit.shortcut_audit: 3, lungs-hidden sensitivity per class and COVID-19 vs Normal AUC (2: segmenter masks)
 }
 
 

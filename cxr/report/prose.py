@@ -11,19 +11,21 @@ import pandas as pd
 from cxr.assess.audit import lung_reading
 from cxr.core.book import interval, moved_to, pct, share_word
 from cxr.core.config import CLASSES
-from cxr.core.targets import LUNGS_HIDDEN_MAX, LUNGS_ONLY_GAP
+from cxr.core.targets import LUNGS_ONLY_GAP, OUTSIDE_TARGETS
 from cxr.report import lung_experiment
 from cxr.roi.format import money
 
 
 def _lung_text(occlusion: dict | None) -> dict[str, str]:
-    if not occlusion or "lungs_hidden_balanced_accuracy" not in occlusion:
-        return {k: "not measured" for k in ("lungs_hidden", "lungs_only", "lungs_as_is", "lungs_reading")} | {
-            "lungs_hidden_target": pct(LUNGS_HIDDEN_MAX, digits=0), "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
+    targets = {"lungs_hidden_target": pct(OUTSIDE_TARGETS["lungs_hidden_sensitivity"], digits=0),
+               "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
+    if not occlusion or "lungs_hidden_sensitivity" not in occlusion:
+        return {k: "not measured" for k in ("lungs_hidden_covid", "lungs_hidden_lung_opacity", "lungs_hidden_auc",
+                                            "lungs_only", "lungs_as_is", "lungs_reading")} | targets
     r = lung_reading(occlusion)
-    return {"lungs_hidden": pct(r["lungs_hidden"]), "lungs_only": pct(r["lungs_only"]), "lungs_as_is": pct(r["as_is"]),
-            "lungs_reading": r["text"], "lungs_hidden_target": pct(LUNGS_HIDDEN_MAX, digits=0),
-            "lungs_only_gap": f"{100 * LUNGS_ONLY_GAP:.0f}"}
+    return {"lungs_hidden_covid": pct(r["lungs_hidden_covid"]), "lungs_hidden_lung_opacity": pct(r["lungs_hidden_lung_opacity"]),
+            "lungs_hidden_auc": f"{r['lungs_hidden_auc']:.3f}", "lungs_only": pct(r["lungs_only"]),
+            "lungs_as_is": pct(r["as_is"]), "lungs_reading": r["text"]} | targets
 
 
 def roi_reason(roi: dict) -> str:
