@@ -143,20 +143,22 @@ def test_export_measures_the_runs_own_numbers_and_carries_its_history(tmp_path: 
     monkeypatch.setattr(registry, "load_model", lambda path, on="auto": loads.append(path) or (None, {"input_size": 64}))
     monkeypatch.setattr(registry, "weights_digest", lambda path: "d1")
     monkeypatch.setattr(export, "fit_on_split", lambda model, meta, config: {})
-    monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None:
-                        exported.append((ckpt, out, ev, ext, audit, training)) or Path(out))
+    monkeypatch.setattr(export.shortcuts, "figures", lambda model, config: {"covid_vs_normal_auc": 0.6})
+    monkeypatch.setattr(checkpoints, "export", lambda ckpt, out, ev=None, ext=None, audit=None, stats=None, training=None,
+                        shortcut_figures=None: exported.append((ckpt, out, ev, ext, audit, training, shortcut_figures)) or Path(out))
     monkeypatch.setattr(export, "twin_audit", lambda config, model: measured.append(model.checkpoint) or {"agreement": 0.95, "n": 40})
     monkeypatch.setattr(export, "find_dataset", lambda: tmp_path)
     attached = []
     monkeypatch.setattr(export, "attach", lambda path, config=None: attached.append(Path(path)) or Path(path))
     export.export_model(run_path, tmp_path / "shipped.pt", cfg)
     assert attached == [tmp_path / "shipped.pt"]  # the site check's reference, fitted on the exported file
-    (_, half, *_), (ckpt, out, ev, ext, audit, training) = exported
+    (_, half, *_), (ckpt, out, ev, ext, audit, training, hidden) = exported
     assert ckpt == run_path / "checkpoint.pt" and out == tmp_path / "shipped.pt"
     assert evaluated == [half] and measured == [half] and half != ckpt  # measured on the half-precision file
     assert loads == [half]  # loaded once for every measure
     assert ev == {"n": 1} and ext is None and audit["agreement"] == 0.95 and audit["twins"] == 40
     assert training["summary"] == {"best_epoch": 2} and [r["epoch"] for r in training["history"]] == [1, 2]
+    assert hidden == {"covid_vs_normal_auc": 0.6}  # the shortcut figures ride on the card
     monkeypatch.setattr(export, "twin_audit", lambda config, model: {"agreement": float("nan"), "n": 0})
     export.export_model(run_path, tmp_path / "shipped.pt", cfg)  # a dataset without audit twins: nothing to state
     assert exported[-1][4] is None

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from cxr.assess.shortcuts import covid_vs_normal_auc
 from cxr.core import metrics
 from cxr.core.config import CLASSES
 from cxr.core.runtime import model_device, to_numpy
@@ -256,7 +255,7 @@ def occlusion(predict, pixels: np.ndarray, y: np.ndarray, lungs: np.ndarray) -> 
         p = predict(px)
         out[name] = {"accuracy": metrics.accuracy_from_proba(y, p), "balanced accuracy": metrics.balanced_accuracy(y, p),
                      **{f"{c} sensitivity": v for c, v in metrics.class_sensitivity(y, p).items()},
-                     "COVID vs Normal AUC": covid_vs_normal_auc(y, p)}
+                     "COVID vs Normal AUC": metrics.covid_vs_normal_auc(y, p)}
     return out
 
 

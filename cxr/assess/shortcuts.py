@@ -19,22 +19,19 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from cxr.assess.explain import occlude
 from cxr.core import metrics
 from cxr.core.config import CLASSES
+from cxr.data import segmenter
 from cxr.data.lung_crop import box
+from cxr.data.preprocess import load_pixels
+from cxr.data.splits import load_table
+from cxr.model import checkpoints
 
 #: the shortcut figures: the classes a model should not find with the lungs hidden
 SHORTCUT_CLASSES = ("COVID", "Lung_Opacity")
 #: donor class -> host class: the lungs of the first placed into films of the second
 TRANSPLANT_PAIRS = (("COVID", "Normal"), ("Normal", "COVID"), ("Lung_Opacity", "Normal"), ("Normal", "Lung_Opacity"))
-
-
-def covid_vs_normal_auc(y: np.ndarray, proba: np.ndarray) -> float:
-    """ROC-AUC of P(COVID-19) among the COVID-19 and Normal films (nan without both)."""
-    y, p = np.asarray(y), np.asarray(proba)
-    covid, normal = CLASSES.index("COVID"), CLASSES.index("Normal")
-    pair = np.isin(y, (covid, normal))
-    return metrics.safe_auc((y[pair] == covid).astype(int), p[pair, covid])
 
 
 def lungs_hidden(proba_hidden: np.ndarray, y: np.ndarray) -> dict:
@@ -43,7 +40,7 @@ def lungs_hidden(proba_hidden: np.ndarray, y: np.ndarray) -> dict:
     COVID-19 and Normal films (0.5: no cue outside the lungs)."""
     y, p = np.asarray(y), np.asarray(proba_hidden)
     return {"images": int(len(y)), "sensitivity": metrics.class_sensitivity(y, p),
-            "covid_vs_normal_auc": covid_vs_normal_auc(y, p)}
+            "covid_vs_normal_auc": metrics.covid_vs_normal_auc(y, p)}
 
 
 def transplant(donor: np.ndarray, donor_mask: np.ndarray, host: np.ndarray, host_mask: np.ndarray,
@@ -127,3 +124,18 @@ def transplant_test(predict, films: np.ndarray, masks: np.ndarray, labels: np.nd
     own input, such as its lung crop) on films of `TRANSPLANT_PAIRS` (`transplant_summary`)."""
     made, pairs = composites(films, masks, labels, usable, per_pair, seed)
     return transplant_summary({k: predict(v) if len(v) else np.zeros((0, len(CLASSES))) for k, v in made.items()}, pairs)
+
+
+def figures(model, config) -> dict:
+    """The shortcut figures of a model (a `registry.Model`) on the profile's test split, as its card carries them: the
+    films preprocessed as the model was trained, the lung fields of that input hidden
+    (`segmenter.lung_fields`, `explain.occlude`), and `lungs_hidden` of its probabilities."""
+    runner, meta = model.runner, model.loaded[1]
+    root, table = load_table(config)
+    rows = table.index[table.split == "test"].to_numpy()
+    pixels = np.asarray(load_pixels(root, table, checkpoints.pixel_config(meta, config), progress=False)[rows])
+    lungs, replaced = segmenter.lung_fields(pixels)
+    proba = metrics.temper(checkpoints.predict(runner, occlude(pixels, lungs, keep=False), meta["input_size"],
+                                               progress=False), float(meta.get("temperature", 1.0)))
+    out = lungs_hidden(proba, table.label.map(CLASSES.index).to_numpy()[rows])
+    return out | {"masks_replaced": replaced, "measured_on": "the test split, lung fields hidden by mean grey"}

@@ -227,6 +227,14 @@ def class_sensitivity(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     return {c: float(np.mean(pred[y == k] == k)) if np.any(y == k) else math.nan for k, c in enumerate(CLASSES)}
 
 
+def covid_vs_normal_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """ROC-AUC of P(COVID-19) among the COVID-19 and Normal films (nan without both)."""
+    y, p = np.asarray(y), np.asarray(proba)
+    covid, normal = CLASSES.index("COVID"), CLASSES.index("Normal")
+    pair = np.isin(y, (covid, normal))
+    return safe_auc((y[pair] == covid).astype(int), p[pair, covid])
+
+
 def balanced_accuracy(y: np.ndarray, proba: np.ndarray) -> float:
     """Mean sensitivity over the classes present."""
     y, pred = np.asarray(y), np.asarray(proba).argmax(1)

@@ -135,11 +135,13 @@ def pixel_config(meta: dict, config: Config) -> Config:
 
 # --------------------------------------------------------------------------- the shipped model
 def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = None, external: dict | None = None,
-           audit: dict | None = None, ood: dict | None = None, training: dict | None = None) -> Path:
+           audit: dict | None = None, ood: dict | None = None, training: dict | None = None,
+           shortcut_figures: dict | None = None) -> Path:
     """Write `checkpoint` as a shippable model: weights in half precision, the temperature, the operating points chosen
     on validation (from `evaluation`, a `cxr evaluate --split test` record of the same model), the
     out-of-distribution statistics (`cxr.model.ood.fit`), the training history and summary (`training`:
-    {"history": rows, "summary": done.json}) and a model card with the measured results."""
+    {"history": rows, "summary": done.json}) and a model card with the measured results (with the
+    shortcut figures, `shortcuts.figures`, when given)."""
     state = dict(read_checkpoint(checkpoint))
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state["precision"] = "float16"
@@ -154,14 +156,15 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
         state["operating_points"] = operating_point_rules(evaluation.get("operating_points", {}))
     if ood is not None:
         state["ood"] = ood
-    state["card"] = json.loads(json.dumps(model_card(state, evaluation, external, audit)))
+    state["card"] = json.loads(json.dumps(model_card(state, evaluation, external, audit, shortcut_figures)))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_state(out, state)
     return out
 
 
-def model_card(state: dict, evaluation: dict | None, external: dict | None, audit: dict | None) -> dict:
+def model_card(state: dict, evaluation: dict | None, external: dict | None, audit: dict | None,
+               shortcut_figures: dict | None = None) -> dict:
     """What a user of the shipped model must know, with the measured numbers."""
     def headline(rec):
         if rec is None:
@@ -172,8 +175,11 @@ def model_card(state: dict, evaluation: dict | None, external: dict | None, audi
                 "sensitivity_ci": {c: m["sensitivity_ci"] for c, m in rec["per_class"].items()},
                 "specificity": {c: m["specificity"] for c, m in rec["per_class"].items()}}
 
+    lungs = (state.get("config") or {}).get("lungs", "none")
+    seen = {"none": "the whole film", "crop": "the box around both lungs (the lung segmenter's mask, widened 10%)",
+            "mask": "the whole film, blanked outside the lungs", "crop+mask": "the lungs alone, cropped and blanked"}[lungs]
     return {
-        "model": f"{state['arch']}, {state['input_size']} px grey input, four classes: {', '.join(CLASSES)}",
+        "model": f"{state['arch']}, {state['input_size']} px grey input ({seen}), four classes: {', '.join(CLASSES)}",
         "training_data": "COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), development copy, "
                          "duplicate-aware 70/15/15 split (data/splits.csv), audit twins of training originals added",
         "confounds": "each class came from its own hospitals and its own processing chain; Viral Pneumonia (and part "
@@ -181,6 +187,9 @@ def model_card(state: dict, evaluation: dict | None, external: dict | None, audi
         "test_split": headline(evaluation),
         "external_radiographs": headline(external),
         "twin_agreement": audit,
+        # what the model still finds with the lungs hidden: COVID-19 and Lung Opacity found there are found by
+        # something other than the lungs (issue 38)
+        "shortcut_figures": shortcut_figures,
         "temperature": state.get("temperature"),
         "intended_use": "research and teaching on this database; reproducing the report",
         "known_limits": "fails on radiographs from outside the database (most are called COVID-19); not validated "

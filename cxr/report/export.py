@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from cxr.assess import shortcuts
 from cxr.assess.evaluate import evaluate_folder
 from cxr.core.config import Config
 from cxr.data.dataset import external_dir, find_dataset
@@ -42,6 +43,8 @@ def export_model(run_path: str | Path, out: str | Path, config: Config) -> Path:
                   "twins_from": "originals in the validation and test splits"} if twins["n"] else None)
         model, meta = half.loaded
         stats = fit_on_split(model, meta, config)
-    out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training)
+        hidden = shortcuts.figures(half, config)
+    out = checkpoints.export(checkpoint, out, evaluation, external, audit, stats, training=training,
+                             shortcut_figures=hidden)
 
     return attach(out, config)  # the site check's reference, fitted on the exported weights' features

@@ -315,3 +315,38 @@ def verdict(rec: dict | None) -> str:
     text += (f"It meets {len(met)} of issue 38's {len(checks)} targets"
              + (f" and misses {len(missed)}: " + "; ".join(missed) if missed else ", all of them") + ".")
     return text
+
+
+def summary(rec: dict | None) -> str:
+    """The executive summary's paragraph on which model ships and why, in words chosen from the
+    record."""
+    if rec is None or not rec.get("candidates"):
+        return "The candidates for the outside have not been measured yet (cxr outside-compare)."
+    rows = {r["name"]: r for r in rec["candidates"]}
+    chosen, whole = rows[rec["chosen"]], next(iter(rows.values()))
+
+    def site(r):
+        share = (r.get("site") or {}).get("normals_called_covid_share")
+        return pct(share) if share is not None else "not measured"
+
+    text = (f"The shipped model was chosen among {len(rows)} candidates measured alike (cxr outside-compare). The "
+            "rule that chose it, committed before any of them was measured, keeps those that meet floors on database "
+            "validation and then takes the one that calls the fewest of one outside hospital's normal films COVID-19. "
+            f"It chose {chosen['name']} ({chosen['tries']}): it calls {site(chosen)} of that hospital's normal films "
+            "COVID-19" + (f", against {site(whole)} for {whole['name']}" if chosen is not whole else "")
+            + "; the choice was made on those films, so this figure flatters it.")
+    ext, w_ext = chosen.get("external"), whole.get("external")
+    if ext:
+        text += (f" On the external radiographs, which no rule reads, it calls {ext['normals_called_covid']} of "
+                 f"{ext['normals']} normal films COVID-19" + (f" ({whole['name']}: {w_ext['normals_called_covid']})"
+                                                               if w_ext and chosen is not whole else "")
+                 + f" and finds {ext['covid_found']} of {ext['covid']} COVID-19 films.")
+    t = chosen["test"]
+    hid = chosen["lungs_hidden"]["sensitivity"]
+    text += (f" On the database's test split its accuracy is {pct(t['accuracy'])} and its COVID-19 sensitivity "
+             f"{pct(t['sensitivity']['COVID'])}; with the lungs hidden it still finds {pct(hid['COVID'])} of COVID-19 "
+             f"and {pct(hid['Lung_Opacity'])} of Lung Opacity films.")
+    checks = target_rows(chosen)
+    missed = [k for k, (_, _, met) in checks.items() if met is False]
+    return text + (f" It meets every one of the {len(checks)} targets set for it." if not missed else
+                   f" Of the {len(checks)} targets set for it, it misses {len(missed)}: {'; '.join(missed)}.")

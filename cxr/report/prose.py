@@ -12,7 +12,7 @@ from cxr.assess.audit import lung_reading
 from cxr.core.book import interval, moved_to, pct, share_word
 from cxr.core.config import CLASSES
 from cxr.core.targets import LUNGS_ONLY_GAP, OUTSIDE_TARGETS
-from cxr.report import lung_experiment
+from cxr.report import outside_experiment
 from cxr.roi.format import money
 
 
@@ -56,7 +56,7 @@ def summary_text(record: dict) -> dict[str, str]:
         "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
         **_lung_text(record.get("occlusion")),
-        "lung_model": lung_experiment.summary(lung_experiment.read()),
+        "ships_why": outside_experiment.summary(outside_experiment.read()),
         "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
         "roi_operating_point": record["roi"]["operating_point"],
@@ -197,6 +197,15 @@ def evaluation_words(s: dict) -> dict[str, str]:
             "macro_auc": interval(s["macro_auc"], s["macro_auc_ci"], 1, 4)}
 
 
+def _card_shortcuts(figures: dict | None) -> dict[str, str]:
+    if not figures:
+        return {"shortcut figures (card)": "not recorded"}
+    found = figures["lungs_hidden_sensitivity"]
+    return {"with the lungs hidden, COVID-19 / Lung Opacity found (card)":
+            f"{pct(found['COVID'])} / {pct(found['Lung_Opacity'])}",
+            "with the lungs hidden, COVID-19 vs Normal AUC (card)": f"{figures['covid_vs_normal_auc']:.3f}"}
+
+
 def model_card_facts(meta: dict, path: Path) -> pd.DataFrame:
     """Chapter 08: what the shipped file says of itself (its card), one fact a row."""
     card, test = meta["card"], meta["card"]["test_split"]
@@ -205,6 +214,7 @@ def model_card_facts(meta: dict, path: Path) -> pd.DataFrame:
              "exported from run": meta.get("source_run"),
              "test accuracy (card)": pct(test["accuracy"], test["accuracy_ci"]),
              "twin agreement (card)": f"{100 * twins['agreement']:.1f}%" if twins else "not recorded",
+             **_card_shortcuts(card.get("shortcut_figures")),
              "operating points": ", ".join(meta.get("operating_points") or {}),
              "intended use": card["intended_use"], "known limits": card["known_limits"],
              "clinical use": card["not_for_clinical_use"]}
