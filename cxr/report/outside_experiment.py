@@ -25,15 +25,15 @@ from cxr.assess import audit, shortcuts
 from cxr.assess.explain import occlude
 from cxr.core import metrics, records, targets
 from cxr.core.book import pct
-from cxr.core.config import CLASSES, Config
-from cxr.core.files import write_json
+from cxr.core.config import CLASSES, Config, cache_key
+from cxr.core.files import ensure_dir, write_json
 from cxr.data import lung_crop, lung_masks, segmenter
 from cxr.data.dataset import external_dir, site_dir
 from cxr.data.labelled import list_labelled, read_labelled
 from cxr.data.preprocess import enhance, load_pixels, resize
 from cxr.data.splits import load_table
 from cxr.model import backends, checkpoints
-from cxr.model.registry import weights_digest
+from cxr.model.registry import rows_digest, weights_digest
 from cxr.report.site_report import LABELS
 
 #: the candidates: name -> (the models whose probabilities it averages, by `cxr.model.registry`
@@ -45,8 +45,8 @@ CANDIDATES = {
     "average of the two": (("shipped", "lung-crop"), "the mean of the two models' probabilities; no training"),
     "lung crop, 128 px": (("lung-crop-128",), "the lung crop seen at 128 px: less of the fine texture that "
                           "scanners, resampling and JPEG leave"),
-    "lung crop, CLAHE": (("lung-crop-clahe",), "the lung crop with every film's contrast equalised (CLAHE), in "
-                         "training and in prediction: less of the exposure and contrast that differ between hospitals"),
+    "whole film, CLAHE": (("clahe",), "the whole film with every film's contrast equalised (CLAHE), in training "
+                          "and in prediction: less of the exposure and contrast that differ between hospitals"),
 }
 #: films per transplant pair (`shortcuts.TRANSPLANT_PAIRS`), from the test split
 PER_PAIR = 100
@@ -136,6 +136,41 @@ def member_outputs(member: Member, data: dict, config: Config) -> dict[str, np.n
     return out
 
 
+def cached_outputs(checkpoint: Path, data: dict, config: Config) -> dict:
+    """`member_outputs` of one checkpoint, computed once per weights, data and record version and
+    kept in the cache (plain arrays, `np.load` without pickle), so that a candidate trained later
+    does not measure the others again."""
+    digest = weights_digest(checkpoint)
+    _, table = load_table(config)
+    key = cache_key([digest, rows_digest(table), PER_PAIR, config.seed, external_dir() and str(external_dir()),
+                     site_dir() and str(site_dir())], "records")
+    path = Path(config.cache_dir) / f"outside-{key}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            flat = {k: z[k] for k in z.files}
+        out = {"transplant": {}}
+        for k, v in flat.items():
+            if k.startswith("transplant/"):
+                out["transplant"][k.split("/", 1)[1]] = v
+            elif k.endswith(" labels"):
+                data.setdefault(k, v)
+            else:
+                out[k] = v
+        for where in ("external", "site"):
+            out.setdefault(where, None)
+            data.setdefault(f"{where} labels", None)
+        return out
+    out = member_outputs(load_member(checkpoint.parent.name or checkpoint.stem, checkpoint, config), data, config)
+    flat = {k: v for k, v in out.items() if k != "transplant" and v is not None}
+    flat |= {f"transplant/{k}": v for k, v in out["transplant"].items()}
+    flat |= {f"{w} labels": data[f"{w} labels"] for w in ("external", "site") if data.get(f"{w} labels") is not None}
+    ensure_dir(path.parent)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **flat)
+    tmp.replace(path)
+    return out
+
+
 def shared_films(config: Config, per_pair: int = PER_PAIR, progress: bool = False) -> dict:
     """The whole films every candidate is measured on: validation and test with their lung masks,
     the audit twins of their originals, and the transplanted test films (model independent)."""
@@ -214,7 +249,7 @@ def record(models: dict[str, Path], config: Config, out: str | Path | None = Non
     data = shared_films(config, progress=progress)
     outputs, found = {}, {}
     for name, checkpoint in models.items():
-        outputs[name] = member_outputs(load_member(name, checkpoint, config), data, config)
+        outputs[name] = cached_outputs(Path(checkpoint), data, config)
         found[name] = {"checkpoint": str(checkpoint), "model_sha256": weights_digest(checkpoint)}
     rows, left_out = [], {}
     for name, (members, tries) in candidates.items():
