@@ -33,7 +33,7 @@ from cxr.core.config import CLASSES, Config
 from cxr.core.files import ensure
 from cxr.core.metrics import task_scores, temper
 from cxr.core.runtime import model_device, show_progress
-from cxr.data import walk
+from cxr.data import segmenter, walk
 from cxr.data.preprocess import preprocess
 from cxr.data.reading import IGNORED, OK, Read, read_file
 from cxr.model import backends, checkpoints, ood, registry, site_check
@@ -427,19 +427,24 @@ def _row(file: str, status: str, notes: list[str] = (), proba=None, decision: st
 
 
 def _cams(model, pixels: np.ndarray, size: int, reads: list[Read], cam_dir) -> list[str]:
-    """A Grad-CAM overlay per image, in `cam_dir` mirroring the input tree (files of the same name in
-    different folders, as a PACS export has, do not overwrite each other)."""
+    """A Grad-CAM overlay per image, with the lung fields' outline (the lung segmenter's masks of the
+    model's own input, `segmenter.lung_fields`) drawn in cyan so a reader sees whether the heat lies
+    in the lungs; in `cam_dir` mirroring the input tree (files of the same name in different folders,
+    as a PACS export has, do not overwrite each other)."""
     import cv2
-
 
     cam_dir = Path(cam_dir)
     maps = cam_maps(model, pixels, size)
+    lungs, _ = segmenter.lung_fields(pixels)
     names = []
-    for r, g, m in zip(reads, pixels, maps):
+    for r, g, m, lung in zip(reads, pixels, maps, lungs):
         name = Path(r.file).with_name(Path(r.file).stem + "_gradcam.png").as_posix()
         target = cam_dir / name
         ensure(target.parent)
-        cv2.imwrite(str(target), cv2.cvtColor(overlay(g, m), cv2.COLOR_RGB2BGR))
+        picture = np.ascontiguousarray(overlay(g, m))
+        contours, _ = cv2.findContours(lung.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(picture, contours, -1, (0, 230, 255), 1)
+        cv2.imwrite(str(target), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
         names.append(name)
     return names
 

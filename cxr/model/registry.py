@@ -154,6 +154,10 @@ COMPARISONS = {
 }
 
 
+#: the runs `make reproduce` trains
+REPRODUCED = ("final", "before", "linear", "resnet50")
+
+
 def find_run(name: str, config: Config) -> Run:
     """The finished run `name` (a key of COMPARISONS) of the profile; never trains.
 
@@ -164,7 +168,7 @@ def find_run(name: str, config: Config) -> Run:
         profile = "" if config.profile == "full" else f" --profile {config.profile}"
         raise MissingModel(f"The {name} model of the {config.profile} profile ({path.name}) has not been trained "
                            f"here: make it with `{command.replace('cxr', 'cxr' + profile, 1)}`"
-                           f"{' or `make reproduce`' if config.profile == 'full' else ''}.")
+                           f"{' or `make reproduce`' if config.profile == 'full' and name in REPRODUCED else ''}.")
     return load_run(path)
 
 
