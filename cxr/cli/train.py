@@ -150,7 +150,8 @@ def _reproduced(args: argparse.Namespace) -> int:
         print(f"  {name}: shipped {100 * m['a']:.2f}%, retrained {100 * m['b']:.2f}%, difference "
               f"{100 * m['difference']:+.2f} points [{100 * m['ci'][0]:+.2f}, {100 * m['ci'][1]:+.2f}], "
               f"McNemar p {m['mcnemar_p']:.2g}")
-    print(("REPRODUCED" if v["reproduced"] else "NOT REPRODUCED") + f" ({v['how']}): " + "; ".join(v["reasons"]))
+    said = {True: "REPRODUCED", False: "NOT REPRODUCED", None: "NOT JUDGED"}[v["reproduced"]]
+    print(f"{said} ({v['how']}): " + "; ".join(v["reasons"]))
     print(f"wrote {out}")
     return 0
 
