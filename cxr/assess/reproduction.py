@@ -65,7 +65,7 @@ def paired(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     se = np.sqrt(max(only_a + only_b - n * diff ** 2, 0.0)) / n
     p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
     return {"films": n, "a": float(a.mean()), "b": float(b.mean()), "difference": float(diff),
-            "ci": [float(diff - Z95 * se), float(diff + Z95 * se)], "only_a": only_a, "only_b": only_b,
+            "ci": [float(max(diff - Z95 * se, -1.0)), float(min(diff + Z95 * se, 1.0))], "only_a": only_a, "only_b": only_b,
             "mcnemar_p": float(p)}
 
 
