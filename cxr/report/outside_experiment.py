@@ -331,7 +331,7 @@ def transplant_examples(config: Config, per_pair: int = 1) -> list[tuple[str, np
     return out
 
 
-def verdict(rec: dict | None) -> str:
+def verdict(rec: dict | None, shipped_digest: str | None = None) -> str:
     """What the comparison says, in words chosen from its numbers: the candidate the rule chose and
     why, and which of issue 38's targets it meets."""
     if rec is None or not rec.get("candidates"):
@@ -349,12 +349,37 @@ def verdict(rec: dict | None) -> str:
     met = [k for k, (_, _, m) in checks.items() if m]
     text += (f"It meets {len(met)} of issue 38's {len(checks)} targets"
              + (f" and misses {len(missed)}: " + "; ".join(missed) if missed else ", all of them") + ".")
-    return text
+    later = not_shipped_words(rec, shipped_digest)
+    return text + (" " + later if later else "")
 
 
-def summary(rec: dict | None) -> str:
+NUMBERS = ("No", "One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
+
+
+def ships(row: dict, shipped_digest: str | None) -> bool:
+    """Whether a candidate is the shipped model: one model, with the shipped weights."""
+    models = list(row.get("models", {}).values())
+    return len(models) == 1 and shipped_digest is not None and models[0]["model_sha256"] == shipped_digest
+
+
+def not_shipped_words(rec: dict, shipped_digest: str | None) -> str:
+    """What the page must say when the rule's choice is not the model that ships ("" when it is)."""
+    rows = {r["name"]: r for r in rec["candidates"]}
+    chosen = rows[rec["chosen"]]
+    if ships(chosen, shipped_digest):
+        return ""
+    shipped = next((r for r in rec["candidates"] if ships(r, shipped_digest)), None)
+    why = (" cxr predict, the site check, adaptation and the exported file each run one network per film, and an "
+           "average of two networks that see different inputs has no path through them yet"
+           if len(chosen.get("models", {})) > 1 else "")
+    return (f"{rec['chosen'][:1].upper() + rec['chosen'][1:]} does not ship yet:{why or ' it has not been exported'}. Until it does, "
+            + (f"{shipped['name']} ships, and every other chapter describes it." if shipped else
+               "the shipped model is not among the candidates."))
+
+
+def summary(rec: dict | None, shipped_digest: str | None = None) -> str:
     """The executive summary's paragraph on which model ships and why, in words chosen from the
-    record."""
+    record (`shipped_digest`: the shipped model's weights, to say whether the rule's choice ships)."""
     if rec is None or not rec.get("candidates"):
         return "The candidates for the outside have not been measured yet (cxr outside-compare)."
     rows = {r["name"]: r for r in rec["candidates"]}
@@ -364,8 +389,9 @@ def summary(rec: dict | None) -> str:
         share = (r.get("site") or {}).get("normals_called_covid_share")
         return pct(share) if share is not None else "not measured"
 
-    text = (f"The shipped model was chosen among {len(rows)} candidates measured alike (cxr outside-compare). The "
-            "rule that chose it, committed before any of them was measured, keeps those that meet floors on database "
+    count = NUMBERS[len(rows)] if len(rows) < len(NUMBERS) else f"All {len(rows)}"
+    text = (f"{count} candidate models were measured alike (cxr outside-compare). The rule that chooses the "
+            "model to ship, committed before any of them was measured, keeps those that meet floors on database "
             "validation and then takes the one that calls the fewest of one outside hospital's normal films COVID-19. "
             f"It chose {chosen['name']} ({chosen['tries']}): it calls {site(chosen)} of that hospital's normal films "
             "COVID-19" + (f", against {site(whole)} for {whole['name']}" if chosen is not whole else "")
@@ -383,5 +409,7 @@ def summary(rec: dict | None) -> str:
              f"and {pct(hid['Lung_Opacity'])} of Lung Opacity films.")
     checks = target_rows(chosen)
     missed = [k for k, (_, _, met) in checks.items() if met is False]
-    return text + (f" It meets every one of the {len(checks)} targets set for it." if not missed else
-                   f" Of the {len(checks)} targets set for it, it misses {len(missed)}: {'; '.join(missed)}.")
+    text += (f" It meets every one of the {len(checks)} targets set for it." if not missed else
+             f" Of the {len(checks)} targets set for it, it misses {len(missed)}: {'; '.join(missed)}.")
+    later = not_shipped_words(rec, shipped_digest)
+    return text + (" " + later if later else "")

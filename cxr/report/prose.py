@@ -56,7 +56,7 @@ def summary_text(record: dict) -> dict[str, str]:
         "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
         **_lung_text(record.get("occlusion")),
-        "ships_why": outside_experiment.summary(outside_experiment.read()),
+        "ships_why": outside_experiment.summary(outside_experiment.read(), record.get("model_sha256")),
         "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
         "roi_operating_point": record["roi"]["operating_point"],
