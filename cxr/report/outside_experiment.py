@@ -25,7 +25,7 @@ from cxr.assess import audit, shortcuts
 from cxr.assess.explain import occlude
 from cxr.core import metrics, records, targets
 from cxr.core.book import pct
-from cxr.core.config import CLASSES, Config, cache_key
+from cxr.core.config import CLASSES, Config, cache_key, display_path
 from cxr.core.files import ensure_dir, write_json
 from cxr.data import lung_crop, lung_masks, segmenter
 from cxr.data.dataset import external_dir, site_dir
@@ -250,7 +250,7 @@ def record(models: dict[str, Path], config: Config, out: str | Path | None = Non
     outputs, found = {}, {}
     for name, checkpoint in models.items():
         outputs[name] = cached_outputs(Path(checkpoint), data, config)
-        found[name] = {"checkpoint": str(checkpoint), "model_sha256": weights_digest(checkpoint)}
+        found[name] = {"checkpoint": display_path(checkpoint), "model_sha256": weights_digest(checkpoint)}
     rows, left_out = [], {}
     for name, (members, tries) in candidates.items():
         missing = [m for m in members if m not in outputs]
