@@ -46,5 +46,8 @@ def test_the_words_say_whether_the_rules_choice_ships():
     v = oe.verdict(rec, "s")
     assert "2 meet every floor" in v and "misses" in v  # 20% of the outside normals is above the 10% target
     t = oe.table(rec)
-    assert list(t.columns) == ["whole film", "average of the two (chosen)"]
-    assert t.loc["outside hospital's normals called COVID-19", "average of the two (chosen)"] == "20.0% (missed)"
+    assert list(t.columns) == ["whole film", "average (chosen)"]
+    assert t.loc["site normals called COVID-19", "average (chosen)"] == "20.0% \u2717"  # missed: the target is 10%
+    assert t.loc["test accuracy", "whole film"] == "96.0%"
+    m = oe.measures(rec)
+    assert m.loc["meets every floor"].tolist() == ["yes", "yes"] and m.loc["validation twin agreement", "whole film"] == "97.0%"

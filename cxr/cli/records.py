@@ -123,6 +123,7 @@ def _outside_compare(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else config.reports_dir / "outside.json"
     rec = outside_experiment.record(models, config, out, progress=True)
     print(outside_experiment.table(rec).to_string())
+    print(outside_experiment.measures(rec).to_string())
     print(f"chosen by the rule (validation floors, then the outside hospital's normals): {rec['chosen']}; wrote {out}")
     return 0
 
