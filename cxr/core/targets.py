@@ -6,8 +6,9 @@ targets from here. The rule sees validation numbers and the audit twins of valid
 only; test and external numbers are reported as they fall, never used to choose.
 
 Issue 38's rule for the model that ships, `choose_for_outside`, adds one outside criterion after
-the floors: the share of one outside hospital's normal films called COVID-19. It is committed here
-before any of that issue's candidates is measured, and nothing calls it yet.
+the floors: the share of one outside hospital's normal films called COVID-19. It was committed
+before any of that issue's candidates was measured; `cxr outside-compare`
+(`report.outside_experiment`) calls it.
 """
 from __future__ import annotations
 
