@@ -56,12 +56,13 @@ book: setup data-check
 	$(BUILD)
 	@echo "The book is in book/_build/html/index.html"
 
-# Retrain the final model (and the comparison runs) on this machine, build the book from the
-# retrained model, and say whether it is the shipped model bit for bit.
-reproduce: setup comparisons
-	$(CXR) train >/dev/null
-	CXR_MODEL=retrained $(BUILD)
-	$(CXR) reproduced
+# Retrain the final model on this machine, build the book from the retrained model, and judge
+# whether it reproduces the shipped one (`cxr reproduced`, which keeps how long this took). The
+# comparison runs are `make comparisons`: the book reads only their record (reports/comparisons.json),
+# and retraining them (the ResNet50 baseline alone is longer than this target) is not needed to
+# judge the final model.
+reproduce: setup data-check
+	start=$$(date +%s) && $(CXR) train >/dev/null && CXR_MODEL=retrained $(BUILD) && $(CXR) reproduced --since $$start
 
 test: setup data-check
 	$(MAKE) --no-print-directory comparisons PROFILE=smoke

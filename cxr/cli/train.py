@@ -127,6 +127,8 @@ def _segmenter(args: argparse.Namespace) -> int:
 def _reproduced_parser(sub, on) -> None:
     p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
     p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")
+    p.add_argument("--since", type=float, metavar="EPOCH",
+                   help="when make reproduce started (seconds since 1970): the record keeps how long it took")
     p.set_defaults(func=_reproduced)
 
 
@@ -135,7 +137,9 @@ def _reproduced(args: argparse.Namespace) -> int:
     from cxr.core.files import write_json
 
     config = args.config
-    record = reproduction.record(config)
+    import time
+
+    record = reproduction.record(config, None if args.since is None else time.time() - args.since)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
     t, v = record["test"], record["verdict"]
     if record["weights_equal"]:
@@ -143,13 +147,15 @@ def _reproduced(args: argparse.Namespace) -> int:
               f"(sha256 {record['shipped_sha256'][:16]})")
     else:
         print(f"the retrained {record['retrained_run']} differs from the shipped model ({record['shipped_from']}): "
-              f"largest class-probability difference on the {record['test_images']:,} test images "
+              f"largest class-probability difference on the {t['films']:,} test images "
               f"{record['largest_probability_difference']:.2e}")
     print(f"calls agreeing on the test split: {100 * t['calls_agreeing']:.2f}% ({t['calls_differing']} of {t['films']:,} differ)")
     for name, m in t["metrics"].items():
         print(f"  {name}: shipped {100 * m['a']:.2f}%, retrained {100 * m['b']:.2f}%, difference "
               f"{100 * m['difference']:+.2f} points [{100 * m['ci'][0]:+.2f}, {100 * m['ci'][1]:+.2f}], "
               f"McNemar p {m['mcnemar_p']:.2g}")
+    if "make_reproduce_seconds" in record:
+        print(f"make reproduce took {record['make_reproduce_seconds'] / 60:.1f} min to get here (retraining, the book)")
     said = {True: "REPRODUCED", False: "NOT REPRODUCED", None: "NOT JUDGED"}[v["reproduced"]]
     print(f"{said} ({v['how']}): " + "; ".join(v["reasons"]))
     print(f"wrote {out}")
