@@ -142,13 +142,9 @@ def model_alone(batch: int = 32, images: int = 256, repeats: int = 5) -> float:
 
 def cpu_name() -> str:
     """The processor's name as Linux reports it (what set the model's speed), else the platform's."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from cxr.core.runtime import cpu_info
+
+    return cpu_info().get("model name") or platform.processor() or platform.machine()
 
 
 def main() -> None:

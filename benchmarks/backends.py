@@ -38,14 +38,10 @@ TARGETS = {"model_alone_default_over_torch_eager": 3.0, "end_to_end_images_per_s
 
 def cpu_flags() -> list[str]:
     """The vector and matrix extensions Linux reports (what sets a runtime's speed)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f.startswith(("avx", "amx", "fma", "sse4")) or "vnni" in f or "bf16" in f)
-    except OSError:
-        pass
-    return []
+    from cxr.core.runtime import cpu_info
+
+    return sorted(f for f in cpu_info().get("flags", "").split()
+                  if f.startswith(("avx", "amx", "fma", "sse4")) or "vnni" in f or "bf16" in f)
 
 
 def alone(name: str, images: int = 256, batch: int = 32, repeats: int = 6) -> dict:

@@ -136,11 +136,9 @@ def machine() -> str:
     gave the linear path's weights 1.8e-4 apart), torch's instruction set, threads."""
     import torch
 
-    info = {}
-    if Path("/proc/cpuinfo").exists():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
+    from cxr.core.runtime import cpu_info
+
+    info = cpu_info()
     model = " ".join(info.get(k, "?") for k in ("model name", "cpu family", "model", "stepping")) if info else "unknown"
     return f"{model} | {torch.backends.cpu.get_cpu_capability()} | {torch.get_num_threads()} threads"
 

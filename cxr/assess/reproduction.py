@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
 import numpy as np
 from scipy.stats import binomtest
@@ -25,6 +24,7 @@ from scipy.stats import binomtest
 from cxr.core import records
 from cxr.core.config import CLASSES, Config, library_versions
 from cxr.core.metrics import Z95
+from cxr.core.runtime import cpu_info
 from cxr.model import registry
 
 #: share of the test split's calls that must agree when the weights are not bitwise equal
@@ -39,11 +39,7 @@ def machine() -> dict:
     and the library versions every key reads (`library_versions`)."""
     import torch
 
-    info, cpuinfo = {}, Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            info.setdefault(key.strip(), value.strip())
+    info = cpu_info()
     flags = set(info.get("flags", "").split())
     return {"cpu": info.get("model name", platform.processor() or platform.machine()),
             "cpu_family_model_stepping": " ".join(info.get(k, "?") for k in ("cpu family", "model", "stepping")),

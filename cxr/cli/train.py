@@ -4,6 +4,7 @@ The handlers import the package when they run, so that `cxr --help` does not loa
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from cxr.core.config import LUNG_INPUTS
@@ -137,8 +138,6 @@ def _reproduced(args: argparse.Namespace) -> int:
     from cxr.core.files import write_json
 
     config = args.config
-    import time
-
     record = reproduction.record(config, None if args.since is None else time.time() - args.since)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
     t, v = record["test"], record["verdict"]

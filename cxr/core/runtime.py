@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import sys
+from pathlib import Path
 
 from cxr.core.config import DEVICE_ENV
 
@@ -76,3 +77,17 @@ def autocast(dev):
 def to_numpy(t):
     """A tensor's values as a float32 NumPy array on the host (no copy for a float32 CPU tensor)."""
     return t.detach().float().cpu().numpy()
+
+
+def cpu_info() -> dict[str, str]:
+    """The CPU as Linux reports it (/proc/cpuinfo: the first processor's "model name", "cpu
+    family", "model", "stepping", "flags", ...); empty where there is no such file."""
+    info: dict[str, str] = {}
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return info
+    for line in lines:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    return info

@@ -133,8 +133,16 @@ def lung_fields(images, model: UNet | None = None) -> tuple[np.ndarray, int]:
     masks that passed, thresholded at one half (the same place on every such film, never a
     silent wrong mask); and how many were replaced."""
     model = load()[0] if model is None else model
-    masks = np.stack(segment(model, np.asarray(images)))
-    ok = np.array([lung_masks.status(m) == lung_masks.OK for m in masks])
+    fields, ok = fields_of(np.stack(segment(model, np.asarray(images))))
+    return fields, int((~ok).sum())
+
+
+def fields_of(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`lung_fields` from masks already made: the fields (a copy; a mask that fails the check
+    replaced by the passing masks' mean, thresholded at one half) and which masks passed."""
+    masks = np.asarray(masks, bool)
+    ok = np.array([lung_masks.status(m) == lung_masks.OK for m in masks], bool)
+    fields = masks.copy()
     if ok.any() and not ok.all():
-        masks[~ok] = masks[ok].mean(0) >= 0.5
-    return masks, int((~ok).sum())
+        fields[~ok] = masks[ok].mean(0) >= 0.5
+    return fields, ok

@@ -84,12 +84,11 @@ class Films:
 
 
 def films_with_masks(films: np.ndarray, seg) -> Films:
+    """Whole films with their lung masks by the segmenter `seg` and the lung fields every measure
+    hides (`segmenter.fields_of`)."""
     films = np.asarray(films)
     masks = np.stack(segmenter.segment(seg, films)) if len(films) else np.zeros(films.shape, bool)
-    usable = np.array([lung_masks.status(m) == lung_masks.OK for m in masks], bool)
-    fields = masks.copy()
-    if usable.any() and not usable.all():
-        fields[~usable] = masks[usable].mean(0) >= 0.5
+    fields, usable = segmenter.fields_of(masks)
     return Films(films, masks, fields, usable)
 
 
