@@ -45,9 +45,12 @@ def test_transplanted_lungs_land_inside_the_hosts_lung_box_and_nothing_else_chan
     changed = out != host
     assert not changed[outside].any()  # the host's surroundings are the host's
     assert changed[host_mask].mean() > 0.9  # its lungs are replaced
-    # the donor's texture (stripes) now fills the host's lungs, at the host's lung brightness
+    # the donor's lungs (brighter than their own surroundings: an opacity) stay brighter than the
+    # host's surroundings by as much, at the host's exposure: the opacity is carried, not erased
     inside = out[host_mask].astype(float)
-    assert abs(inside.mean() - host[host_mask].mean()) < 8
+    d_inside, d_ring = donor[donor_mask].astype(float), donor[~donor_mask].astype(float)
+    assert inside.mean() > host[~host_mask].mean() + 15  # the host's own lungs were 140 below it
+    assert abs((inside.mean() - host[~host_mask].mean()) - (d_inside.mean() - d_ring.mean())) < 12
     # ...with the donor's lungs, moved from the donor's lung box onto the host's, as content
     dy0, dy1, dx0, dx1 = box(donor_mask, 0.0)
     moved = cv2.resize(donor[dy0:dy1, dx0:dx1].astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)

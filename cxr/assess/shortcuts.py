@@ -49,8 +49,14 @@ def transplant(donor: np.ndarray, donor_mask: np.ndarray, host: np.ndarray, host
 
     The donor's lung box (the box around its mask) is resized onto the host's lung box; inside that
     box, wherever either film has lung (the host's mask or the moved donor mask), the donor's pixels
-    replace the host's, with their mean and spread matched to the host's lungs and the edge
-    feathered by a Gaussian of `feather` pixels. Nothing outside the host's lung box changes."""
+    replace the host's, with the edge feathered by a Gaussian of `feather` pixels. Nothing outside
+    the host's lung box changes.
+
+    Brightness is carried over relative to each film's own surroundings of the lungs (the lung box
+    outside the mask: mediastinum, heart, chest wall): the donor's lungs keep their density against
+    their own surroundings, and take the host's exposure (the surroundings' mean and spread). An
+    opacity is lungs denser, so brighter, than they should be against the rest of the chest; matching
+    the donor's lungs to the host's lungs would erase the very sign of COVID-19 and Lung Opacity."""
     donor, host = np.asarray(donor), np.asarray(host)
     dm, hm = np.asarray(donor_mask, bool), np.asarray(host_mask, bool)
     hy0, hy1, hx0, hx1 = box(hm, 0.0)
@@ -60,14 +66,22 @@ def transplant(donor: np.ndarray, donor_mask: np.ndarray, host: np.ndarray, host
     moved = cv2.resize(dm[dy0:dy1, dx0:dx1].astype(np.uint8), size, interpolation=cv2.INTER_NEAREST).astype(bool)
     region = moved | hm[hy0:hy1, hx0:hx1]
     target = host[hy0:hy1, hx0:hx1].astype(np.float32)
-    lungs_d, lungs_h = patch[moved] if moved.any() else patch.ravel(), target[hm[hy0:hy1, hx0:hx1]]
-    patch = (patch - lungs_d.mean()) / max(float(lungs_d.std()), 1.0) * float(lungs_h.std()) + float(lungs_h.mean())
+    ref_d, ref_h = _surroundings(donor[dy0:dy1, dx0:dx1], dm[dy0:dy1, dx0:dx1]), _surroundings(target, hm[hy0:hy1, hx0:hx1])
+    scale = float(np.clip(max(ref_h.std(), 1.0) / max(ref_d.std(), 1.0), 0.5, 2.0))
+    patch = (patch - ref_d.mean()) * scale + ref_h.mean()
     alpha = region.astype(np.float32)
     if feather > 0:
         alpha = np.maximum(alpha, cv2.GaussianBlur(alpha, (0, 0), feather))
     out = host.astype(np.float32).copy()
     out[hy0:hy1, hx0:hx1] = alpha * patch + (1 - alpha) * target
     return np.clip(np.rint(out), 0, 255).astype(host.dtype)
+
+
+def _surroundings(box_pixels: np.ndarray, box_mask: np.ndarray) -> np.ndarray:
+    """The pixels of a lung box outside the lungs (the whole box where the mask fills it)."""
+    px = np.asarray(box_pixels, np.float32)
+    out = px[~np.asarray(box_mask, bool)]
+    return out if out.size else px.ravel()
 
 
 def transplant_pairs(labels: np.ndarray, usable: np.ndarray, per_pair: int, seed: int = 0) -> list[tuple[str, str, np.ndarray, np.ndarray]]:

@@ -136,13 +136,13 @@ def member_outputs(member: Member, data: dict, config: Config) -> dict[str, np.n
 
 
 def cached_outputs(checkpoint: Path, data: dict, config: Config) -> dict:
-    """`member_outputs` of one checkpoint, computed once per weights, data and record version and
+    """`member_outputs` of one checkpoint, computed once per weights, data and code version and
     kept in the cache (plain arrays, `np.load` without pickle), so that a candidate trained later
     does not measure the others again."""
     digest = weights_digest(checkpoint)
     _, table = load_table(config)
     key = cache_key([digest, rows_digest(table), PER_PAIR, config.seed, external_dir() and str(external_dir()),
-                     site_dir() and str(site_dir())], "records")
+                     site_dir() and str(site_dir())], "outside")
     path = Path(config.cache_dir) / f"outside-{key}.npz"
     if path.exists():
         with np.load(path, allow_pickle=False) as z:
