@@ -69,3 +69,19 @@ def test_the_paired_interval_and_mcnemar_read_only_the_discordant_films():
 def test_the_machine_names_what_decides_the_arithmetic():
     m = reproduction.machine()
     assert m["torch_threads"] >= 1 and set(m["libraries"]) >= {"numpy", "opencv", "pillow", "torch", "albumentations"}
+
+
+def test_the_appendix_table_says_the_verdict_and_the_times_beside_the_books():
+    y, p = toy()
+    q = flip(p, [0, 150], to=3)
+    c = reproduction.compare(y, p, q)
+    rec = {"verdict": reproduction.verdict(False, c, SPREAD), "test": c, "weights_equal": False,
+           "largest_probability_difference": 0.31, "retrained_wall_seconds": 1194.0, "make_reproduce_seconds": 1860.0,
+           "machine": reproduction.machine(), "retrained_run": "finetune-full-x", "shipped_from": "finetune-full-y"}
+    md = reproduction.markdown(rec, {"chapters": {"00": {"seconds": 60.0}, "01": {"seconds": 120.0}}})
+    assert "reproduced (within the seed spread)" in md and "99.50% (2 of 400 differ)" in md
+    assert "19.9 min" in md and "31.0 min (target at most 45 min)" in md and "| 3.0 min |" in md
+    assert "0.31" in md and "Lung Opacity" in md and "Lung_Opacity" not in md
+    # a record without the times (an older one) says only what it has
+    md = reproduction.markdown({k: v for k, v in rec.items() if "seconds" not in k})
+    assert "make reproduce" not in md and "verdict" in md

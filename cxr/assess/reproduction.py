@@ -27,6 +27,8 @@ from cxr.core.metrics import Z95
 from cxr.core.runtime import cpu_info
 from cxr.model import registry
 
+#: issue 38's target for `make reproduce` on two cores, in minutes
+REPRODUCE_TARGET_MIN = 45
 #: share of the test split's calls that must agree when the weights are not bitwise equal
 MIN_AGREEMENT = 0.99
 #: CPU flags that decide which kernels run (and so the order of floating-point sums)
@@ -126,6 +128,7 @@ def record(config: Config, seconds: float | None = None) -> dict:
     seeds = records.read("seeds.json") if config.profile == "full" else None
     rec["seed_spread"] = {"spread": seed_spread(seeds), "from": "reports/seeds.json (benchmarks/seeds.py)",
                           "runs": [r["run"] for r in (seeds or {}).get("runs", [])]}
+    rec["retrained_wall_seconds"] = retrained.run.summary.get("train_wall_seconds")
     rec["machine"] = machine()
     if seconds is not None:
         rec["make_reproduce_seconds"] = float(seconds)
@@ -135,3 +138,31 @@ def record(config: Config, seconds: float | None = None) -> dict:
                           "the smoke profile trains another model than the shipped one (a sample of the films, "
                           "128 px): only the full profile's final run can reproduce it"]})
     return rec
+
+
+def markdown(rec: dict, chapters: dict | None = None) -> str:
+    """The record as the book's appendix shows it (book/reproduce.md, written by `cxr reproduced` in
+    the full profile): the verdict, the calls, the times, and beside them what `make book`'s chapters
+    take (`chapters`: reports/chapter_times.json)."""
+    v, t, m = rec["verdict"], rec["test"], rec["machine"]
+    said = {True: "reproduced", False: "not reproduced", None: "not judged"}[v["reproduced"]]
+    rows = [("verdict", f"{said} ({v['how']}): " + "; ".join(v["reasons"])),
+            ("weights, exported to half precision", "equal bit for bit" if rec["weights_equal"] else
+             f"differ (largest class-probability difference {rec['largest_probability_difference']:.2g})"),
+            ("test calls agreeing", f"{100 * t['calls_agreeing']:.2f}% ({t['calls_differing']} of {t['films']:,} differ)")]
+    for name, d in t["metrics"].items():
+        label = "test accuracy" if name == "test_accuracy" else name.replace("test_sensitivity_", "sensitivity, ").replace("_", " ")
+        rows.append((label, f"shipped {100 * d['a']:.2f}%, retrained {100 * d['b']:.2f}%"))
+    if rec.get("retrained_wall_seconds") is not None:
+        rows.append(("retraining (`cxr train`, the run's own clock)", f"{rec['retrained_wall_seconds'] / 60:.1f} min"))
+    if "make_reproduce_seconds" in rec:
+        rows.append(("`make reproduce` (retraining, the book from the retrained model, this record)",
+                     f"{rec['make_reproduce_seconds'] / 60:.1f} min (target at most {REPRODUCE_TARGET_MIN} min)"))
+    if chapters and chapters.get("chapters"):
+        total = sum(c["seconds"] for c in chapters["chapters"].values())
+        rows.append(("`make book`'s chapters, each alone in a fresh kernel (`benchmarks/chapters.py`)", f"{total / 60:.1f} min"))
+    rows.append(("machine", f"{m['cpu']} (family, model, stepping {m['cpu_family_model_stepping']}), "
+                            f"{m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, "
+                            + ", ".join(f"{k} {val}" for k, val in m["libraries"].items())))
+    lines = ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    return "\n".join(lines) + f"\n\nThe retrained run: `{rec['retrained_run']}`; the shipped model: `{rec['shipped_from']}`."

@@ -140,6 +140,12 @@ def _reproduced(args: argparse.Namespace) -> int:
     config = args.config
     record = reproduction.record(config, None if args.since is None else time.time() - args.since)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
+    if not config.smoke and args.out is None:  # the book's appendix shows the full profile's record
+        from cxr.core import records
+        from cxr.core.config import repo_root
+
+        (repo_root() / "book" / "reproduce.md").write_text(
+            reproduction.markdown(record, records.read("chapter_times.json")) + "\n")
     t, v = record["test"], record["verdict"]
     if record["weights_equal"]:
         print(f"the retrained {record['retrained_run']} exports to the shipped weights bit for bit "
