@@ -28,6 +28,12 @@ def interval(v: float | None, ci=None, scale: float = 100, digits: int = 1, unit
     return s
 
 
+def marked(name: str, note: str) -> str:
+    """A name with a note in brackets, joined to a bracket it already ends with:
+    "whole film (shipped)" and "chosen" give "whole film (shipped, chosen)", never "(shipped) (chosen)"."""
+    return f"{name[:-1]}, {note})" if name.endswith(")") else f"{name} ({note})"
+
+
 def pct(v: float | None, ci=None, digits: int = 1) -> str:
     """'97.9% [97.2, 98.4]': a share as a percentage, with its interval when given."""
     return interval(v, ci, 100, digits, "%")

@@ -116,7 +116,7 @@ def segmenter_words(seg: dict | None, audit: dict) -> dict[str, str]:
                 "seg_speed_target": "within" if speed["within_target"] else "over"}
     else:
         out |= {k: "not measured (python benchmarks/segmenter_speed.py)" for k in ("seg_ms", "seg_mb", "seg_speed_target")}
-    return out | {"region_sources": ", ".join(f"{n:,} by the {v}" for v, n in audit["lung_sources"].items()),
+    return out | {"region_sources": " and ".join(f"the {v} for {n:,}" for v, n in audit["lung_sources"].items() if n),
                   "lung_share": book.pct(audit["lung_area_fraction"])}
 
 

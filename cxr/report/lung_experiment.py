@@ -19,7 +19,7 @@ from cxr.assess import audit, explain
 from cxr.assess.evaluate import evaluate_folder, headline
 from cxr.assess.explain import occlusion
 from cxr.core import metrics, records, targets
-from cxr.core.book import interval, pct
+from cxr.core.book import interval, marked, pct
 from cxr.core.config import CLASSES, Config
 from cxr.core.files import write_json
 from cxr.core.metrics import proportion
@@ -130,7 +130,7 @@ def table(rec: dict) -> pd.DataFrame:
         t, v = r["test"], r["val"]
         ext, site = r.get("external"), r.get("site_before_adaptation")
         o = t["occlusion"]
-        cols[r["name"] + (" (chosen)" if r["name"] == rec["chosen"] else "")] = {
+        cols[marked(r["name"], "chosen") if r["name"] == rec["chosen"] else r["name"]] = {
             "input": r["input"],
             "test accuracy": pct(t["accuracy"], t["accuracy_ci"]),
             "macro AUC": interval(t["macro_auc"], t["macro_auc_ci"], 1, 3),

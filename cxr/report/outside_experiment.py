@@ -24,7 +24,7 @@ import pandas as pd
 from cxr.assess import audit, shortcuts
 from cxr.assess.explain import occlude
 from cxr.core import metrics, records, targets
-from cxr.core.book import pct
+from cxr.core.book import marked, pct
 from cxr.core.config import CLASSES, Config, cache_key, display_path
 from cxr.core.files import ensure_dir, write_json
 from cxr.data import lung_crop, lung_masks, segmenter
@@ -298,7 +298,8 @@ SHORT_ROWS = {"outside hospital's normals called COVID-19": "site normals called
 
 
 def _column(rec: dict, r: dict) -> str:
-    return SHORT.get(r["name"], r["name"]) + (" (chosen)" if r["name"] == rec["chosen"] else "")
+    short = SHORT.get(r["name"], r["name"])
+    return marked(short, "chosen") if r["name"] == rec["chosen"] else short
 
 
 def table(rec: dict) -> pd.DataFrame:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from cxr.assess.explain import overlay
 from cxr.core import metrics
+from cxr.core.book import marked
 from cxr.core.config import CLASSES
 from cxr.model.site_check import shown
 
@@ -191,7 +192,7 @@ def pareto(record: dict, floor: float | None = None, target: float | None = None
         ax.scatter(t["lowest_sensitivity"], t["twin_agreement"], s=160 if chosen else 50, color=c,
                    marker="*" if chosen else "o", zorder=3)
         ext = f", external {100 * r['external']['accuracy']:.0f}%" if "external" in r else ""
-        ax.annotate(f"{r['name']}{ext}{' (chosen)' if chosen else ''}", (t["lowest_sensitivity"], t["twin_agreement"]),
+        ax.annotate(marked(f"{r['name']}{ext}", "chosen") if chosen else f"{r['name']}{ext}", (t["lowest_sensitivity"], t["twin_agreement"]),
                     textcoords="offset points", xytext=(6, -10 - 4 * (k % 2)), fontsize=8, color=c)
     floor = floor if floor is not None else min(record["targets"]["sensitivity_floors"].values())
     target = target if target is not None else record["targets"]["twin_agreement"]
