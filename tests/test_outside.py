@@ -35,7 +35,7 @@ def test_the_rule_reads_validation_and_the_outside_hospital_never_test_or_extern
 
 def test_the_words_say_whether_the_rules_choice_ships():
     shipped = row("whole film", 0.96, 0.33, digests=("s",))
-    average = row("average of the two", 0.96, 0.20, digests=("s", "c"))
+    average = row("average of the two", 0.96, 0.20, digests=("wl",))  # one file, not the shipped weights
     rec = record([shipped, average])
     assert rec["chosen"] == "average of the two"
     words = oe.summary(rec, "s")

@@ -116,8 +116,14 @@ def _outside_compare(args: argparse.Namespace) -> int:
     models = {}
     for name in sorted({m for members, _ in outside_experiment.CANDIDATES.values() for m in members}):
         try:
-            models[name] = Path(given[name]) if name in given else (
-                registry.shipped(config).checkpoint if name == "shipped" else registry.find_run(name, config).checkpoint)
+            if name in given:
+                models[name] = Path(given[name])
+            elif name == "shipped":
+                models[name] = registry.shipped(config).checkpoint
+            elif name == "whole-and-lungs":  # made in the cache from the two models
+                models[name] = registry.whole_and_lungs_file(config, given.get("shipped"), given.get("lung-crop"))
+            else:
+                models[name] = registry.find_run(name, config).checkpoint
         except registry.MissingModel as e:
             print(f"left out: {e}")
     out = Path(args.out) if args.out else config.reports_dir / "outside.json"

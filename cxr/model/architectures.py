@@ -125,6 +125,8 @@ def folded(model: nn.Module) -> nn.Module:
     model is returned as it is."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    if hasattr(model, "folded_members") and not getattr(model, "is_folded", False):
+        return model.folded_members()  # a model of several networks folds each (whole_and_lungs)
     if not isinstance(model, EfficientNetLite0) or getattr(model, "is_folded", False):
         return model
     was_training = model.training

@@ -22,6 +22,7 @@ from cxr.core.files import save_state
 from cxr.core.metrics import operating_point_rules, temper
 from cxr.core.runtime import autocast, device, model_device, show_progress, to_numpy
 from cxr.data.preprocess import PARAMS
+from cxr.model import whole_and_lungs
 from cxr.model.architectures import efficientnet_lite0, for_inference, resnet50
 from cxr.model.features import to_tensor
 
@@ -35,11 +36,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Confi
     save_state(path, state)
 
 
-def build_model(arch: str, pretrained: bool = False) -> torch.nn.Module:
+def build_model(arch: str, pretrained: bool = False, state: dict | None = None) -> torch.nn.Module:
+    """The network of an architecture, empty or (`pretrained`) with ImageNet weights; `state`: the
+    checkpoint's metadata, for an architecture built from it (`whole_and_lungs`)."""
     if arch == "efficientnet_lite0":
         return efficientnet_lite0(pretrained=pretrained)
     if arch == "resnet50":
         return resnet50(pretrained=pretrained)[0]
+    if arch == whole_and_lungs.ARCH:
+        state = state or {}
+        return whole_and_lungs.WholeAndLungs(float(state.get("margin", 0.1)),
+                                             tuple(state.get("seg_widths", whole_and_lungs.segmenter.WIDTHS)))
     raise ValueError(f"unknown architecture {arch!r}")
 
 
@@ -70,7 +77,7 @@ def load_model(path: str | Path, on: str = "auto") -> tuple[torch.nn.Module, dic
     """
     path = Path(path)
     state = read_checkpoint(path)
-    model = build_model(state["arch"], pretrained=False)
+    model = build_model(state["arch"], pretrained=False, state=state)
     weights = state["model"]
     if state.get("precision") == "float16":  # an exported model: stored in half precision, run in float32
         weights = {k: v.float() if v.is_floating_point() else v for k, v in weights.items()}

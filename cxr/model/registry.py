@@ -27,11 +27,12 @@ import numpy as np
 import pandas as pd
 
 from cxr.core.config import CLASSES, NOT_KEYED, VERSIONS, Config, cache_key
-from cxr.core.files import write_csv
+from cxr.core.files import save_state, write_csv
+from cxr.data import segmenter
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
-from cxr.model import backends
-from cxr.model.checkpoints import load_model, pixel_config, predict, read_checkpoint
+from cxr.model import backends, whole_and_lungs
+from cxr.model.checkpoints import CHECKPOINT_FORMAT, load_model, pixel_config, predict, read_checkpoint
 from cxr.model.features import pixels_key
 
 SHIPPED = Path(__file__).parents[1] / "weights" / "cxr-efficientnet-lite0.pt"
@@ -309,6 +310,27 @@ def at(checkpoint: str | Path, config: Config, name: str | None = None, source: 
     checkpoint = Path(checkpoint)
     return Model(checkpoint, weights_digest(checkpoint), name or checkpoint.parent.name or checkpoint.stem, source,
                  data=config)
+
+
+def whole_and_lungs_file(config: Config, whole: str | Path | None = None, lungs: str | Path | None = None) -> Path:
+    """The whole-film and lung-crop models in one file (`cxr.model.whole_and_lungs`), made once in
+    the cache from their weights and the shipped segmenter's (default: the shipped model and the
+    profile's lung-crop run, which must have been trained: MissingModel names the command)."""
+    import torch
+
+    whole = Path(whole) if whole else shipped(config).checkpoint
+    lungs = Path(lungs) if lungs else find_run("lung-crop", config).checkpoint
+    seg = segmenter.SHIPPED
+    key = cache_key([weights_digest(whole), weights_digest(lungs), hashlib.sha256(seg.read_bytes()).hexdigest()],
+                    "whole_and_lungs")
+    path = Path(config.cache_dir) / f"whole-and-lungs-{key}.pt"
+    if not path.exists():
+        state = whole_and_lungs.combine(read_checkpoint(whole), read_checkpoint(lungs),
+                                        torch.load(seg, map_location="cpu", weights_only=True))
+        save_state(path, {"format": CHECKPOINT_FORMAT, **state, "members": state["members"] | {
+            "whole": state["members"]["whole"] | {"model_sha256": weights_digest(whole)},
+            "lungs": state["members"]["lungs"] | {"model_sha256": weights_digest(lungs)}}})
+    return path
 
 
 def from_run(run: Run, config: Config | None = None, source: str = "retrained") -> Model:

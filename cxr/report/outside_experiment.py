@@ -37,12 +37,14 @@ from cxr.model.registry import rows_digest, weights_digest
 from cxr.report.site_report import LABELS
 
 #: the candidates: name -> (the models whose probabilities it averages, by `cxr.model.registry`
-#: COMPARISONS name or "shipped"; what it tries). Issue 38 asked for the first three; the last two
+#: COMPARISONS name, "shipped", or "whole-and-lungs" (`registry.whole_and_lungs_file`); what it tries). Issue 38 asked for the first three; the last two
 #: are this project's own ideas aimed at the outside.
 CANDIDATES = {
     "whole film (shipped)": (("shipped",), "the shipped model: the whole film, 224 px"),
     "lung crop": (("lung-crop",), "the box around both lungs, as the segmenter draws them"),
-    "average of the two": (("shipped", "lung-crop"), "the mean of the two models' probabilities; no training"),
+    "average of the two": (("whole-and-lungs",), "the two models in one file (cxr.model.whole_and_lungs): the film "
+                           "and its lungs cropped inside by the segmenter, the mean of the two models' tempered logits; "
+                           "no training"),
     "lung crop, 128 px": (("lung-crop-128",), "the lung crop seen at 128 px: less of the fine texture that "
                           "scanners, resampling and JPEG leave"),
     "whole film, CLAHE": (("clahe",), "the whole film with every film's contrast equalised (CLAHE), in training "

@@ -1,0 +1,111 @@
+"""The whole film and its lungs in one network file (issue 38): the crop it makes inside is the
+crop `cxr.data.lung_crop` makes outside, its head is the mean of the members' tempered logits, and
+it loads like any cxr checkpoint."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cxr.core.config import CLASSES
+from cxr.core.files import save_state
+from cxr.data import lung_crop, segmenter
+from cxr.data.preprocess import resize
+from cxr.model import checkpoints, whole_and_lungs
+from cxr.model.architectures import efficientnet_lite0, folded
+
+SIZE = 64
+
+
+def member(lungs: str, temperature: float, seed: int) -> dict:
+    torch.manual_seed(seed)
+    net = efficientnet_lite0(pretrained=False).eval()
+    return {"model": net.state_dict(), "input_size": SIZE, "temperature": temperature,
+            "config": {"lungs": lungs, "lung_margin": 0.1, "image_size": SIZE}}
+
+
+def seg_file(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    return {"format": segmenter.FORMAT, "widths": list(segmenter.WIDTHS), "model": segmenter.UNet().eval().state_dict()}
+
+
+def film(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.integers(0, 256, (SIZE, SIZE)).astype(np.float32), (0, 0), 2).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def net():
+    state = whole_and_lungs.combine(member("none", 0.7, 1), member("crop", 1.3, 2), seg_file())
+    return whole_and_lungs.WholeAndLungs().eval(), state
+
+
+def test_the_crop_inside_is_the_crop_preprocessing_makes():
+    g = film()
+    mask = np.zeros((SIZE, SIZE), bool)
+    mask[12:50, 8:28] = mask[14:52, 36:58] = True  # two lungs
+    y0, y1, x0, x1 = lung_crop.box(mask, 0.1)
+    expected = resize(lung_crop.apply(g, mask, "crop", 0.1), SIZE).astype(int)
+    net = whole_and_lungs.WholeAndLungs()
+    x = torch.from_numpy(g[None, None].astype(np.float32) / 255)
+    got = (net.crop(x, torch.tensor([[y0, y1, x0, x1]], dtype=torch.float32))[0, 0].numpy() * 255).round().astype(int)
+    diff = np.abs(got - expected)
+    assert diff.mean() < 1.0 and np.percentile(diff, 99) <= 3  # OpenCV's and PyTorch's bicubic differ at the edges only
+
+
+class Drawn(torch.nn.Module):
+    """A stand-in segmenter whose logits are drawn by `fn`."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, g):
+        return self.fn(g)
+
+
+def test_a_mask_too_small_to_crop_to_gives_the_whole_film():
+    net = whole_and_lungs.WholeAndLungs()
+    net.seg = Drawn(lambda g: torch.full_like(g, -20.0))  # no lung anywhere
+    boxes = net.lung_boxes(torch.rand(2, 1, SIZE, SIZE))
+    assert boxes.tolist() == [[0, SIZE, 0, SIZE]] * 2
+    # lung in columns 16-39 of every row (at the film's size): a box widened by the margin
+    net.seg = Drawn(lambda g: torch.where((torch.arange(g.shape[-1]) >= g.shape[-1] // 4)
+                                          & (torch.arange(g.shape[-1]) < g.shape[-1] * 5 // 8), 20.0, -20.0).expand_as(g))
+    y0, y1, x0, x1 = net.lung_boxes(torch.rand(1, 1, SIZE, SIZE))[0].tolist()
+    assert (y0, y1) == (0, SIZE) and 12 <= x0 < 16 and 40 < x1 <= 44
+
+
+def test_the_head_is_the_mean_of_the_members_tempered_logits(net):
+    model, state = net
+    model.load_state_dict(state["model"])
+    x = torch.from_numpy(np.stack([film(s) for s in range(3)])[:, None].astype(np.float32) / 255)
+    with torch.no_grad():
+        crops = model.crop(x, model.lung_boxes(x))
+        expected = (model.whole(x) / 0.7 + model.lungs(crops) / 1.3) / 2
+        got = model(x)
+    assert got.shape == (3, len(CLASSES)) and torch.allclose(got, expected, atol=1e-4)
+    assert model.features(x).shape[1] == 2 * whole_and_lungs.FEATURES
+
+
+def test_it_loads_like_any_checkpoint_and_refuses_members_in_the_wrong_order(tmp_path, net):
+    _, state = net
+    path = save_state(tmp_path / "wl.pt", {"format": checkpoints.CHECKPOINT_FORMAT, **state})
+    model, meta = checkpoints.load_model(path, "cpu")
+    assert isinstance(model, whole_and_lungs.WholeAndLungs) and meta["arch"] == whole_and_lungs.ARCH
+    assert meta["members"]["lungs"]["temperature"] == 1.3 and meta["config"]["lungs"] == "none"
+    p = checkpoints.predict(model, np.stack([film(s) for s in range(2)]), SIZE, progress=False)
+    assert p.shape == (2, len(CLASSES)) and np.allclose(p.sum(1), 1, atol=1e-5)
+    with pytest.raises(ValueError, match="in that order"):
+        whole_and_lungs.combine(member("crop", 1.0, 2), member("none", 1.0, 1), seg_file())
+
+
+def test_the_folded_copy_computes_the_same_function(net):
+    model, state = net
+    model.load_state_dict(state["model"])
+    x = torch.from_numpy(np.stack([film(s) for s in range(2)])[:, None].astype(np.float32) / 255)
+    fast = folded(model)
+    assert fast is not model and fast.is_folded and folded(fast) is fast
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-3)
