@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from cxr.assess import explain
 from cxr.core.config import CLASSES
 from cxr.core.files import save_state
 from cxr.data import lung_crop, segmenter
@@ -109,3 +110,15 @@ def test_the_folded_copy_computes_the_same_function(net):
     assert fast is not model and fast.is_folded and folded(fast) is fast
     with torch.no_grad():
         assert torch.allclose(fast(x), model(x), atol=1e-3)
+
+
+def test_its_maps_join_the_two_members_maps_in_the_films_frame(net):
+    model, state = net
+    model.load_state_dict(state["model"])
+    px = np.stack([film(s) for s in range(2)])
+    maps = explain.cam_maps(model, px, SIZE, method="GradCAM")
+    assert maps.shape == (2, SIZE, SIZE) and maps.min() >= 0 and np.allclose(maps.max((1, 2)), 1, atol=1e-5)
+    rand = explain.randomise_last_stages(model, seed=0)
+    assert isinstance(rand, whole_and_lungs.WholeAndLungs)
+    assert not torch.equal(rand.lungs._fc.weight, model.lungs._fc.weight) and not torch.equal(rand._fc.weight, model._fc.weight)
+    assert torch.equal(rand.seg.out.weight, model.seg.out.weight)  # the segmenter is not the classifier

@@ -23,6 +23,7 @@ from cxr.core.config import CLASSES
 from cxr.core.runtime import model_device, to_numpy
 from cxr.model.architectures import EfficientNetLite0
 from cxr.model.features import to_tensor
+from cxr.model.whole_and_lungs import WholeAndLungs
 
 METHODS = ("GradCAM", "GradCAM++", "EigenCAM")
 
@@ -66,7 +67,10 @@ class _Sequential(torch.nn.Module):
 
 
 def cam_model(model: torch.nn.Module) -> tuple[torch.nn.Module, list[torch.nn.Module]]:
-    """A hookable version of a cxr model and the target layer(s) for CAM methods."""
+    """A hookable version of a cxr model and the target layer(s) for CAM methods (none for the
+    whole film and its lungs, whose maps `cam_maps` makes from its two members')."""
+    if isinstance(model, WholeAndLungs):
+        return model.eval(), []
     if isinstance(model, EfficientNetLite0):
         wrapped = _Sequential(model).eval()
         return wrapped, [wrapped.act]  # the last convolutional feature map (1280 x 7 x 7 at 224 px)
@@ -82,6 +86,8 @@ def cam_maps(model: torch.nn.Module, pixels: np.ndarray, size: int, targets: lis
     from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    if isinstance(model, WholeAndLungs):
+        return _two_member_maps(model, pixels, size, targets, method, batch)
     cls = {"GradCAM": GradCAM, "GradCAM++": GradCAMPlusPlus, "EigenCAM": EigenCAM}[method]
     net, layers = cam_model(model)
     out = []
@@ -98,8 +104,45 @@ def cam_maps(model: torch.nn.Module, pixels: np.ndarray, size: int, targets: lis
     return maps
 
 
-def randomise_last_stages(model: EfficientNetLite0, from_block: int = 11, seed: int = 0) -> EfficientNetLite0:
-    """A copy of the model with blocks[from_block:], the head conv and the classifier re-initialised."""
+def _two_member_maps(model: WholeAndLungs, pixels: np.ndarray, size: int, targets: list[int] | None, method: str,
+                     batch: int) -> np.ndarray:
+    """The maps of the whole film and its lungs: each member's map for the model's class (its own
+    call when `targets` is None), the lung member's computed on its crop and put back into the
+    crop's box, averaged and scaled to [0, 1]. The model's logits are the mean of its members', so
+    each member's map explains its half of the call."""
+    if targets is None:
+        with torch.inference_mode():
+            targets = [int(c) for i in range(0, len(pixels), batch)
+                       for c in model(to_tensor(pixels[i:i + batch], size, model_device(model))).argmax(1)]
+    with torch.inference_mode():
+        x = to_tensor(pixels, size, model_device(model))
+        boxes = model.lung_boxes(x).round().long().tolist()
+        crops = to_numpy((model.crop(x, model.lung_boxes(x))[:, 0] * 255).round()).astype(np.uint8)
+    whole = cam_maps(model.whole, pixels, size, targets, method, batch)
+    lungs = cam_maps(model.lungs, crops, size, targets, method, batch)
+    s = whole.shape[-1]
+    out = np.zeros_like(whole)
+    for i, ((y0, y1, x0, x1), w, lung) in enumerate(zip(boxes, whole, lungs)):
+        placed = np.zeros((size, size), np.float32)
+        placed[y0:y1, x0:x1] = cv2.resize(cv2.resize(lung, (size, size), interpolation=cv2.INTER_LINEAR),
+                                          (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        if s != size:
+            placed = cv2.resize(placed, (s, s), interpolation=cv2.INTER_LINEAR)
+        m = (w + placed) / 2
+        out[i] = m / m.max() if m.max() > 0 else m
+    return out
+
+
+def randomise_last_stages(model: torch.nn.Module, from_block: int = 11, seed: int = 0) -> torch.nn.Module:
+    """A copy of the model with blocks[from_block:], the head conv and the classifier re-initialised
+    (in each member, and the joint head, of the whole film and its lungs)."""
+    if isinstance(model, WholeAndLungs):
+        m = copy.deepcopy(model)
+        m.whole = randomise_last_stages(model.whole, from_block, seed)
+        m.lungs = randomise_last_stages(model.lungs, from_block, seed + 1)
+        torch.manual_seed(seed)
+        m._fc.reset_parameters()
+        return m.eval()
     torch.manual_seed(seed)
     m = copy.deepcopy(model)
     for module in [*m._blocks[from_block:], m._conv_head, m._bn1, m._fc]:
