@@ -122,3 +122,16 @@ def test_its_maps_join_the_two_members_maps_in_the_films_frame(net):
     assert isinstance(rand, whole_and_lungs.WholeAndLungs)
     assert not torch.equal(rand.lungs._fc.weight, model.lungs._fc.weight) and not torch.equal(rand._fc.weight, model._fc.weight)
     assert torch.equal(rand.seg.out.weight, model.seg.out.weight)  # the segmenter is not the classifier
+
+
+def test_each_member_comes_back_out_as_the_model_it_was():
+    whole, lungs = member("none", 0.7, 1), member("crop", 1.3, 2)
+    state = {"format": checkpoints.CHECKPOINT_FORMAT, **whole_and_lungs.combine(whole, lungs, seg_file())}
+    for name, original in (("whole", whole), ("lungs", lungs)):
+        back = whole_and_lungs.member(state, name)
+        assert back["arch"] == "efficientnet_lite0" and back["temperature"] == original["temperature"]
+        assert back["config"]["lungs"] == original["config"]["lungs"]
+        assert set(back["model"]) == set(original["model"])
+        assert all(torch.equal(back["model"][k], original["model"][k]) for k in original["model"])
+    with pytest.raises(ValueError):
+        whole_and_lungs.member(whole | {"format": checkpoints.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0"}, "whole")

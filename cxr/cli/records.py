@@ -118,8 +118,8 @@ def _outside_compare(args: argparse.Namespace) -> int:
         try:
             if name in given:
                 models[name] = Path(given[name])
-            elif name == "shipped":
-                models[name] = registry.shipped(config).checkpoint
+            elif name == "shipped":  # the whole-film model (the shipped file, or its whole-film member)
+                models[name] = registry.whole_film(config)
             elif name == "whole-and-lungs":  # made in the cache from the two models
                 models[name] = registry.whole_and_lungs_file(config, given.get("shipped"), given.get("lung-crop"))
             else:

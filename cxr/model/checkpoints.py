@@ -152,8 +152,11 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     state = dict(read_checkpoint(checkpoint))
     state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     state["precision"] = "float16"
-    # a shipped file measured again keeps the run it came from and the history it carries
-    state["source_run"] = state.get("source_run") or Path(checkpoint).parent.name
+    # a shipped file measured again keeps the run it came from and the history it carries; the whole
+    # film and its lungs came from two runs, which its members name
+    members = state.get("members") or {}
+    state["source_run"] = state.get("source_run") or (
+        " + ".join(f"{k}: {m.get('source_run')}" for k, m in members.items()) if members else Path(checkpoint).parent.name)
     if training is not None:
         state["training"] = json.loads(json.dumps(training))
     # the shipped file names no folder of the machine that exported it
@@ -185,8 +188,14 @@ def model_card(state: dict, evaluation: dict | None, external: dict | None, audi
     lungs = (state.get("config") or {}).get("lungs", "none")
     seen = {"none": "the whole film", "crop": "the box around both lungs (the lung segmenter's mask, widened 10%)",
             "mask": "the whole film, blanked outside the lungs", "crop+mask": "the lungs alone, cropped and blanked"}[lungs]
+    model = f"{state['arch']}, {state['input_size']} px grey input ({seen}), four classes: {', '.join(CLASSES)}"
+    if state["arch"] == whole_and_lungs.ARCH:
+        model = (f"two EfficientNet-Lite0 and the lung segmenter in one file: the whole film and the box around both "
+                 f"lungs (the segmenter's mask, widened {100 * float(state.get('margin', 0.1)):.0f}%, cropped inside "
+                 f"the model), {state['input_size']} px grey input, the mean of the two models' temperature-scaled "
+                 f"logits; four classes: {', '.join(CLASSES)}")
     return {
-        "model": f"{state['arch']}, {state['input_size']} px grey input ({seen}), four classes: {', '.join(CLASSES)}",
+        "model": model,
         "training_data": "COVID-19 Radiography Database (Chowdhury et al. 2020; Rahman et al. 2021), development copy, "
                          "duplicate-aware 70/15/15 split (data/splits.csv), audit twins of training originals added",
         "confounds": "each class came from its own hospitals and its own processing chain; Viral Pneumonia (and part "

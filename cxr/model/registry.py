@@ -318,18 +318,32 @@ def whole_and_lungs_file(config: Config, whole: str | Path | None = None, lungs:
     profile's lung-crop run, which must have been trained: MissingModel names the command)."""
     import torch
 
-    whole = Path(whole) if whole else shipped(config).checkpoint
+    whole = Path(whole) if whole else whole_film(config)
     lungs = Path(lungs) if lungs else find_run("lung-crop", config).checkpoint
     seg = segmenter.SHIPPED
     key = cache_key([weights_digest(whole), weights_digest(lungs), hashlib.sha256(seg.read_bytes()).hexdigest()],
                     "whole_and_lungs")
     path = Path(config.cache_dir) / f"whole-and-lungs-{key}.pt"
     if not path.exists():
-        state = whole_and_lungs.combine(read_checkpoint(whole), read_checkpoint(lungs),
-                                        torch.load(seg, map_location="cpu", weights_only=True))
+        named = [read_checkpoint(p) for p in (whole, lungs)]
+        for state, p in zip(named, (whole, lungs)):  # a run's checkpoint is named by its run folder
+            state["source_run"] = state.get("source_run") or p.parent.name
+        state = whole_and_lungs.combine(*named, torch.load(seg, map_location="cpu", weights_only=True))
         save_state(path, {"format": CHECKPOINT_FORMAT, **state, "members": state["members"] | {
             "whole": state["members"]["whole"] | {"model_sha256": weights_digest(whole)},
             "lungs": state["members"]["lungs"] | {"model_sha256": weights_digest(lungs)}}})
+    return path
+
+
+def whole_film(config: Config) -> Path:
+    """The whole-film model: the shipped file when it is one, else the whole-film member of the
+    shipped whole film and its lungs, written once to the cache as a checkpoint of its own."""
+    state = read_checkpoint(shipped(config).checkpoint)
+    if state.get("arch") != whole_and_lungs.ARCH:
+        return SHIPPED
+    path = Path(config.cache_dir) / f"whole-film-{weights_digest(SHIPPED)[:16]}.pt"
+    if not path.exists():
+        save_state(path, whole_and_lungs.member(state, "whole"))
     return path
 
 

@@ -122,8 +122,22 @@ def combine(whole: dict, lungs: dict, seg: dict) -> dict:
     return {"arch": ARCH, "classes": list(CLASSES), "input_size": whole["input_size"], "config": wc,
             "model": net.state_dict(), "temperature": 1.0, "margin": net.margin,
             "seg_widths": list(seg["widths"]),
-            "members": {"whole": {"temperature": tw, "source_run": whole.get("source_run")},
-                        "lungs": {"temperature": tl, "source_run": lungs.get("source_run")}}}
+            "members": {"whole": {"temperature": tw, "source_run": whole.get("source_run"), "config": wc},
+                        "lungs": {"temperature": tl, "source_run": lungs.get("source_run"), "config": lc}}}
+
+
+def member(state: dict, name: str) -> dict:
+    """One member ("whole" or "lungs") of a `WholeAndLungs` checkpoint's contents, as the
+    EfficientNet-Lite0 checkpoint it was made from: its weights, temperature and training config
+    (the metadata the combined file keeps, such as a model card, stays with the combined file)."""
+    if state.get("arch") != ARCH:
+        raise ValueError(f"not a {ARCH} checkpoint")
+    prefix = f"{name}."
+    info = state["members"][name]
+    return {"format": state["format"], "arch": "efficientnet_lite0", "classes": state["classes"],
+            "input_size": state["input_size"], "config": info["config"], "temperature": info["temperature"],
+            "source_run": info.get("source_run"),
+            "model": {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}}
 
 
 def _float(state: dict) -> dict:
