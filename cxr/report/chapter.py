@@ -20,11 +20,13 @@ from cxr.report import browser_demo, comparisons, plots
 
 def start(profile: str | None = None) -> Config:
     """A chapter's first cell: one look for the figures, the CPU tuned for model passes, and the
-    configuration resolved, once, here (`$CXR_PROFILE`), and printed; every call below takes it."""
+    configuration resolved, once, here (`$CXR_PROFILE`); every call below takes it. A profile other
+    than the report's (full) says so on the page: its numbers are not the report's."""
     plots.style()
     runtime.tune_malloc()  # keep freed memory in the process: CNN passes on the CPU run about 3x faster
     config = get_config(profile)
-    print(config.describe())
+    if config.profile != "full":
+        print(config.describe())
     return config
 
 
