@@ -1,7 +1,7 @@
 """Augmentation that suits radiographs (Albumentations).
 
-No horizontal flip: it moves the heart to the right, which no real PA/AP film shows. Geometry
-changes stay small (a few degrees, a few percent), as patient positioning varies that much.
+No horizontal flip: it puts the heart on the patient's right, mimicking dextrocardia, which almost
+no real film shows. Geometry changes stay small (a few degrees, a few percent), as patient positioning varies that much.
 
 `harmonise=True` adds the processing shortcut's antidote: every class, not only Lung Opacity,
 is sometimes passed through a simulated other processing chain (intensity range compressed with

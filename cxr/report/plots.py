@@ -137,8 +137,11 @@ def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: S
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.tick_params(axis="x", labelsize=9)
-    flag = " (OOD)" if str(row.get("status", "")).startswith("warning: out") else ""
-    ax.set_title(f"called {row['decision']}\nOOD score {row['ood_score']:.2f}{flag}", fontsize=10)
+    if str(row.get("status", "")).startswith("warning: out"):  # the verdict first: no call to trust
+        ax.set_title(f"not like the training films\n(out-of-distribution score {row['ood_score']:.2f});\n"
+                     f"it would be called {row['decision']}", fontsize=9, color="#b00020")
+    else:
+        ax.set_title(f"called {row['decision']}\nout-of-distribution score {row['ood_score']:.2f}", fontsize=10)
     for j, (img, label) in enumerate(neighbours):
         nb = fig.add_subplot(grid[1, 2 * j:2 * j + 2])
         nb.imshow(img, cmap="gray")
