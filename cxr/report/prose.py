@@ -76,6 +76,9 @@ def summary_text(record: dict) -> dict[str, str]:
     t["adapt_after"] = pct(ad["false_covid_after"], ad["false_covid_after_ci"]) if ad else "not measured"
     t["adapt_db_accuracy"] = pct(ad["database_accuracy_after"]) if ad else "not measured"
     t["adapt_db_covid"] = pct(ad["database_covid_sensitivity_after"]) if ad else "not measured"
+    twins_after = (ad or {}).get("twin_agreement_after")
+    t["adapt_twins"] = (f"; the price is agreement on the audit twins, which falls from "
+                        f"{pct(ad['twin_agreement_before'])} to {pct(twins_after)}" if twins_after is not None else "")
     missing = "not measured (no external set found: set CXR_EXTERNAL_DIR)"
     for key in ("roi_database", "roi_database_p", "roi_external", "roi_external_p", "external_accuracy",
                 "external_images", "external_normals_covid", "external_called_covid"):

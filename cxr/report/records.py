@@ -157,7 +157,8 @@ def executive_summary(config: Config) -> dict:
     final = final_model(config)
     path = config.reports_dir / "summary.json"
     if ((record := _fresh(path, final)) is not None and record.get("occlusion") == audit_numbers(config)["occlusion"]
-            and "driver" in record["roi"].get("database", {})):
+            and "driver" in record["roi"].get("database", {})
+            and "twin_agreement_after" in (record.get("adaptation") or {"twin_agreement_after": None})):
         return record
     ev = evaluation_record(config)
     ext = external_record(config)
@@ -192,7 +193,9 @@ def executive_summary(config: Config) -> dict:
                                     "false_covid_after": head["site false-COVID %"] / 100,
                                     "false_covid_after_ci": [head["site CI low %"] / 100, head["site CI high %"] / 100],
                                     "database_accuracy_after": head["database accuracy %"] / 100,
-                                    "database_covid_sensitivity_after": head["COVID sensitivity %"] / 100}
+                                    "database_covid_sensitivity_after": head["COVID sensitivity %"] / 100,
+                                    "twin_agreement_before": none["twin agreement %"] / 100,
+                                    "twin_agreement_after": head["twin agreement %"] / 100}
     write_json(record, path)
     return record
 
