@@ -58,10 +58,12 @@ def moved_to(before: float, after: float, tol: float = 0.0005) -> str:
 
 
 def glue(name: str, value) -> None:
-    """Make `value` (a number already formatted as text, or any object) quotable in the page."""
+    """Make `value` (a number already formatted as text, or any object) quotable in the page. A
+    glued text is shown as it is, not as Markdown, so its code marks (backticks) are dropped: the
+    page shows make reproduce, not `make reproduce`."""
     from myst_nb import glue as _glue
 
-    _glue(name, value, display=False)
+    _glue(name, value.replace("`", "") if isinstance(value, str) else value, display=False)
 
 
 def glue_all(texts: dict) -> None:
