@@ -47,6 +47,8 @@ def test_the_words_say_whether_the_rules_choice_ships():
     assert "2 meet every floor" in v and "misses" in v  # 20% of the outside normals is above the 10% target
     t = oe.table(rec)
     assert list(t.columns) == ["whole film", "average (chosen)"]
+    assert list(oe.table(rec, "s").columns) == ["whole film (shipped)", "average (chosen)"]
+    assert list(oe.table(rec, "wl").columns) == ["whole film", "average (shipped, chosen)"]
     assert t.loc["site normals called COVID-19", "average (chosen)"] == "20.0% \u2717"  # missed: the target is 10%
     assert t.loc["test accuracy", "whole film"] == "96.0%"
     m = oe.measures(rec)

@@ -128,8 +128,9 @@ def _outside_compare(args: argparse.Namespace) -> int:
             print(f"left out: {e}")
     out = Path(args.out) if args.out else config.reports_dir / "outside.json"
     rec = outside_experiment.record(models, config, out, progress=True)
-    print(outside_experiment.table(rec).to_string())
-    print(outside_experiment.measures(rec).to_string())
+    shipped = registry.shipped(config).digest
+    print(outside_experiment.table(rec, shipped).to_string())
+    print(outside_experiment.measures(rec, shipped).to_string())
     print(f"chosen by the rule (validation floors, then the outside hospital's normals): {rec['chosen']}; wrote {out}")
     return 0
 

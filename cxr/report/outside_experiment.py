@@ -40,7 +40,8 @@ from cxr.report.site_report import LABELS
 #: COMPARISONS name, "shipped", or "whole-and-lungs" (`registry.whole_and_lungs_file`); what it tries). Issue 38 asked for the first three; the last two
 #: are this project's own ideas aimed at the outside.
 CANDIDATES = {
-    "whole film (shipped)": (("shipped",), "the shipped model: the whole film, 224 px"),
+    "whole film": (("shipped",), "the whole-film model (cxr train), 224 px: the model that shipped before this "
+                   "comparison"),
     "lung crop": (("lung-crop",), "the box around both lungs, as the segmenter draws them"),
     "average of the two": (("whole-and-lungs",), "the two models in one file (cxr.model.whole_and_lungs): the film "
                            "and its lungs cropped inside by the segmenter, the mean of the two models' tempered logits; "
@@ -292,26 +293,30 @@ def target_rows(row: dict) -> dict[str, tuple[float | int | None, str, bool | No
 
 
 #: the tables' short names for the candidates and the targets (the record and the prose keep the long ones)
-SHORT = {"whole film (shipped)": "whole film", "average of the two": "average", "lung crop, 128 px": "crop, 128 px",
+SHORT = {"average of the two": "average", "lung crop, 128 px": "crop, 128 px",
          "whole film, CLAHE": "CLAHE"}
 SHORT_ROWS = {"outside hospital's normals called COVID-19": "site normals called COVID-19",
               "lungs hidden: COVID-19 sensitivity": "lungs hidden: COVID-19 found",
               "lungs hidden: Lung Opacity sensitivity": "lungs hidden: Lung Opacity found"}
 
 
-def _column(rec: dict, r: dict) -> str:
-    short = SHORT.get(r["name"], r["name"])
-    return marked(short, "chosen") if r["name"] == rec["chosen"] else short
+def _column(rec: dict, r: dict, shipped_digest: str | None = None) -> str:
+    """A candidate's short name, marked "shipped" when it is the model that ships and "chosen" when
+    the rule chose it."""
+    name = SHORT.get(r["name"], r["name"])
+    if ships(r, shipped_digest):
+        name = marked(name, "shipped")
+    return marked(name, "chosen") if r["name"] == rec["chosen"] else name
 
 
-def table(rec: dict) -> pd.DataFrame:
+def table(rec: dict, shipped_digest: str | None = None) -> pd.DataFrame:
     """The candidates against issue 38's targets: one row per target, one column per candidate, a
     missed target marked with a cross."""
-    return pd.DataFrame({_column(rec, r): {SHORT_ROWS.get(k, k): shown + ("" if met in (True, None) else " \u2717")
+    return pd.DataFrame({_column(rec, r, shipped_digest): {SHORT_ROWS.get(k, k): shown + ("" if met in (True, None) else " \u2717")
                                            for k, (_, shown, met) in target_rows(r).items()} for r in rec["candidates"]})
 
 
-def measures(rec: dict) -> pd.DataFrame:
+def measures(rec: dict, shipped_digest: str | None = None) -> pd.DataFrame:
     """The candidates' other shortcut measures and the validation numbers the rule reads."""
     cols = {}
     for r in rec["candidates"]:
@@ -324,7 +329,7 @@ def measures(rec: dict) -> pd.DataFrame:
         col["validation COVID-19 / Lung Opacity"] = f"{pct(v['sensitivity']['COVID'])} / {pct(v['sensitivity']['Lung_Opacity'])}"
         col["validation twin agreement"] = pct(v["twin_agreement"])
         col["meets every floor"] = "yes" if targets.outside_key(rule_numbers(r))[0] else "no"
-        cols[_column(rec, r)] = col
+        cols[_column(rec, r, shipped_digest)] = col
     return pd.DataFrame(cols)
 
 
