@@ -73,6 +73,9 @@ def _export_parser(sub, on) -> None:
     p.add_argument("--onnx", metavar="FILE", help="write the shipped model (or --model's) as one ONNX file, with what "
                    "cxr predict needs in its metadata, to serve without cxr (ONNX Runtime, Triton)")
     p.add_argument("--model", help="with --onnx: the cxr model file to convert (default: the shipped one)")
+    p.add_argument("--whole-and-lungs", action="store_true",
+                   help="export the whole-film and lung-crop models as one file (cxr.model.whole_and_lungs): the "
+                        "whole-film model (the shipped one, or --run's) and the full profile's lung-crop run")
     p.set_defaults(func=_export)
 
 
@@ -90,6 +93,13 @@ def _export(args: argparse.Namespace) -> int:
     if args.remeasure:  # the shipped file's card, operating points and OOD statistics measured on its own weights
         out = export.export_model(registry.SHIPPED, registry.SHIPPED, full)
         print(f"measured {out} again on its own weights (weights unchanged: {registry.shipped(full).digest[:12]})")
+        return 0
+    if args.whole_and_lungs:
+        whole = Path(args.run) / "checkpoint.pt" if args.run else None
+        combined = registry.whole_and_lungs_file(full, whole)
+        out = export.export_model(combined, args.out or registry.SHIPPED, full)
+        print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, half precision): the whole film and its lungs, "
+              f"from {combined.name}")
         return 0
     run = Path(args.run) if args.run else registry.find_run("final", full).path
     if not (run / "checkpoint.pt").exists():
