@@ -33,11 +33,13 @@ def test_the_original_projects_intervals_come_from_its_rates_and_the_kaggle_clas
 
 def test_the_comparison_says_whether_intervals_overlap():
     far = clinical.original_comparison(record(accuracy=0.95))
-    assert far.loc[("all", "accuracy"), "intervals overlap"] == False  # noqa: E712 (a numpy bool)
+    assert far.loc[("all", "accuracy"), "intervals overlap"] == "no"
     near = clinical.original_comparison(record(accuracy=0.69))
-    assert near.loc[("all", "accuracy"), "intervals overlap"] == True  # noqa: E712
+    assert near.loc[("all", "accuracy"), "intervals overlap"] == "yes"
+    assert near.loc[("all", "macro ROC-AUC"), "intervals overlap"] == "no interval to compare"
+    assert ("Lung Opacity", "PPV") in near.index
     assert near.loc[("all", "macro ROC-AUC"), "original ~95% CI"] == "not reported"
-    assert set(far.index.get_level_values("metric")) >= {"sensitivity", "specificity", "ppv", "auc"}
+    assert set(far.index.get_level_values("metric")) >= {"sensitivity", "specificity", "PPV", "ROC-AUC"}
 
 
 def test_the_decision_curve_range_is_none_for_a_useless_model_and_wide_for_a_perfect_one():

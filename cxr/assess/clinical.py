@@ -58,15 +58,20 @@ def original_comparison(record: dict) -> pd.DataFrame:
                 "ours 95% CI": f"[{ours_ci[0]:.{digits}f}, {ours_ci[1]:.{digits}f}]",
                 "original ~95% CI": (f"[{original_ci[0]:.{digits}f}, {original_ci[1]:.{digits}f}]"
                                      if original_ci is not None else "not reported"),
-                "intervals overlap": _overlap(ours_ci, original_ci) if original_ci is not None else None}
+                "intervals overlap": ("yes" if _overlap(ours_ci, original_ci) else "no") if original_ci is not None
+                else "no interval to compare"}
 
     rows = [row("all", "accuracy", orig["accuracy"], record["accuracy"], record["accuracy_ci"], ci["accuracy"]),
             row("all", "macro ROC-AUC", orig["macro_auc"], record["macro_auc"], record["macro_auc_ci"], None, 4)]
     for c in CLASSES:
         o, m = orig["per_class"][c], record["per_class"][c]
         for k in ("sensitivity", "specificity", "ppv", "auc"):
-            rows.append(row(c, k, o[k], m[k], m[f"{k}_ci"], ci["per_class"][c].get(k)))
+            rows.append(row(c.replace("_", " "), METRIC_NAMES[k], o[k], m[k], m[f"{k}_ci"], ci["per_class"][c].get(k)))
     return pd.DataFrame(rows).set_index(["class", "metric"])
+
+
+#: the table's names for the metrics (the records keep the short keys)
+METRIC_NAMES = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV", "auc": "ROC-AUC"}
 
 
 def covid_operating_points(record: dict) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -84,8 +84,9 @@ def table(record: dict):
                           "accuracy %": interval(r["accuracy"], r["accuracy_ci"]),
                           "macro AUC": interval(r["macro_auc"], r["macro_auc_ci"], 1, 4),
                           "COVID-19 sensitivity %": interval(r["covid_sensitivity"], r["covid_sensitivity_ci"]),
-                          "accuracy vs none (points)": diff(r["accuracy_vs_none"], 100, 2),
-                          "macro AUC vs none": diff(r["macro_auc_vs_none"], 1, 4)}
+                          # the reference row is compared with nothing: a dash, not "+0.00 [+0.00, +0.00]"
+                          "accuracy vs none (points)": diff(r["accuracy_vs_none"], 100, 2) if name != "none" else "(reference)",
+                          "macro AUC vs none": diff(r["macro_auc_vs_none"], 1, 4) if name != "none" else "(reference)"}
                          for name, r in record["enhancements"].items()]).set_index("enhancement")
 
 
