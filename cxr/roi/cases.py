@@ -15,6 +15,10 @@ from cxr.roi.inputs import FIELDS, UNCERTAIN, WORKFLOW_NAMES, InputError, Perfor
 from cxr.roi.model import OUTPUTS, roi
 from cxr.roi.uncertainty import break_even_price, psa, volume_for
 
+#: said beside every case in which the AI decides alone (no reader checks its calls)
+STANDALONE = (" Standalone use: no reader checks these calls, and no regulator would clear this research model for "
+              "it; the figures say what the arithmetic gives if one did.")
+
 PRESETS = {
     "default": (Site(), "A general hospital that buys a triage tool for its chest radiograph worklist, the most "
                         "common deployment of commercial chest X-ray AI: every film is still read, the AI reorders "
@@ -26,24 +30,26 @@ PRESETS = {
     "radiology_workflow": (Site(name="radiology department, normal rule-out", workflow="rule_out",
                                 operating_point="abnormal@99", studies_per_year=100_000, prevalence_abnormal=0.30),
                            "A radiology department lets the AI report the films it calls normal, at its most "
-                           "sensitive operating point; the rest are read as usual."),
+                           "sensitive operating point; the rest are read as usual." + STANDALONE),
     "telemedicine": (Site(name="teleradiology service, normal rule-out", workflow="rule_out",
                           operating_point="abnormal@99", studies_per_year=150_000, prevalence_abnormal=0.226,
                           radiologist_cost_per_hour=250.0),
                      "A teleradiology provider reading for remote clinics lets the AI clear the films it calls "
-                     "normal, so reports reach the clinics sooner and the readers' time goes to the rest."),
+                     "normal, so reports reach the clinics sooner and the readers' time goes to the rest." + STANDALONE),
     "low_resource": (Site(name="low-resource setting, normal rule-out", workflow="rule_out",
                           operating_point="abnormal@99", studies_per_year=30_000, prevalence_abnormal=0.15,
                           radiologist_cost_per_hour=45.0, ai_cost_per_study=0.5, ai_cost_per_year=2_000.0,
                           deployment_cost=15_000.0, cost_missed=500.0),
                      "A screening programme where radiologists are scarce and cheap per hour: the AI clears "
-                     "films it calls normal; AI is priced as in the published TB-screening analysis."),
+                     "films it calls normal; AI is priced as in the published TB-screening analysis." + STANDALONE),
     "pandemic_surveillance": (Site(name="pandemic COVID-19 screening", workflow="covid_screening",
                                    operating_point="covid@95", studies_per_year=100_000, prevalence_abnormal=0.40,
                                    prevalence_covid=0.20, cost_missed=1_000.0, cost_false_alarm=100.0,
                                    reader_sensitivity=0.68, reader_specificity=0.70),
                               "During a wave, the AI's COVID-19 call on every admission radiograph decides who "
-                              "is isolated and tested, in place of a reader's call."),
+                              "is isolated and tested, in place of a reader's call. A chest radiograph is not a "
+                              "COVID-19 test (PCR is), and the model calls most films from outside the database "
+                              "COVID-19 (chapter 06)." + STANDALONE),
 }
 
 
