@@ -8,6 +8,8 @@ Chapter 08's browser panel runs the book's model with ONNX Runtime Web: when the
 finished, `cxr.report.browser_demo.write_assets` puts the runtime (npm ci from book/web's lock
 file), the model as ONNX and its model.json in the site's _static/cxr-try/.
 
+A figure's image without alt text gets its caption's first sentence (`_alt_from_caption`).
+
 `CXR_CELL_TIMEOUT` (seconds), when set, replaces the per-cell execution timeout of
 book/_config.yml for one build: the test build uses it so that a cell that hangs fails the
 build in minutes instead of holding CI until it is killed.
@@ -41,7 +43,23 @@ def _browser_assets(app, exception):
     browser_demo.write_assets(Path(app.outdir) / "_static" / browser_demo.ASSETS, get_config())
 
 
+def _alt_from_caption(app, doctree, docname):
+    """A figure's images without alt text get the caption's first sentence (HTML otherwise shows
+    the image file's path to a reader who cannot see it)."""
+    from docutils import nodes
+
+    for fig in doctree.findall(nodes.figure):
+        caption = fig.next_node(nodes.caption)
+        text = " ".join(caption.astext().split()) if caption is not None else ""
+        first = text.split(". ")[0].rstrip(".") + "." if text else ""
+        for img in fig.findall(nodes.image):
+            alt = img.get("alt", "")
+            if first and (not alt or alt == img.get("uri") or "/" in alt):
+                img["alt"] = first
+
+
 def setup(app):
+    app.connect("doctree-resolved", _alt_from_caption)
     app.connect("config-inited", _cell_timeout_from_env, priority=100)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
     app.connect("build-finished", _browser_assets)
