@@ -43,13 +43,14 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.08), squeeze=False)
+    fontsize = readable_points(ncols * size)
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
         ax = axes.flat[i]
         ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if img.dtype == np.uint8 else None)
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=fontsize)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
@@ -57,15 +58,32 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
 
 def boxplots(df: pd.DataFrame, columns: Sequence[str], by: str, order: Sequence[str] | None = None,
              titles: Sequence[str] | None = None) -> plt.Figure:
-    """One box plot per column, grouped by `by`."""
+    """One box plot per column, grouped by `by`, two to a row (so the labels stay readable at a
+    page's width)."""
     order = list(order) if order is not None else sorted(df[by].unique())
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    ncols = min(2, len(columns))
+    nrows = int(np.ceil(len(columns) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(columns):]:
+        ax.axis("off")
     for ax, col, title in zip(axes.flat, columns, titles or columns):
         data = [df.loc[df[by] == g, col].dropna().to_numpy() for g in order]
         ax.boxplot(data, showfliers=False)
-        ax.set_xticks(range(1, len(order) + 1), [str(g).replace(" ", "\n", 1) for g in order], rotation=90, fontsize=8)
+        ax.set_xticks(range(1, len(order) + 1), [str(g).replace("_", " ").replace(" ", "\n", 1) for g in order],
+                      fontsize=9)
         ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     return fig
+
+
+#: the book's text column at a 1280 px window, in pixels (a figure is scaled to it)
+PAGE_PX = 760
+
+
+def readable_points(width_in: float, px: float = 9.0) -> float:
+    """The font size (points) that shows at least `px` pixels high once a figure `width_in` inches
+    wide is scaled to the page's text column (`PAGE_PX`); never under 8 points."""
+    return float(max(8.0, np.ceil(px * 72 * width_in / PAGE_PX)))
 
 
 def hist_by(values: dict[str, np.ndarray], bins=40, xlabel: str = "", title: str = "",
@@ -289,12 +307,14 @@ def enhancement_examples(examples: dict[str, np.ndarray], variants: dict) -> plt
     """Chapter 02: one film per class through each enhancement (`variants`: name -> function), each
     beside its histogram."""
     fig, axes = plt.subplots(len(examples), 2 * len(variants), figsize=(15, 2.3 * len(examples)))
+    fontsize = readable_points(15)
     for r, (c, g) in enumerate(examples.items()):
         for k, (name, f) in enumerate(variants.items()):
             out = f(g)
             axes[r, 2 * k].imshow(out, cmap="gray", vmin=0, vmax=255)
             axes[r, 2 * k].axis("off")
-            axes[r, 2 * k].set_title(f"{c}: {name}" if r == 0 or k == 0 else name, fontsize=8)
+            axes[r, 2 * k].set_title(f"{c.replace('_', ' ')}\n{name}" if k == 0 else name, fontsize=fontsize)
+            axes[r, 2 * k + 1].tick_params(labelsize=fontsize)
             axes[r, 2 * k + 1].hist(out.ravel(), bins=64, range=(0, 255), color="gray")
             axes[r, 2 * k + 1].set_yticks([])
     fig.tight_layout()
