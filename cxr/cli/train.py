@@ -138,6 +138,9 @@ def _segmenter(args: argparse.Namespace) -> int:
 def _reproduced_parser(sub, on) -> None:
     p = sub.add_parser("reproduced", help="does the retrained final run give the shipped model? (make reproduce)")
     p.add_argument("--out", help="record to write (default: <reports>/reproduce.json)")
+    p.add_argument("--bitwise", action="store_true",
+                   help="only say whether the retrained weights are the shipped ones bit for bit (exit 0) or not "
+                        "(exit 1); write nothing")
     p.add_argument("--since", type=float, metavar="EPOCH",
                    help="when make reproduce started (seconds since 1970): the record keeps how long it took")
     p.set_defaults(func=_reproduced)
@@ -148,6 +151,13 @@ def _reproduced(args: argparse.Namespace) -> int:
     from cxr.core.files import write_json
 
     config = args.config
+    if args.bitwise:
+        from cxr.model import registry
+
+        equal = registry.reproduce_check(config)["weights_equal"]
+        print("the retrained weights are the shipped ones bit for bit" if equal else
+              "the retrained weights differ from the shipped ones")
+        return 0 if equal else 1
     record = reproduction.record(config, None if args.since is None else time.time() - args.since)
     out = write_json(record, args.out or config.reports_dir / "reproduce.json")
     if not config.smoke and args.out is None:  # the book's appendix shows the full profile's record

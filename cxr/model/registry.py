@@ -367,7 +367,22 @@ def final_model(config: Config, source: str | None = None) -> Model:
         if key not in _FINAL:
             _FINAL[key] = (config, shipped(config))  # the config is held, so its id is not reused
         return _FINAL[key][1]
-    return from_run(find_run("final", config), config)
+    return as_exported(find_run("final", config), config)
+
+
+def as_exported(run: Run, config: Config) -> Model:
+    """A run's model as `cxr export` would ship it: its weights in half precision (a file in the
+    cache, made once per checkpoint), with the run's history and predictions. A retrained model that
+    reproduces the shipped one bit for bit then has the shipped model's digest, and every record of
+    the shipped model describes it."""
+    path = Path(config.cache_dir) / f"half-{run.name}.pt"
+    if not path.exists() or path.stat().st_mtime_ns < run.checkpoint.stat().st_mtime_ns:
+        state = dict(read_checkpoint(run.checkpoint))
+        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+        state["precision"] = "float16"
+        state["source_run"] = run.name
+        save_state(path, state)
+    return Model(path, weights_digest(path), run.name, "retrained", run, data=config)
 
 
 #: the shipped model as each configuration found it in this process: loaded, hashed and its data
