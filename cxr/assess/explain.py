@@ -116,8 +116,9 @@ def _two_member_maps(model: WholeAndLungs, pixels: np.ndarray, size: int, target
                        for c in model(to_tensor(pixels[i:i + batch], size, model_device(model))).argmax(1)]
     with torch.inference_mode():
         x = to_tensor(pixels, size, model_device(model))
-        boxes = model.lung_boxes(x).round().long().tolist()
-        crops = to_numpy((model.crop(x, model.lung_boxes(x))[:, 0] * 255).round()).astype(np.uint8)
+        found = model.lung_boxes(x)
+        boxes = found.round().long().tolist()
+        crops = to_numpy((model.crop(x, found)[:, 0] * 255).round()).astype(np.uint8)
     whole = cam_maps(model.whole, pixels, size, targets, method, batch)
     lungs = cam_maps(model.lungs, crops, size, targets, method, batch)
     s = whole.shape[-1]

@@ -36,6 +36,11 @@ def save_checkpoint(path: Path, model: torch.nn.Module, arch: str, config: Confi
     save_state(path, state)
 
 
+def half(weights: dict) -> dict:
+    """Weights as `cxr export` ships them: every floating-point tensor in half precision."""
+    return {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+
+
 def build_model(arch: str, pretrained: bool = False, state: dict | None = None) -> torch.nn.Module:
     """The network of an architecture, empty or (`pretrained`) with ImageNet weights; `state`: the
     checkpoint's metadata, for an architecture built from it (`whole_and_lungs`)."""
@@ -150,7 +155,7 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     {"history": rows, "summary": done.json}) and a model card with the measured results (with the
     shortcut figures, `shortcuts.figures`, when given)."""
     state = dict(read_checkpoint(checkpoint))
-    state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    state["model"] = half(state["model"])
     state["precision"] = "float16"
     # a shipped file measured again keeps the run it came from and the history it carries; the whole
     # film and its lungs came from two runs, which its members name

@@ -32,7 +32,7 @@ from cxr.data import segmenter
 from cxr.data.preprocess import load_pixels
 from cxr.data.splits import load_table
 from cxr.model import backends, whole_and_lungs
-from cxr.model.checkpoints import CHECKPOINT_FORMAT, load_model, pixel_config, predict, read_checkpoint
+from cxr.model.checkpoints import CHECKPOINT_FORMAT, half, load_model, pixel_config, predict, read_checkpoint
 from cxr.model.features import pixels_key
 
 SHIPPED = Path(__file__).parents[1] / "weights" / "cxr-efficientnet-lite0.pt"
@@ -378,7 +378,7 @@ def as_exported(run: Run, config: Config) -> Model:
     path = Path(config.cache_dir) / f"half-{run.name}.pt"
     if not path.exists() or path.stat().st_mtime_ns < run.checkpoint.stat().st_mtime_ns:
         state = dict(read_checkpoint(run.checkpoint))
-        state["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+        state["model"] = half(state["model"])
         state["precision"] = "float16"
         state["source_run"] = run.name
         save_state(path, state)
@@ -408,8 +408,7 @@ def reproduce_check(config: Config) -> dict:
     run = find_run("final", config)
     ship = shipped(config)
     state = read_checkpoint(run.checkpoint)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
-    digest = state_digest(half)
+    digest = state_digest(half(state["model"]))
     return {"profile": config.profile, "retrained_run": run.name, "retrained_sha256_half": digest,
             "retrained_sha256": state_digest(state["model"]), "shipped_sha256": ship.digest,
             "shipped_from": ship.name, "weights_equal": digest == ship.digest}
