@@ -2,6 +2,8 @@
 target check, on synthetic numbers and images where the answer is known."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -74,12 +76,12 @@ def test_the_verdict_follows_the_numbers():
     whole, lungs = _row("whole", 0.88, acc=0.968, ext_normals=25), _row("lungs", 0.30, acc=0.94, ext_normals=8)
     whole["input"] = "none"
     text = lung_experiment.verdict(lung_experiment.comparison([whole, lungs], "full"))
-    assert "lungs is chosen, so the lung model is the one to ship" in text
+    assert "lungs was chosen, so the lung model was the one to ship then" in text
     assert "test accuracy falls by 2.8 points" in text and "calls 8 of 32 normal films COVID-19 (whole film 25)" in text
     better = _row("lungs", 0.30, acc=0.97)
     assert "rises by 0.2 points" in lung_experiment.verdict(lung_experiment.comparison([whole, better], "full"))
     weak = _row("lungs", 0.30) | {"val": _row("lungs", 0.30)["val"] | {"twin_agreement": 0.5}}
-    assert "whole-film model keeps shipping" in lung_experiment.verdict(lung_experiment.comparison([whole, weak], "full"))
+    assert "whole-film model kept shipping then" in lung_experiment.verdict(lung_experiment.comparison([whole, weak], "full"))
 
 
 def test_the_summary_sentence_follows_the_numbers():
@@ -91,3 +93,14 @@ def test_the_summary_sentence_follows_the_numbers():
     good = lung_experiment.summary(lung_experiment.comparison([whole, _row("lung-crop", 0.30)], "full"))
     assert "within the 35% target" in good and "made it need them" in good and good.endswith("kept lung-crop.")
     assert lung_experiment.summary(None).startswith("No model")
+
+
+def test_an_earlier_records_shipped_label_is_read_as_a_plain_name(tmp_path):
+    """`(shipped)` was true when `cxr lung-compare` wrote it; the record is read with the plain name."""
+    whole = _row("whole film (shipped)", 0.88, acc=0.968, ext_normals=25)
+    whole["input"] = "none"
+    path = tmp_path / "lung_model.json"
+    path.write_text(json.dumps(lung_experiment.comparison([whole, _row("lungs", 0.30, acc=0.94, ext_normals=8)], "full")))
+    rec = lung_experiment.read(path)
+    assert [r["name"] for r in rec["models"]] == ["whole film", "lungs"] and "shipped" not in rec["chosen"]
+    assert "(shipped)" not in "".join(lung_experiment.table(rec).columns)

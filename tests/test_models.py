@@ -126,3 +126,12 @@ def test_in_place_activations_give_the_same_gradients_as_out_of_place(monkeypatc
     monkeypatch.setattr(architectures.F, "relu6", lambda t, inplace=False: relu6(t))
     out_of_place = grads()
     assert all(torch.equal(a, b) for a, b in zip(in_place, out_of_place))
+
+
+def test_a_models_kind_is_said_from_its_checkpoint():
+    from cxr.model import checkpoints, whole_and_lungs
+
+    assert checkpoints.kind({"arch": "efficientnet_lite0", "config": {}}) == "a partly fine-tuned EfficientNet-Lite0"
+    assert checkpoints.kind({"arch": "efficientnet_lite0", "config": {"approach": "linear"}}).startswith("a frozen")
+    assert checkpoints.kind({"arch": "efficientnet_lite0", "config": {"lungs": "crop"}}).endswith("the box around the lungs")
+    assert checkpoints.kind({"arch": whole_and_lungs.ARCH}).startswith("two partly fine-tuned EfficientNet-Lite0")

@@ -135,3 +135,34 @@ def test_each_member_comes_back_out_as_the_model_it_was():
         assert all(torch.equal(back["model"][k], original["model"][k]) for k in original["model"])
     with pytest.raises(ValueError):
         whole_and_lungs.member(whole | {"format": checkpoints.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0"}, "whole")
+
+
+def test_retraining_both_members_gives_the_shipped_digest_and_another_lung_run_does_not(tmp_path, monkeypatch):
+    """`registry.retrained` makes the file by the steps that made the shipped one (the whole-film run
+    exported, combined with the lung-crop run, exported), so a retraining that reproduces each
+    member reproduces the shipped digest, and `reproduce_check` says so."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from cxr.core.config import get_config
+    from cxr.model import registry
+
+    config = replace(get_config("smoke"), cache_dir=str(tmp_path / "cache"))
+    monkeypatch.setattr(registry.segmenter, "SHIPPED", save_state(tmp_path / "seg.pt", seg_file()))
+    runs = {}
+    for name, lungs, t, seed in (("final", "none", 0.7, 1), ("lung-crop", "crop", 1.3, 2), ("other", "crop", 1.3, 3)):
+        (tmp_path / name).mkdir()
+        path = save_state(tmp_path / name / "checkpoint.pt", {"format": checkpoints.CHECKPOINT_FORMAT, "arch": "efficientnet_lite0",
+                                                               "classes": list(CLASSES), **member(lungs, t, seed)})
+        runs[name] = SimpleNamespace(name=f"finetune-smoke-{name}", checkpoint=path)
+    whole = checkpoints.export(runs["final"].checkpoint, tmp_path / "whole.pt")
+    shipped = checkpoints.export(registry.whole_and_lungs_file(config, whole, runs["lung-crop"].checkpoint),
+                                 tmp_path / "shipped.pt")
+    monkeypatch.setattr(registry, "SHIPPED", shipped)
+    monkeypatch.setattr(registry, "find_run", lambda name, cfg: runs[name])
+    model = registry.retrained(config)
+    assert model.digest == registry.weights_digest(shipped) and model.run is None
+    check = registry.reproduce_check(config)
+    assert check["weights_equal"] and check["retrained_runs"] == ["finetune-smoke-final", "finetune-smoke-lung-crop"]
+    runs["lung-crop"] = runs["other"]
+    assert not registry.reproduce_check(config)["weights_equal"]

@@ -67,7 +67,7 @@ def _lung_masks(args: argparse.Namespace) -> int:
 
 
 def _lung_compare_parser(sub, on) -> None:
-    p = sub.add_parser("lung-compare", parents=[on], help="the lung models against the shipped whole-film model, "
+    p = sub.add_parser("lung-compare", parents=[on], help="the lung models against the whole-film model, "
                                                           "side by side, and the one the rule chooses (reports/lung_model.json)")
     p.add_argument("--runs", nargs="*", default=["lung-crop", "lung-crop+mask"],
                    help="lung runs of the profile to compare (default: lung-crop lung-crop+mask; missing ones are left out)")
@@ -81,7 +81,7 @@ def _lung_compare(args: argparse.Namespace) -> int:
     from cxr.report import lung_experiment
 
     config = args.config
-    models = {"whole film (shipped)": registry.shipped(config).checkpoint}
+    models = {"whole film": registry.whole_film(config)}
     for name in args.runs:
         try:
             models[name] = registry.find_run(name, config).checkpoint
@@ -120,8 +120,8 @@ def _outside_compare(args: argparse.Namespace) -> int:
                 models[name] = Path(given[name])
             elif name == "shipped":  # the whole-film model (the shipped file, or its whole-film member)
                 models[name] = registry.whole_film(config)
-            elif name == "whole-and-lungs":  # made in the cache from the two models
-                models[name] = registry.whole_and_lungs_file(config, given.get("shipped"), given.get("lung-crop"))
+            elif name == "whole-and-lungs":  # the shipped file when it is the two in one, else made in the cache
+                models[name] = registry.whole_and_lungs_model(config, given.get("shipped"), given.get("lung-crop"))
             else:
                 models[name] = registry.find_run(name, config).checkpoint
         except registry.MissingModel as e:

@@ -178,6 +178,19 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     return out
 
 
+def kind(meta: dict) -> str:
+    """What a checkpoint's model is, in a phrase for prose ("a partly fine-tuned EfficientNet-Lite0")."""
+    if meta.get("arch") == whole_and_lungs.ARCH:
+        return ("two partly fine-tuned EfficientNet-Lite0 networks in one file, one reading the whole film and one "
+                "the box around its lungs, their temperature-scaled logits averaged")
+    config = meta.get("config") or {}
+    net = {"efficientnet_lite0": "EfficientNet-Lite0", "resnet50": "ResNet50"}.get(meta.get("arch"), str(meta.get("arch")))
+    how = {"linear": "a frozen {} with a linear head", "resnet50": "a fully fine-tuned {}"}.get(
+        config.get("approach"), "a partly fine-tuned {}").format(net)
+    lungs = config.get("lungs", "none")
+    return how + ("" if lungs == "none" else " reading only the lungs" if "mask" in lungs else " reading the box around the lungs")
+
+
 def model_card(state: dict, evaluation: dict | None, external: dict | None, audit: dict | None,
                shortcut_figures: dict | None = None) -> dict:
     """What a user of the shipped model must know, with the measured numbers."""

@@ -6,7 +6,7 @@
   `MissingModel`, whose message names the command that makes it.
 * **The final model.** `final_model` is what the book and the records use: the model shipped in
   ``cxr/weights/`` (the default), or, with ``CXR_MODEL=retrained`` (`make reproduce`), the
-  profile's final run trained on this machine.
+  profile's runs trained on this machine, made into the file `cxr export` would ship (`retrained`).
 * **Comparison runs.** The "before" model (the recipe without harmonisation), the frozen-feature
   linear head and the ResNet50 baseline: `comparison_run(name, config)`.
 * **Names.** A model is named in records by the SHA-256 of its weights (`weights_digest`: the
@@ -335,12 +335,20 @@ def whole_and_lungs_file(config: Config, whole: str | Path | None = None, lungs:
     return path
 
 
+def whole_and_lungs_model(config: Config, whole: str | Path | None = None, lungs: str | Path | None = None) -> Path:
+    """The whole film and its lungs as one model: the shipped file when it is one and no member is
+    given (the model users run, measured as shipped), else `whole_and_lungs_file`."""
+    if whole is None and lungs is None and two_in_one(shipped(config).checkpoint):
+        return SHIPPED
+    return whole_and_lungs_file(config, whole, lungs)
+
+
 def whole_film(config: Config) -> Path:
     """The whole-film model: the shipped file when it is one, else the whole-film member of the
     shipped whole film and its lungs, written once to the cache as a checkpoint of its own."""
-    state = read_checkpoint(shipped(config).checkpoint)
-    if state.get("arch") != whole_and_lungs.ARCH:
+    if not two_in_one(shipped(config).checkpoint):
         return SHIPPED
+    state = read_checkpoint(SHIPPED)
     path = Path(config.cache_dir) / f"whole-film-{weights_digest(SHIPPED)[:16]}.pt"
     if not path.exists():
         save_state(path, whole_and_lungs.member(state, "whole"))
@@ -360,14 +368,52 @@ def model_source(source: str | None = None) -> str:
 
 def final_model(config: Config, source: str | None = None) -> Model:
     """The report's final model: the shipped one (default), or with `source="retrained"` (or
-    ``CXR_MODEL=retrained``) the profile's final run, which must have been trained (`cxr train`)."""
+    ``CXR_MODEL=retrained``) the profile's retrained runs as `cxr export` would ship them
+    (`retrained`), which must have been trained (`cxr train`, and `cxr train --lungs crop` when the
+    shipped file is the whole film and its lungs)."""
     if model_source(source) == "shipped":
         st = SHIPPED.stat() if SHIPPED.exists() else None
         key = (id(config), str(SHIPPED), st and (st.st_size, st.st_mtime_ns))
         if key not in _FINAL:
             _FINAL[key] = (config, shipped(config))  # the config is held, so its id is not reused
         return _FINAL[key][1]
-    return as_exported(find_run("final", config), config)
+    return retrained(config)
+
+
+def two_in_one(checkpoint: str | Path) -> bool:
+    """Whether a cxr checkpoint is the whole film and its lungs in one file (`cxr.model.whole_and_lungs`)."""
+    return read_checkpoint(checkpoint).get("arch") == whole_and_lungs.ARCH
+
+
+def retrained_runs(config: Config) -> list[Run]:
+    """The profile's runs that retrain what ships: the final run, and the lung-crop run when the
+    shipped file is the whole film and its lungs (`cxr train`, `cxr train --lungs crop`)."""
+    runs = [find_run("final", config)]
+    if two_in_one(SHIPPED):
+        runs.append(find_run("lung-crop", config))
+    return runs
+
+
+def retrained(config: Config) -> Model:
+    """The profile's retrained model as `cxr export` would ship it, made by the steps that made the
+    shipped file: the final run in half precision (`as_exported`); when the shipped file is the
+    whole film and its lungs, that half-precision whole-film model and the retrained lung-crop run
+    combined (`whole_and_lungs_file`), then in half precision. A retraining that reproduces every
+    member bit for bit then gives the shipped digest."""
+    runs = retrained_runs(config)
+    whole = as_exported(runs[0], config)
+    if len(runs) == 1:
+        return whole
+    combined = whole_and_lungs_file(config, whole.checkpoint, runs[1].checkpoint)
+    path = Path(config.cache_dir) / f"half-{combined.stem}.pt"
+    if not path.exists():
+        state = dict(read_checkpoint(combined))
+        state["model"] = half(state["model"])
+        state["precision"] = "float16"
+        state["source_run"] = " + ".join(f"{k}: {m.get('source_run')}" for k, m in state["members"].items())
+        save_state(path, state)
+    # no run: its predictions are the combined file's own, never a member run's
+    return Model(path, weights_digest(path), " + ".join(r.name for r in runs), "retrained", data=config)
 
 
 def as_exported(run: Run, config: Config) -> Model:
@@ -402,13 +448,10 @@ def reference_digest() -> str | None:
 
 # --------------------------------------------------------------------------- reproducing the shipped model
 def reproduce_check(config: Config) -> dict:
-    """Whether the profile's retrained final run gives the shipped model's weights: exported to
-    half precision as `cxr export` does, against the shipped weights, bit for bit (the calls are
+    """Whether the profile's retrained runs give the shipped model's weights: made into the file
+    `cxr export` would ship (`retrained`), against the shipped weights, bit for bit (the calls are
     compared by `cxr.assess.reproduction.record`)."""
-    run = find_run("final", config)
-    ship = shipped(config)
-    state = read_checkpoint(run.checkpoint)
-    digest = state_digest(half(state["model"]))
-    return {"profile": config.profile, "retrained_run": run.name, "retrained_sha256_half": digest,
-            "retrained_sha256": state_digest(state["model"]), "shipped_sha256": ship.digest,
-            "shipped_from": ship.name, "weights_equal": digest == ship.digest}
+    ship, model = shipped(config), retrained(config)
+    return {"profile": config.profile, "retrained_run": model.name,
+            "retrained_runs": [r.name for r in retrained_runs(config)], "retrained_sha256_half": model.digest,
+            "shipped_sha256": ship.digest, "shipped_from": ship.name, "weights_equal": model.digest == ship.digest}

@@ -185,9 +185,9 @@ def verdict(rec: dict) -> str:
     against the whole-film model."""
     rows = {r["name"]: r for r in rec["models"]}
     whole = next((r for r in rec["models"] if r["input"] == "none"), None)
-    parts = [f"By the rule (validation numbers only), {rec['chosen']} is chosen"
-             + (", so the whole-film model keeps shipping." if rows[rec["chosen"]]["input"] == "none" else
-                ", so the lung model is the one to ship.")]
+    parts = [f"By that rule (validation numbers only), {rec['chosen']} was chosen"
+             + (", so the whole-film model kept shipping then." if rows[rec["chosen"]]["input"] == "none" else
+                ", so the lung model was the one to ship then.")]
     if whole is None:
         return parts[0]
     w = whole["test"]
@@ -233,6 +233,16 @@ def summary(rec: dict | None) -> str:
             + f". The rule, on validation numbers only, kept {'the whole-film model' if chosen['input'] == 'none' else chosen['name']}.")
 
 
+#: names an earlier `cxr lung-compare` gave a model, and the name it has now: "(shipped)" was true
+#: when the record was made, and is not a name (the whole-film model no longer ships)
+RENAMED = {"whole film (shipped)": "whole film"}
+
+
 def read(path: str | Path | None = None) -> dict | None:
-    """The committed record (`reports/lung_model.json`), or None."""
-    return records.read(Path(path) if path else "lung_model.json")
+    """The committed record (`reports/lung_model.json`), or None; models named as `RENAMED` says."""
+    rec = records.read(Path(path) if path else "lung_model.json")
+    if rec is not None:
+        for r in rec["models"]:
+            r["name"] = RENAMED.get(r["name"], r["name"])
+        rec["chosen"] = RENAMED.get(rec["chosen"], rec["chosen"])
+    return rec

@@ -53,6 +53,7 @@ def summary_text(record: dict) -> dict[str, str]:
         "covid_sensitivity": pct(record["covid_sensitivity"], record["covid_sensitivity_ci"]),
         "covid_counts": "{} of {}".format(*record["covid_sensitivity_counts"]),
         "test_images": f"{record['test_images']:,}",
+        "model_kind": record["model_kind"],
         "twin_agreement": pct(record["twin_agreement"]) if record["twins"] else "not measured (no audit twins)",
         "twins": f"{record['twins']:,}",
         **_lung_text(record.get("occlusion")),

@@ -158,7 +158,8 @@ def executive_summary(config: Config) -> dict:
     path = config.reports_dir / "summary.json"
     if ((record := _fresh(path, final)) is not None and record.get("occlusion") == audit_numbers(config)["occlusion"]
             and "driver" in record["roi"].get("database", {})
-            and "twin_agreement_after" in (record.get("adaptation") or {"twin_agreement_after": None})):
+            and "twin_agreement_after" in (record.get("adaptation") or {"twin_agreement_after": None})
+            and "model_kind" in record):
         return record
     ev = evaluation_record(config)
     ext = external_record(config)
@@ -167,7 +168,7 @@ def executive_summary(config: Config) -> dict:
     speed = inference_speed(model, meta["input_size"])
     covid = ev["per_class"]["COVID"]
     record = {
-        "profile": config.profile, **final.ref,
+        "profile": config.profile, **final.ref, "model_kind": checkpoints.kind(meta),
         "test_images": ev["n"], "accuracy": ev["accuracy"], "accuracy_ci": ev["accuracy_ci"],
         "macro_auc": ev["macro_auc"], "macro_auc_ci": ev["macro_auc_ci"],
         "covid_sensitivity": covid["sensitivity"], "covid_sensitivity_ci": covid["sensitivity_ci"],
@@ -303,23 +304,28 @@ def metric_differences(full: dict, shipped: dict) -> dict:
 
 
 def precision_check(config: Config) -> dict | None:
-    """The shipped (half-precision) model against the full-precision run it was exported from, on
+    """The shipped (half-precision) model against the full-precision model it was exported from, on
     the test split, in `<reports>/shipped.json`: the record of this shipped file when there is one,
-    else measured when that run is on this machine (`cxr train` makes it), else None."""
+    else measured when what it was made from is on this machine (the final run, `cxr train`; for
+    the whole film and its lungs, the lung-crop run, `cxr train --lungs crop`), else None."""
     shipped = registry.shipped(config)
     if (record := _fresh(config.reports_dir / "shipped.json", shipped)) is not None:
         return record
     try:
-        run = registry.find_run("final", config)
+        if registry.two_in_one(shipped.checkpoint):  # the one file it was exported from, remade from its members
+            source, name = registry.whole_and_lungs_file(config), shipped.meta().get("source_run")
+        else:
+            run = registry.find_run("final", config)
+            if shipped.meta().get("source_run") != run.name:
+                return None
+            source, name = run.checkpoint, run.name
     except registry.MissingModel:
         return None
-    if shipped.meta().get("source_run") != run.name:
-        return None
-    full = evaluate_folder(find_dataset(), run.checkpoint, split="test", config=config, progress=False, n_boot=200)
+    full = evaluate_folder(find_dataset(), source, split="test", config=config, progress=False, n_boot=200)
     small = evaluation_record(config) if registry.model_source() == "shipped" else evaluate_folder(
         find_dataset(), shipped.checkpoint, split="test", config=config, progress=False, n_boot=200)
     diffs = metric_differences(full, small)
-    record = {"run": run.name, "size_mb": shipped.checkpoint.stat().st_size / 1e6, **shipped.ref,
+    record = {"run": name, "size_mb": shipped.checkpoint.stat().st_size / 1e6, **shipped.ref,
               "precision": shipped.meta().get("precision"),
               "differences_points": diffs, "largest_difference_points": max(abs(v) for v in diffs.values()),
               "allowed_points": 0.2, "shipped_accuracy": small["accuracy"], "full_accuracy": full["accuracy"]}
