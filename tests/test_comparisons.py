@@ -34,8 +34,40 @@ def test_the_stored_record_is_shown_without_its_runs_while_it_names_the_model_an
     path.write_text(json.dumps(REF | {"models": {}, "rows": [1]}))
     assert comparisons.comparison_record(cfg)["rows"] == [1]
     path.write_text(json.dumps(REF | {"data_sha256": "d2" * 32, "models": {}}))  # other data: made again
-    with pytest.raises(registry.MissingModel, match="another model or other data"):
+    with pytest.raises(registry.MissingModel, match="was made from other data"):
         comparisons.comparison_record(cfg)
+
+
+def test_another_final_model_without_the_runs_is_measured_and_the_comparison_models_are_kept(setup, monkeypatch):
+    """A new shipped model, on a machine without the comparison runs: its row, TTA and sweep row are
+    measured; the linear, ResNet50 and "before" numbers stay as their runs gave them."""
+    cfg, path = setup
+    y = np.repeat(np.arange(4), 5)
+    p = np.eye(4)[y] * 0.9 + 0.025
+    new = SimpleNamespace(ref=REF | {"model_sha256": "cd" * 32}, name="new", digest="cd" * 32, checkpoint="x",
+                          proba=lambda split: (y, p), training=lambda: None)
+    monkeypatch.setattr(registry, "final_model", lambda config=None: new)
+    monkeypatch.setattr(comparisons, "load_model", lambda *a: (None, {"input_size": 224}))
+    monkeypatch.setattr(comparisons, "inference_speed", lambda *a: {"images_per_second": 30.0})
+    monkeypatch.setattr(comparisons, "tta_rows", lambda *a: {"rows": [], "kept": False, "verdict": "not adopted"})
+    after = {"run": "new", "name": "after: final model", "val": {"twin_agreement": 0.99, "balanced_accuracy": 0.97,
+                                                                  "sensitivity": {"COVID": 0.97}}}
+    monkeypatch.setattr(comparisons.audit, "run_row", lambda *a, **k: after)
+    monkeypatch.setattr(comparisons.audit, "choose_row", lambda rows: 1)
+    rows = [{"approach": comparisons.LABELS["linear"], "accuracy": 0.93},
+            {"approach": comparisons.LABELS["final"], "accuracy": 0.968},
+            {"approach": comparisons.TTA_LABEL, "accuracy": 0.97},
+            {"approach": comparisons.LABELS["resnet50"], "accuracy": 0.07}]
+    models = {"linear": {"run": "lin"}, "final": {"run": "old"}, "resnet50": {"run": "res"}, "before": {"run": "bef"}}
+    sweep = {"runs": [{"run": "bef", "name": "before"}, {"run": "old", "name": "after"}], "chosen": "old"}
+    path.write_text(json.dumps(REF | {"models": models, "rows": rows, "sweep": sweep, "tta": {}, "resnet50_maps": {}}))
+    rec = comparisons.comparison_record(cfg)
+    assert rec["model_sha256"] == "cd" * 32 and json.loads(path.read_text())["model_sha256"] == "cd" * 32
+    assert [r["approach"] for r in rec["rows"]] == [comparisons.LABELS[k] for k in ("linear", "final", "resnet50")]
+    assert rec["rows"][0]["accuracy"] == 0.93 and rec["rows"][1]["accuracy"] == pytest.approx(1.0)
+    assert [r["run"] for r in rec["sweep"]["runs"]] == ["bef", "new"] and rec["sweep"]["chosen"] == "new"
+    assert rec["models"]["final"]["run"] == "new" and rec["kept_from"]["runs"] == {"linear": "lin", "resnet50": "res",
+                                                                                   "before": "bef"}
 
 
 def test_a_record_describes_the_runs_at_hand_by_name():
@@ -133,3 +165,12 @@ def test_the_validation_curve_is_drawn_from_the_record_or_says_there_is_none():
     assert len(fig.axes[0].lines) == 2 and len(fig.axes[0].lines[0].get_xdata()) == 6
     empty = plots.validation_curve(None)
     assert "no recorded run" in empty.axes[0].texts[0].get_text()
+
+
+def test_the_page_says_where_the_rows_come_from():
+    whole = {"command": "make comparisons"}
+    assert "Every row was measured" in comparisons.provenance(whole)
+    kept = whole | {"kept_from": {"runs": {"linear": "lin", "resnet50": "res", "before": "bef"},
+                                  "earlier_final_model": "old"}}
+    said = comparisons.provenance(kept)
+    assert "(lin, res, bef)" in said and "when old was the final model" in said

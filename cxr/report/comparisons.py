@@ -34,6 +34,7 @@ from cxr.model.tta import TTA_VIEWS, tta_predictions
 COMMAND = "make comparisons (cxr train --no-harmonise; cxr train --approach linear; cxr train --approach resnet50; cxr compare)"
 LABELS = {"linear": "frozen features + linear head", "final": "partial fine-tuning (final)",
           "resnet50": "ResNet50, original recipe"}
+TTA_LABEL = "partial fine-tuning + TTA"
 MAP_SIZE = 28  # the stored Grad-CAM maps (the networks' last maps are 7 x 7)
 
 
@@ -55,13 +56,71 @@ def comparison_record(config: Config, remake: bool = False) -> dict:
     record = records.read(path)
     if record is not None and not remake and describes(record, final, runs if missing is None else None):
         return record
+    if missing is not None and record is not None and records.holds(record, {k: final.ref[k] for k in MODEL_DATA}):
+        # the comparison runs are not here, but their numbers in the record are of the same data and
+        # recipe: only what the final model decides is measured again
+        record = for_final(record, final, config)
+        write_json(record, path)
+        return record
     if missing is not None:
-        why = "is missing" if record is None else "was made from another model or other data"
+        why = "is missing" if record is None else "was made from other data"
         raise registry.MissingModel(f"{path.name} {why}, and the comparison runs are not all here: {missing} "
                                     f"(`make comparisons` trains all three and writes the record).")
     record = make_record(final, runs, config)
     write_json(record, path)
     return record
+
+
+#: the reference keys a record of the comparison models shares with any final model: the data and the record recipe
+MODEL_DATA = ("data_sha256", "records_version")
+
+
+def for_final(record: dict, final, config: Config) -> dict:
+    """`record` made again for another final model without the comparison runs: the final model's
+    row, its test-time augmentation and its row in the before/after comparison are measured; the
+    comparison models' rows, the "before" model's numbers and row, and the ResNet50's stored maps
+    are kept as they were measured from their runs (named in the record), on the same data. The
+    record says which parts were kept (`kept_from`)."""
+    y, p = final.proba("test")
+    net, meta = load_model(final.checkpoint, config.device)
+    speed = inference_speed(net, meta["input_size"])["images_per_second"]
+    training = final.training()
+    wall = training[1].get("train_wall_seconds", math.nan) if training else math.nan
+    tta = tta_rows(final, config, y, p, wall, speed / TTA_VIEWS, tta_predictions)
+    rows = []
+    for row in record["rows"]:
+        if row["approach"] == LABELS["final"]:
+            rows += [metrics.comparison_row(LABELS["final"], y, p, wall, speed)] + tta["rows"]
+        elif row["approach"] != TTA_LABEL:  # the earlier final model's TTA row goes
+            rows.append(row)
+    tta.pop("rows")
+    models = dict(record["models"])
+    models["final"] = {"run": final.name, "model_sha256": final.digest, "label": LABELS["final"],
+                       "answers": answer_shares(y, p)}
+    sweep = dict(record["sweep"])
+    before = [r for r in sweep["runs"] if r["run"] == models["before"]["run"]]
+    after = audit.run_row(final, audit.load_twins(config), config, external_dir(), "after: final model")
+    sweep["runs"] = before + [after]
+    sweep["chosen"] = sweep["runs"][audit.choose_row(sweep["runs"])]["run"]
+    kept = {k: m["run"] for k, m in models.items() if k != "final"}
+    return {**record, **final.ref, "rows": rows, "tta": tta, "models": models, "sweep": sweep,
+            "kept_from": {"runs": kept, "earlier_final_model": record["models"]["final"]["run"],
+                          "why": "the comparison runs were not on the machine that measured this final model; their "
+                                 "numbers are those measured from them on the same data",
+                          "resnet50_maps": "of the films the earlier final model's calls chose"}}
+
+
+def provenance(record: dict) -> str:
+    """Where the record's rows come from, in a sentence for the page (plain text)."""
+    kept = record.get("kept_from")
+    if not kept:
+        return (f"Every row was measured for this final model from the runs the record names ({record['command']}).")
+    runs = kept["runs"]
+    return (f"The final model's row, its test-time augmentation and its row in the before/after comparison were "
+            f"measured for this model; the linear head's, the ResNet50's and the before model's numbers are those "
+            f"measured from their runs ({runs.get('linear')}, {runs.get('resnet50')}, {runs.get('before')}) on the "
+            f"same data, when {kept['earlier_final_model']} was the final model, because those runs were not on the "
+            f"machine that measured this one. The ResNet50 maps are of the films that earlier model's calls chose.")
 
 
 def describes(record: dict, final, runs: dict | None) -> bool:
@@ -127,7 +186,7 @@ def tta_rows(final, config: Config, y_test, p_test, wall: float, speed: float, t
     rows = []
     if kept:
         p_tta = tta_predictions(final, config, progress=False, splits=("test",))["test"]
-        rows.append(metrics.comparison_row("partial fine-tuning + TTA", y_test, p_tta, wall, speed))
+        rows.append(metrics.comparison_row(TTA_LABEL, y_test, p_tta, wall, speed))
     return {"val_gain": gain, "val_gain_ci": list(ci), "kept": kept, "verdict": verdict, "rows": rows}
 
 
