@@ -40,12 +40,10 @@ from cxr.report.site_report import LABELS
 #: COMPARISONS name, "shipped", or "whole-and-lungs" (`registry.whole_and_lungs_file`); what it tries). Issue 38 asked for the first three; the last two
 #: are this project's own ideas aimed at the outside.
 CANDIDATES = {
-    "whole film": (("shipped",), "the whole-film model (cxr train), 224 px: the model that shipped before this "
-                   "comparison"),
+    "whole film": (("shipped",), "the whole-film model, 224 px: the model that shipped before this comparison"),
     "lung crop": (("lung-crop",), "the box around both lungs, as the segmenter draws them"),
-    "average of the two": (("whole-and-lungs",), "the two models in one file (cxr.model.whole_and_lungs): the film "
-                           "and its lungs cropped inside by the segmenter, the mean of the two models' tempered logits; "
-                           "no training"),
+    "average of the two": (("whole-and-lungs",), "the whole-film and lung-crop models in one file, which finds the "
+                           "lungs itself and averages the two models' calibrated scores; no training"),
     "lung crop, 128 px": (("lung-crop-128",), "the lung crop seen at 128 px: less of the fine texture that "
                           "scanners, resampling and JPEG leave"),
     "whole film, CLAHE": (("clahe",), "the whole film with every film's contrast equalised (CLAHE), in training "
