@@ -174,7 +174,7 @@ VERSIONS = {
     "records": 1,      # report, comparisons: how a record in reports/ is computed from a model and the data
     "onnx": 1,         # backends.onnx_file: a model exported to ONNX (onnx_file.export)
     "audit": 3,        # audit.shortcut_audit: 3, lungs-hidden sensitivity per class and COVID-19 vs Normal AUC (2: segmenter masks)
-    "whole_and_lungs": 1,  # registry.whole_and_lungs_file: the whole-film and lung-crop models in one file
+    "whole_and_lungs": 2,  # registry.whole_and_lungs_file: the whole-film and lung-crop models in one file (2: members keep their config and run)
     "outside": 2,      # outside_experiment.cached_outputs: 2, the transplant keeps the donor's lung density against its surroundings
 }
 
