@@ -313,7 +313,10 @@ def precision_check(config: Config) -> dict | None:
         return record
     try:
         if registry.two_in_one(shipped.checkpoint):  # the one file it was exported from, remade from its members
-            source, name = registry.whole_and_lungs_file(config), shipped.meta().get("source_run")
+            lungs = registry.find_run("lung-crop", config)
+            if shipped.meta()["members"]["lungs"].get("source_run") != lungs.name:
+                return None
+            source, name = registry.whole_and_lungs_file(config, None, lungs.checkpoint), shipped.meta().get("source_run")
         else:
             run = registry.find_run("final", config)
             if shipped.meta().get("source_run") != run.name:
