@@ -106,3 +106,15 @@ def test_lungs_hidden_gives_the_shortcut_figures_per_class_and_the_covid_normal_
     cue[:4, CLASSES.index("COVID")] = 0.9  # something outside the lungs still says COVID-19
     r = shortcuts.lungs_hidden(cue, y)
     assert r["sensitivity"]["COVID"] == 1 and r["covid_vs_normal_auc"] == pytest.approx(1.0)
+
+
+def test_the_model_cards_shortcut_figures_are_shown_as_the_card_carries_them():
+    from cxr.report import prose
+
+    y = np.array([CLASSES.index(c) for c in ["COVID"] * 4 + ["Normal"] * 4 + ["Lung_Opacity"] * 2])
+    p = np.full((len(y), len(CLASSES)), 0.25)
+    p[:, CLASSES.index("Normal")] = 0.4
+    p[:2, CLASSES.index("COVID")] = 0.9
+    shown = prose._card_shortcuts(shortcuts.lungs_hidden(p, y) | {"masks_replaced": 0})
+    assert shown["with the lungs hidden, COVID-19 / Lung Opacity found (card)"] == "50.0% / 0.0%"
+    assert prose._card_shortcuts(None) == {"shortcut figures (card)": "not recorded"}

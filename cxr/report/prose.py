@@ -204,7 +204,7 @@ def evaluation_words(s: dict) -> dict[str, str]:
 def _card_shortcuts(figures: dict | None) -> dict[str, str]:
     if not figures:
         return {"shortcut figures (card)": "not recorded"}
-    found = figures["lungs_hidden_sensitivity"]
+    found = figures["sensitivity"]  # `cxr.assess.shortcuts.figures`, as `cxr export` puts them on the card
     return {"with the lungs hidden, COVID-19 / Lung Opacity found (card)":
             f"{pct(found['COVID'])} / {pct(found['Lung_Opacity'])}",
             "with the lungs hidden, COVID-19 vs Normal AUC (card)": f"{figures['covid_vs_normal_auc']:.3f}"}
