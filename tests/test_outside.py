@@ -43,6 +43,8 @@ def test_the_words_say_whether_the_rules_choice_ships():
     assert "whole film ships" in words and "20.0%" in words and "33.0%" in words
     alone = record([shipped])
     assert "does not ship" not in oe.summary(alone, "s") and "does not ship" not in oe.verdict(alone, "s")
+    assert oe.verdict(rec, "wl").endswith("It is the model that ships, and every chapter describes it.")
+    assert list(oe.table(rec, "wl").columns) == ["whole film", "average (shipped, chosen)"]
     v = oe.verdict(rec, "s")
     assert "2 meet every floor" in v and "misses" in v  # 20% of the outside normals is above the 10% target
     t = oe.table(rec)

@@ -370,7 +370,7 @@ def verdict(rec: dict | None, shipped_digest: str | None = None) -> str:
     met = [k for k, (_, _, m) in checks.items() if m]
     text += (f"It meets {len(met)} of issue 38's {len(checks)} targets"
              + (f" and misses {len(missed)}: " + "; ".join(missed) if missed else ", all of them") + ".")
-    later = not_shipped_words(rec, shipped_digest)
+    later = shipping_words(rec, shipped_digest)
     return text + (" " + later if later else "")
 
 
@@ -383,12 +383,12 @@ def ships(row: dict, shipped_digest: str | None) -> bool:
     return len(models) == 1 and shipped_digest is not None and models[0]["model_sha256"] == shipped_digest
 
 
-def not_shipped_words(rec: dict, shipped_digest: str | None) -> str:
-    """What the page must say when the rule's choice is not the model that ships ("" when it is)."""
+def shipping_words(rec: dict, shipped_digest: str | None) -> str:
+    """What the page says of whether the rule's choice is the model that ships."""
     rows = {r["name"]: r for r in rec["candidates"]}
     chosen = rows[rec["chosen"]]
     if ships(chosen, shipped_digest):
-        return ""
+        return "It is the model that ships, and every chapter describes it."
     shipped = next((r for r in rec["candidates"] if ships(r, shipped_digest)), None)
     why = (" cxr predict, the site check, adaptation and the exported file each run one network per film, and an "
            "average of two networks that see different inputs has no path through them yet"
@@ -432,5 +432,5 @@ def summary(rec: dict | None, shipped_digest: str | None = None) -> str:
     missed = [k for k, (_, _, met) in checks.items() if met is False]
     text += (f" It meets every one of the {len(checks)} targets set for it." if not missed else
              f" Of the {len(checks)} targets set for it, it misses {len(missed)}: {'; '.join(missed)}.")
-    later = not_shipped_words(rec, shipped_digest)
+    later = shipping_words(rec, shipped_digest)
     return text + (" " + later if later else "")
