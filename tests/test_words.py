@@ -79,3 +79,14 @@ def test_the_ood_sentence_follows_the_flag_rates():
     missed = {"not chest radiographs": {"n": 26, "flagged": 5}, "external: Normal": {"n": 32, "flagged": 30}}
     text = ood.flag_words(missed)
     assert "catches a minority of the pictures" in text and "flags most (30 of 32)" in text
+
+
+def test_chapter_03_says_why_it_shows_no_training_history():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    one = SimpleNamespace(checkpoint=Path("m.pt"), name="run-a", meta=lambda: {})
+    two = SimpleNamespace(checkpoint=Path("m.pt"), name="whole: a + lungs: b", meta=lambda: {"members": {"whole": {}}})
+    assert "does not carry its run's training history" in prose.training_text(None, one)
+    said = prose.training_text(None, two)
+    assert "holds two networks" in said and "retrains both" in said

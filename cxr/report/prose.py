@@ -176,6 +176,10 @@ def external_words(external: dict, evaluation: dict) -> dict[str, str]:
 
 def training_text(training: tuple | None, model) -> str:
     """Chapter 03's sentence on how the model was trained (`registry.Model.training()`)."""
+    if training is None and model.meta().get("members"):
+        return (f"The file {model.checkpoint.name} ({model.name}) holds two networks and carries neither run's "
+                "training history, so this build cannot show them; `make reproduce` retrains both on this machine, "
+                "and each run's folder keeps its history (history.csv).")
     if training is None:
         return (f"The file {model.checkpoint.name} ({model.name}) does not carry its run's training history, so "
                 "this build cannot show it; `make reproduce` retrains the recipe on this machine and builds this "
