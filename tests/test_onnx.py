@@ -15,7 +15,7 @@ from cxr.assess import predict
 from cxr.cli import main
 from cxr.core.config import CLASSES, get_config
 from cxr.data import splits
-from cxr.model import onnx_file, registry
+from cxr.model import backends, onnx_file, registry
 
 # Run in a fresh interpreter that cannot import cxr: the file, ONNX Runtime, OpenCV and the metadata
 # are all a user who serves the model elsewhere has.
@@ -62,7 +62,10 @@ def test_onnx_runtime_alone_gives_cxr_predicts_probabilities(exported: Path):
     assert not got["cxr_imported"] and got["classes"] == list(CLASSES)
     ours = rows[list(CLASSES)].to_numpy(float)
     theirs = np.asarray(got["probabilities"])
-    assert np.abs(ours - theirs).max() < 1e-4, np.abs(ours - theirs).max()
+    # one network agrees within 1e-4; the whole film and its lungs (two networks, the segmenter and the crop
+    # between them) within the backends' agreement bound
+    tol = backends.TOLERANCE if registry.two_in_one(registry.SHIPPED) else 1e-4
+    assert np.abs(ours - theirs).max() < tol, np.abs(ours - theirs).max()
     assert (ours.argmax(1) == theirs.argmax(1)).all()
     assert got["points"] == sorted(predict.load(None, cfg).points)
 
