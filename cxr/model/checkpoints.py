@@ -161,7 +161,7 @@ def export(checkpoint: str | Path, out: str | Path, evaluation: dict | None = No
     # film and its lungs came from two runs, which its members name
     members = state.get("members") or {}
     state["source_run"] = state.get("source_run") or (
-        " + ".join(f"{k}: {m.get('source_run')}" for k, m in members.items()) if members else Path(checkpoint).parent.name)
+        whole_and_lungs.source_runs(members) if members else Path(checkpoint).parent.name)
     if training is not None:
         state["training"] = json.loads(json.dumps(training))
     # the shipped file names no folder of the machine that exported it

@@ -410,7 +410,7 @@ def retrained(config: Config) -> Model:
         state = dict(read_checkpoint(combined))
         state["model"] = half(state["model"])
         state["precision"] = "float16"
-        state["source_run"] = " + ".join(f"{k}: {m.get('source_run')}" for k, m in state["members"].items())
+        state["source_run"] = whole_and_lungs.source_runs(state["members"])
         save_state(path, state)
     # no run: its predictions are the combined file's own, never a member run's
     return Model(path, weights_digest(path), " + ".join(r.name for r in runs), "retrained", data=config)

@@ -126,6 +126,11 @@ def combine(whole: dict, lungs: dict, seg: dict) -> dict:
                         "lungs": {"temperature": tl, "source_run": lungs.get("source_run"), "config": lc}}}
 
 
+def source_runs(members: dict) -> str:
+    """The runs a combined file came from, as its `source_run` names them ("whole: RUN + lungs: RUN")."""
+    return " + ".join(f"{k}: {m.get('source_run')}" for k, m in members.items())
+
+
 def member(state: dict, name: str) -> dict:
     """One member ("whole" or "lungs") of a `WholeAndLungs` checkpoint's contents, as the
     EfficientNet-Lite0 checkpoint it was made from: its weights, temperature and training config
