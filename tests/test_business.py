@@ -209,7 +209,7 @@ def test_use_cases_and_verdicts(tmp_path: Path):
     assert "not supported" in cases["ed_triage"]["verdict"]
     table = roi_cases.use_case_table(cases)
     assert len(table) == 5 and ("", "original claim") in table.columns
-    assert "**ed_triage**" in roi_cases.verdicts_markdown(cases)
+    assert "**emergency department triage**" in roi_cases.verdicts_markdown(cases)
     path = roi_cases.write_record(cases, tmp_path / "business.json")
     saved = json.loads(path.read_text())
     assert saved["use_cases"]["ed_triage"]["by_data"]["database"]["result"]["payback_years"] is None

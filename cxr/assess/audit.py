@@ -312,8 +312,21 @@ def view(record: dict, model, size: int, table: pd.DataFrame, pixels, config: Co
         "occlusion": pd.DataFrame(record["occlusion_by_class"]).T,
         "test_lungs": segmenter.lung_fields(pixels[test[:6]])[0],
         "n_twins": record["twins_total"],
-        "runs": pd.DataFrame(record["runs"]),
+        "runs": runs_table(record["runs"]),
     }
+
+
+def runs_table(runs: dict) -> pd.DataFrame:
+    """The audited runs side by side as the page shows them: counts as counts, AUCs to three
+    places, every other figure (a share) as a percentage."""
+    def shown(key: str, v) -> str:
+        if v is None:
+            return "n/a"
+        if key.startswith("twins"):
+            return f"{int(v):,}"
+        return f"{v:.3f}" if "auc" in key else f"{100 * v:.1f}%"
+
+    return pd.DataFrame({name: {k: shown(k, v) for k, v in numbers.items()} for name, numbers in runs.items()})
 
 
 def lung_reading(occlusion: dict) -> dict:

@@ -21,7 +21,7 @@ import platform
 import numpy as np
 from scipy.stats import binomtest
 
-from cxr.core import records
+from cxr.core import labels, records
 from cxr.core.config import CLASSES, Config, library_versions
 from cxr.core.metrics import Z95
 from cxr.core.runtime import cpu_info
@@ -163,9 +163,10 @@ def markdown(rec: dict, chapters: dict | None = None) -> str:
     if chapters and chapters.get("chapters"):
         total = sum(c["seconds"] for c in chapters["chapters"].values())
         rows.append(("`make book`'s chapters, each alone in a fresh kernel (`benchmarks/chapters.py`)", f"{total / 60:.1f} min"))
-    rows.append(("machine", f"{m['cpu']} (family, model, stepping {m['cpu_family_model_stepping']}), "
+    fms = dict(zip(("family", "model", "stepping"), m["cpu_family_model_stepping"].split()))
+    rows.append(("machine", f"{m['cpu']} ({', '.join(f'{k} {v}' for k, v in fms.items())}), "
                             f"{m['logical_cpus']} logical CPUs, {m['torch_threads']} torch threads, "
-                            + ", ".join(f"{k} {val}" for k, val in m["libraries"].items())))
+                            + ", ".join(f"{labels.label(k)} {val}" for k, val in m["libraries"].items())))
     lines = ["| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     runs = rec.get("retrained_runs") or [rec["retrained_run"]]
     return ("\n".join(lines) + f"\n\nThe retrained run{'s' if len(runs) > 1 else ''}: "

@@ -15,6 +15,8 @@ import html
 import io
 import math
 
+from cxr.core import labels
+
 NBSP = "\u00a0"  # keeps "[97.2, 98.4]" on one line in the page
 
 
@@ -60,10 +62,11 @@ def moved_to(before: float, after: float, tol: float = 0.0005) -> str:
 def glue(name: str, value) -> None:
     """Make `value` (a number already formatted as text, or any object) quotable in the page. A
     glued text is shown as it is, not as Markdown, so its code marks (backticks) are dropped: the
-    page shows make reproduce, not `make reproduce`."""
+    page shows make reproduce, not `make reproduce`. Its code names read as labels (`labels.prose`):
+    "Lung Opacity", not Lung_Opacity."""
     from myst_nb import glue as _glue
 
-    _glue(name, value.replace("`", "") if isinstance(value, str) else value, display=False)
+    _glue(name, labels.prose(value.replace("`", "")) if isinstance(value, str) else value, display=False)
 
 
 def glue_all(texts: dict) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.assess import explain, predict, results, site_folder
-from cxr.core import book, records, runtime
+from cxr.core import book, labels, records, runtime
 from cxr.core.config import CLASSES, Config, get_config
 from cxr.core.files import working_dir
 from cxr.data import preprocess
@@ -21,13 +21,48 @@ from cxr.report import browser_demo, comparisons, plots
 def start(profile: str | None = None) -> Config:
     """A chapter's first cell: one look for the figures, the CPU tuned for model passes, and the
     configuration resolved, once, here (`$CXR_PROFILE`); every call below takes it. A profile other
-    than the report's (full) says so on the page: its numbers are not the report's."""
+    than the report's (full) says so on the page: its numbers are not the report's. Every table the
+    chapter shows is shown with the reader's labels (`labels.readable`): the page reads
+    "Lung Opacity", never the code's name for it."""
     plots.style()
+    show_tables_labelled()
     runtime.tune_malloc()  # keep freed memory in the process: CNN passes on the CPU run about 3x faster
     config = get_config(profile)
     if config.profile != "full":
         print(config.describe())
     return config
+
+
+def show_tables_labelled() -> None:
+    """Show every DataFrame in this kernel with the reader's labels (as HTML and as text). Outside
+    IPython nothing changes."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+    formatters = shell.display_formatter.formatters
+    formatters["text/html"].for_type(pd.DataFrame, lambda df: labels.readable(df)._repr_html_())
+    formatters["text/plain"].for_type(pd.DataFrame, lambda df, p, cycle: p.text(repr(labels.readable(df))))
+
+
+#: the training settings chapter 03 shows, as a reader names them
+TRAINING_SETTINGS = {"input_size": "input size (px)", "train_from_block": "first EfficientNet-Lite0 block trained",
+                     "views": "views of each image per epoch", "epochs": "epochs (at most)",
+                     "patience": "early-stopping patience (epochs)", "batch_size": "batch size", "lr": "learning rate",
+                     "weight_decay": "weight decay", "harmonise": "harmonisation (chapter 05)",
+                     "consistency": "consistency loss weight", "clahe": "CLAHE (chapter 02)"}
+
+
+def training_settings(config: Config) -> pd.DataFrame:
+    """The recipe's settings as a table with the reader's names ("yes"/"no" for a switch)."""
+    def shown(v):
+        return ("yes" if v else "no") if isinstance(v, bool) else f"{v:g}" if isinstance(v, float) else str(v)
+
+    return pd.DataFrame({"setting": list(TRAINING_SETTINGS.values()),
+                         "value": [shown(getattr(config, k)) for k in TRAINING_SETTINGS]}).set_index("setting")
 
 
 def benchmark() -> dict | None:

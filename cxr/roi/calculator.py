@@ -38,7 +38,7 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
     data = json.dumps(calculator_data(perf_sets)).replace("</", "<\\/")
     script = (Path(__file__).parents[1] / "static" / "roi.js").read_text()
     opt = lambda v, label: f'<option value="{html.escape(v)}">{html.escape(label)}</option>'  # noqa: E731
-    presets = "".join(opt(k, f"{k}: {site.name}") for k, (site, _) in PRESETS.items())
+    presets = "".join(opt(k, site.name) for k, (site, _) in PRESETS.items())
     datas = "".join(opt(k, k) for k in perf_sets)
     def step(f):
         return "1" if f == "studies_per_year" else "any"
@@ -77,7 +77,8 @@ def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed:
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
-    preset_box = w.Dropdown(options=list(PRESETS), value="default", description="use case")
+    preset_box = w.Dropdown(options=[(site.name, k) for k, (site, _) in PRESETS.items()], value="default",
+                            description="use case")
     data_box = w.Dropdown(options=list(perf_sets), description="measured on")
     op_box = w.Dropdown(description="operating point")
     spec = {  # field -> (widget class, min, max, step): sliders for the inputs readers move most

@@ -106,6 +106,11 @@ def use_cases(perf_sets: dict[str, dict[str, Performance]], n: int = 2000, seed:
     return out
 
 
+def label(name: str) -> str:
+    """A use case as the page names it (its site's name), not its key in the code and records."""
+    return PRESETS[name][0].name if name in PRESETS else name
+
+
 def use_case_table(cases: dict) -> pd.DataFrame:
     """The use cases side by side: workflow, the original claim, and the net value under each performance."""
     rows = {}
@@ -117,7 +122,7 @@ def use_case_table(cases: dict) -> pd.DataFrame:
             row[(data, "net value: median [90% interval]")] = (f"{money(u['median'])} [{money(u['interval90'][0])}, "
                                                                f"{money(u['interval90'][1])}]")
             row[(data, "P(> 0)")] = f"{100 * u['p_positive']:.0f}%"
-        rows[name] = row
+        rows[label(name)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     return table.rename_axis("use case")
@@ -125,7 +130,7 @@ def use_case_table(cases: dict) -> pd.DataFrame:
 
 def verdicts_markdown(cases: dict) -> str:
     """The use cases' stories and verdicts as a Markdown list."""
-    return "\n".join(f"* **{name}**: {PRESETS[name][1]} *Verdict*: {c['verdict']}." for name, c in cases.items())
+    return "\n".join(f"* **{label(name)}**: {PRESETS[name][1]} *Verdict*: {c['verdict']}." for name, c in cases.items())
 
 
 def summarise_use_cases(cases: dict) -> dict:
