@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 import pytest
 
 from cxr.core.config import repo_root
+from cxr.report import page_check
 
 ROOT = repo_root()
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -212,6 +213,21 @@ _IMAGES = """
 return Array.from(document.querySelectorAll('article img'))
   .filter(i => i.getBoundingClientRect().width > 0).map(i => i.getAttribute('src'));
 """
+# What the reader sees, for `page_check`: the visible text outside code (a command in a code literal
+# keeps its marks and names), every visible table cell, and every image's alt text.
+_SEEN = """
+const art = document.querySelector('article') || document.body, parts = [];
+const walker = document.createTreeWalker(art, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const el = walker.currentNode.parentElement;
+  if (!el || el.closest('code, pre, script, style, .cell_input') || !el.getClientRects().length) continue;
+  parts.push(walker.currentNode.textContent);
+}
+const visible = e => e.getClientRects().length > 0;
+return {text: parts.join(' '),
+        cells: Array.from(art.querySelectorAll('td, th')).filter(visible).map(e => e.innerText),
+        alts: Array.from(art.querySelectorAll('img')).map(i => i.getAttribute('alt') || '')};
+"""
 STRAY_REPR = re.compile(r"Text\(\d|<Figure size|<Axes[: ]|AxesSubplot|<matplotlib\.|Line2D\(|<module '|object at 0x")
 MACHINE_PATH = re.compile(r"(?<![\w.])(/(?:work|tmp|home|root|Users|opt|usr|var|mnt)/[\w.-]+|[A-Z]:\\[\w])")
 
@@ -242,6 +258,9 @@ def test_page_reads_as_a_report(page: str, browser, server: str, site: Path):
     images = browser.execute_script(_IMAGES)
     repeated = sorted({src[:80] for src in images if images.count(src) > 1})
     assert not repeated, f"{page} shows the same image twice: {repeated}"
+    seen = browser.execute_script(_SEEN)
+    found = page_check.problems(seen["text"], seen["cells"], seen["alts"])
+    assert not found, f"{page} shows what a reader should not see ({shot}):\n" + "\n".join(found[:15])
 
 
 # At a phone's width (390 px) the page must not scroll sideways, and nothing may stick out of the
