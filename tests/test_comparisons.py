@@ -111,6 +111,9 @@ def test_the_enhancement_table_shows_each_variant_against_none():
     t = enhancement_experiment.table(record)
     assert list(t.index) == ["none", "gamma 0.8"]
     assert t.loc["gamma 0.8", "accuracy vs none (points)"].startswith("-1.20 [-2.00,")
+    # a variant with exactly the same films right shows that, not "+0.00 [+0.00, +0.00]"
+    record["enhancements"]["same"] = row | {"accuracy_vs_none": [0.0, [0.0, 0.0]], "macro_auc_vs_none": [0.0, [0.0, 0.0]]}
+    assert enhancement_experiment.table(record).loc["same", "accuracy vs none (points)"] == "0.00 (the same films right)"
 
 
 def _fair_record(accuracy=0.85, curve=(0.5, 0.7, 0.8, 0.84, 0.85, 0.85)):

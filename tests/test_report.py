@@ -14,6 +14,7 @@ def summary_record(external: bool = True) -> dict:
     r = {"accuracy": 0.979, "accuracy_ci": [0.972, 0.984], "macro_auc": 0.99671, "macro_auc_ci": [0.9936, 0.9987],
          "covid_sensitivity": 0.9836, "covid_sensitivity_ci": [0.968, 0.9917], "covid_sensitivity_counts": [480, 488],
          "test_images": 2197, "twin_agreement": 0.943, "twins": 600, "inference_ms_per_image": 10.53,
+         "inference": {"images_per_second": 95.0, "batch": 64, "size": 224, "threads": 2},
          "model_kind": "a partly fine-tuned EfficientNet-Lite0",
          "roi": {"site": "default", "operating_point": "abnormal@95",
                  "use_cases": 5, "money_claims": 4,
@@ -33,7 +34,7 @@ def test_summary_text():
     assert t["accuracy"] == "97.9% [97.2,\u00a098.4]"
     assert t["macro_auc"] == "0.997 [0.994,\u00a00.999]"
     assert t["covid_counts"] == "480 of 488" and t["test_images"] == "2,197"
-    assert t["inference_ms"] == "10.5 ms" and t["model_kind"] == "a partly fine-tuned EfficientNet-Lite0"
+    assert t["speed_batched"] == "10.5 ms (95 films/s)" and t["model_kind"] == "a partly fine-tuned EfficientNet-Lite0"
     # the net value at the site's inputs, as the calculator and chapter 07 show it; the PSA gives its interval
     assert t["roi_database"] == "-$104K a year (90% interval of the uncertainty analysis -$190K to -$56K)"
     assert t["roi_database_p"] == "0%" and t["roi_external"].startswith("-$2.40M a year")

@@ -77,7 +77,7 @@ def benchmark_table(bench: dict | None) -> tuple[pd.DataFrame | None, str]:
         return None, "not yet: reports/benchmark.json is missing; run `python benchmarks/train_speed.py`"
     columns = {"train_wall_seconds": "training (s)", "train_images_per_second": "training images/s",
                "time_to_90_val_accuracy_s": "time to 90% val accuracy (s)",
-               "inference_images_per_second": "inference images/s", "test_accuracy": "test accuracy",
+               "inference_images_per_second": "model alone, batch 64 (images/s)", "test_accuracy": "test accuracy",
                "peak_rss_mb": "peak memory (MB)"}
     table = (pd.DataFrame(bench["approaches"]).T.reindex(columns=list(columns)).rename(columns=columns)
              .astype(float).round(3))

@@ -121,7 +121,7 @@ def provenance(record: dict) -> str:
             f"measured from their runs ({runs.get('linear')}, {runs.get('resnet50')}, {runs.get('before')}) on the "
             f"same data, when {kept['earlier_final_model']} was the final model, because those runs were not on the "
             f"machine that measured this one. Their inference speeds were measured then, in another process under "
-            f"other load, so they are not comparable with this model's. The ResNet50 maps are of the films that "
+            f"other load, so the table leaves speed out; chapter 08 times the shipped model. The ResNet50 maps are of the films that "
             f"earlier model's calls chose.")
 
 

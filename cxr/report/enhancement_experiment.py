@@ -78,6 +78,8 @@ def measure(config: Config, progress: bool = False) -> dict:
 def table(record: dict):
     """The record as the chapter's table."""
     def diff(d, scale, digits):
+        if d[0] == 0 and d[1][0] == 0 and d[1][1] == 0:  # every resample the same: the same films right
+            return f"{0:.{digits}f} (the same films right)"
         return (f"{scale * d[0]:+.{digits}f} [{scale * d[1][0]:+.{digits}f},{NBSP}{scale * d[1][1]:+.{digits}f}]")
 
     return pd.DataFrame([{"enhancement": name,

@@ -12,7 +12,7 @@ from cxr.assess.audit import lung_reading
 from cxr.core.book import interval, moved_to, pct, share_word
 from cxr.core.config import CLASSES
 from cxr.core.targets import LUNGS_ONLY_GAP, OUTSIDE_TARGETS
-from cxr.report import outside_experiment
+from cxr.report import outside_experiment, speed_facts
 from cxr.roi.format import money
 
 
@@ -58,10 +58,10 @@ def summary_text(record: dict) -> dict[str, str]:
         "twins": f"{record['twins']:,}",
         **_lung_text(record.get("occlusion")),
         "ships_why": outside_experiment.summary(outside_experiment.read(), record.get("model_sha256")),
-        "inference_ms": f"{record['inference_ms_per_image']:.1f} ms",
         "roi_site": record["roi"]["site"],
         "roi_operating_point": record["roi"]["operating_point"],
     }
+    t |= speed_facts.glue_names(speed_facts.facts(record))  # every speed the page may quote, each named
     for name in ("database", "external"):
         r = record["roi"].get(name)
         if r:
