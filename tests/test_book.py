@@ -378,7 +378,7 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
     evaluation = json.loads((_smoke_reports() / "evaluation.json").read_text())
     pasted = pasted_texts(site / "notebooks" / "00_summary.html")
     shown = prose.summary_text(record)
-    for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "inference_ms", "roi_database",
+    for key in ("accuracy", "macro_auc", "covid_sensitivity", "twin_agreement", "speed_batched", "roi_database",
                 "roi_external", "external_accuracy", "external_normals_covid", "adapt_before", "adapt_after"):
         assert shown[key] in pasted, f"{key}: {shown[key]!r} not on the summary page ({pasted})"
     # the record is the evaluation of the same model (its weights), and agrees with its per-image predictions
@@ -389,6 +389,40 @@ def test_summary_page_shows_the_records_of_its_run(site: Path):
     covid = pred[pred.label == "COVID"]
     assert record["covid_sensitivity"] == pytest.approx((covid.pred == "COVID").mean())
     assert set(pred.pred) <= set(CLASSES)
+
+
+def test_one_speed_one_value_on_every_page_that_quotes_it(site: Path):
+    """The summary and chapter 08 quote the model's batched speed and cxr predict's time for one image
+    from one record each (`speed_facts`), so both pages show the same figure; chapter 08's table
+    names every timing."""
+    from cxr.core.config import get_config
+    from cxr.report import speed_facts
+
+    found = speed_facts.for_book(get_config("smoke"))
+    summary = pasted_texts(site / "notebooks" / "00_summary.html")
+    for name in ("batched", "predict_one"):
+        assert found[name]["text"] in summary, f"{name}: {found[name]['text']!r} not on the summary ({summary})"
+    page = (site / "notebooks" / "08_predictions.html").read_text()
+    for f in found.values():
+        assert f["text"] in page and f["label"] in page, f"chapter 08 does not name {f['label']!r}"
+
+
+@pytest.mark.browser
+def test_the_data_explorer_draws_from_the_books_own_plotly(browser, server: str, site: Path):
+    """Chapter 01's explorer is drawn (an SVG plot with a point per sampled film) by the plotly.js
+    the site serves itself; only pages with an interactive figure load it."""
+    from cxr.report import interactive
+
+    browser.get(f"{server}/notebooks/01_data.html")
+    browser.execute_async_script("const done = arguments[0]; window.setTimeout(done, 500);")
+    drawn = browser.execute_script(
+        "const d = document.querySelector('.cxr-plotly .js-plotly-plot');"
+        "return d ? [d.querySelectorAll('svg.main-svg').length, d.querySelectorAll('.scatterlayer .point').length] : null")
+    assert drawn is not None and drawn[0] > 0 and drawn[1] > 0, drawn
+    scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean)")
+    assert any(s.endswith(interactive.PLOTLY_JS) for s in scripts), scripts
+    assert (site / "_static" / interactive.PLOTLY_JS).exists()
+    assert interactive.PLOTLY_JS not in (site / "notebooks" / "04_clinical.html").read_text()
 
 
 # --------------------------------------------------------------------------- the static ROI calculator
@@ -429,7 +463,9 @@ def test_static_calculator_matches_python(browser, server: str):
         assert (p["sensitivity"], p["specificity"]) == (measured.sensitivity, measured.specificity)
     assert "external radiographs" in data["performance"]
     for preset, which, changes in CALCULATOR_CASES:
-        got = browser.execute_script(_SET_CALCULATOR, preset, which, changes)
+        # a reader types a share as a percentage: 35 for 35%
+        typed = {f: 100 * v if f in roi_inputs.SHARES else v for f, v in changes.items()}
+        got = browser.execute_script(_SET_CALCULATOR, preset, which, typed)
         assert got["state"] == "ok", got["error"]
         site = roi_cases.site_from(preset, changes)
         assert got["op"] == site.operating_point
@@ -439,8 +475,23 @@ def test_static_calculator_matches_python(browser, server: str):
             assert float(value) == pytest.approx(result[key], rel=1e-9, abs=1e-9), (preset, key)
     bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"studies_per_year": -5})
     assert bad["state"] == "error" and bad["error"].startswith("studies per year: -5 is below the plausible range")
-    bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"prevalence_abnormal": 1.7})
-    assert bad["state"] == "error" and bad["error"].startswith("prevalence of abnormal studies: 1.7 is not a share")
+    bad = browser.execute_script(_SET_CALCULATOR, "default", "database test split", {"prevalence_abnormal": 170})
+    assert bad["state"] == "error" and bad["error"].startswith("prevalence of abnormal studies: 170% is not a percentage")
+    # the shares are shown as percentages, and COVID-19 prevalence says where it is not used
+    browser.execute_script(_SET_CALCULATOR, "ed_triage", "database test split", {})
+    shown = browser.execute_script("return document.querySelector('input[data-field=prevalence_abnormal]').value")
+    assert shown == "22.6", shown
+    unused = "return document.getElementById('cxr-roi-prevalence_covid').closest('tr').classList.contains('cxr-roi-unused')"
+    assert browser.execute_script(unused)
+    browser.execute_script(_SET_CALCULATOR, "pandemic_surveillance", "database test split", {})
+    assert not browser.execute_script(unused)
+    # the results stay in view while the last input is edited
+    browser.set_window_size(1280, 900)
+    top = browser.execute_script("""
+const inputs = document.querySelectorAll('#cxr-roi input[data-field]');
+inputs[inputs.length - 1].scrollIntoView({block: 'center'});
+return document.querySelector('.cxr-roi-results').getBoundingClientRect().top;""")
+    assert 0 <= top < 900, f"the results scrolled out of view ({top} px)"
 
 
 # what a reader typed into the calculator by hand (issue 26), and the start of the message it must give
@@ -450,7 +501,7 @@ EXTREME_INPUTS = [
     ({"read_s_without_ai": "1e-320"}, "reading time without AI: a number that close to 0 is below the plausible range"),
     ({"read_s_without_ai": "0"}, "reading time without AI: 0 is below the plausible range 1 to 600 s/study"),
     ({"cost_missed": "-1"}, "cost of a missed case: -1 is below the plausible range"),
-    ({"prevalence_abnormal": "0.05"}, "prevalence of COVID-19 (0.1) cannot be above the prevalence of abnormal studies (0.05)"),
+    ({"prevalence_abnormal": "5"}, "prevalence of COVID-19 (10%) cannot be above the prevalence of abnormal studies (5%)"),
     ({"studies_per_year": "abc"}, "studies per year: not a number"),
 ]
 

@@ -53,3 +53,46 @@ def test_page_check_finds_what_a_reader_should_not_see():
     assert len(page_check.cell_problems(["None", "nan", "-0.000", "+0.00 [+0.00, +0.00]", "-0"])) == 5
     assert page_check.alt_problems(["Validation accuracy against wall time", "the ROC curve"]) == []
     assert len(page_check.alt_problems(["", "../_images/fig_counts.png", "fig.png"])) == 3
+
+
+def test_a_figure_with_text_too_small_for_the_page_is_refused():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from cxr.core import book
+
+    ok, ax = plt.subplots(figsize=(6, 3), dpi=100)
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("ten points", fontsize=10)
+    ax.tick_params(labelsize=10)
+    assert book.smallest_text_px(ok) == pytest.approx(10 / 72 * 100, rel=0.01)  # not shrunk: under 660 px wide
+    book.legible("ok", ok)
+    wide, axes = plt.subplots(1, 8, figsize=(20, 3), dpi=100)  # shrunk about three times on the page
+    for a in axes:
+        a.plot([0, 1], [0, 1])
+        a.tick_params(labelsize=8)
+    assert book.smallest_text_px(wide) < 5
+    with pytest.raises(ValueError, match="smallest text would be"):
+        book.legible("wide", wide)
+    plt.close("all")
+
+
+def test_an_image_panel_without_axes_is_judged_by_the_text_it_shows():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cxr.core import book
+
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+    ax.imshow(np.zeros((8, 8)))
+    ax.tick_params(labelsize=4)  # ticks that are never drawn...
+    ax.axis("off")
+    ax.set_title("a film", fontsize=12)  # ...and the title a reader reads
+    assert book.smallest_text_px(fig) > 12 / 72 * 100 * 0.99
+    plt.close(fig)

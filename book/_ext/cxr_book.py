@@ -10,6 +10,9 @@ file), the model as ONNX and its model.json in the site's _static/cxr-try/.
 
 A figure's image without alt text gets its caption's first sentence (`_alt_from_caption`).
 
+Interactive figures (`cxr.report.interactive`) draw themselves with plotly.js: a page that holds
+one loads the copy the installed plotly package carries, from the site's own _static (never a CDN).
+
 `CXR_CELL_TIMEOUT` (seconds), when set, replaces the per-cell execution timeout of
 book/_config.yml for one build: the test build uses it so that a cell that hangs fails the
 build in minutes instead of holding CI until it is killed.
@@ -43,6 +46,23 @@ def _browser_assets(app, exception):
     browser_demo.write_assets(Path(app.outdir) / "_static" / browser_demo.ASSETS, get_config())
 
 
+def _plotly_on_pages_that_need_it(app, pagename, templatename, context, doctree):
+    from cxr.report import interactive
+
+    if interactive.MARKER in context.get("body", ""):
+        app.add_js_file(interactive.PLOTLY_JS)
+
+
+def _plotly_asset(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    import shutil
+
+    from cxr.report import interactive
+
+    shutil.copyfile(interactive.plotly_js_path(), Path(app.outdir) / "_static" / interactive.PLOTLY_JS)
+
+
 def _alt_from_caption(app, doctree, docname):
     """A figure's images without alt text get the caption's first sentence (HTML otherwise shows
     the image file's path to a reader who cannot see it)."""
@@ -62,5 +82,7 @@ def setup(app):
     app.connect("doctree-resolved", _alt_from_caption)
     app.connect("config-inited", _cell_timeout_from_env, priority=100)
     app.connect("html-page-context", _dedupe_scripts, priority=900)
+    app.connect("html-page-context", _plotly_on_pages_that_need_it, priority=500)
     app.connect("build-finished", _browser_assets)
+    app.connect("build-finished", _plotly_asset)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

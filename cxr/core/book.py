@@ -74,10 +74,46 @@ def glue_all(texts: dict) -> None:
         glue(name, value)
 
 
+#: how wide a figure is shown at most in the book's column at a 1280 px window (sphinx-book-theme)
+FIGURE_COLUMN_PX = 660
+#: the smallest text a reader is asked to read in a figure, in CSS pixels as the page shows it
+SMALLEST_TEXT_PX = 9.0
+
+
+def smallest_text_px(fig, column_px: float = FIGURE_COLUMN_PX) -> float:
+    """The smallest visible text of a figure in pixels as the page shows it: its font size, scaled
+    as the saved image (tight box, at its dpi) is shrunk to fit `column_px`."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width
+    dpi = fig.dpi
+    scale = min(1.0, column_px / (width_in * dpi))
+    hidden = set()  # the tick labels and axis labels of an axes drawn without axes (an image panel)
+    for ax in fig.axes:
+        if not ax.axison:
+            for axis in (ax.xaxis, ax.yaxis):
+                hidden |= {id(t) for t in axis.get_ticklabels(which="both")} | {id(axis.label), id(axis.offsetText)}
+    sizes = [t.get_fontsize() for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+    return min(sizes) / 72 * dpi * scale if sizes else float("inf")
+
+
+def legible(name: str, fig, column_px: float = FIGURE_COLUMN_PX) -> None:
+    """Refuse a figure whose smallest text the page would show under `SMALLEST_TEXT_PX`."""
+    px = smallest_text_px(fig, column_px)
+    if px < SMALLEST_TEXT_PX:
+        raise ValueError(f"figure {name}: its smallest text would be {px:.1f} px on the page (at least "
+                         f"{SMALLEST_TEXT_PX:g}): make the figure narrower or its text larger")
+
+
 def figure(name: str, fig) -> None:
-    """Glue a figure for a numbered ```{glue:figure}``` block; shown once, not again at the cell's end."""
+    """Glue a figure for a numbered ```{glue:figure}``` block; shown once, not again at the cell's end.
+    A figure whose text the page would show too small to read is refused (`legible`)."""
     import matplotlib.pyplot as plt
     from myst_nb import glue as _glue
+
+    legible(name, fig)
 
     _glue(name, fig, display=True)
     plt.close(fig)
@@ -85,10 +121,11 @@ def figure(name: str, fig) -> None:
 
 def image(fig, alt: str, width: str = "100%") -> None:
     """Show a figure as an image with alt text that says what it shows (in the page and in
-    JupyterLab), and close it."""
+    JupyterLab), and close it. Its text must be legible on the page (`legible`)."""
     import matplotlib.pyplot as plt
     from IPython.display import HTML, display
 
+    legible(f"panel '{alt[:40]}'", fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -42,8 +42,9 @@ def cell_problems(cells: list[str]) -> list[str]:
 
 def alt_problems(alts: list[str]) -> list[str]:
     """Images whose alt text is missing or a file's path instead of what the image shows."""
-    return [f"alt text that says nothing of the image: {a!r}" for a in alts
-            if not a.strip() or _PATH_ALT.search(a.strip())]
+    return ([f"alt text that says nothing of the image: {a!r}" for a in alts
+             if not a.strip() or _PATH_ALT.search(a.strip())]
+            + [f"a code name in alt text: {n}" for a in alts for n in code_names(a)])
 
 
 def problems(text: str, cells: list[str], alts: list[str]) -> list[str]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.assess.explain import overlay
-from cxr.core import metrics
+from cxr.core import book, labels, metrics
 from cxr.core.book import marked
 from cxr.core.config import CLASSES
 from cxr.model.site_check import shown
@@ -76,14 +76,10 @@ def boxplots(df: pd.DataFrame, columns: Sequence[str], by: str, order: Sequence[
     return fig
 
 
-#: the book's text column at a 1280 px window, in pixels (a figure is scaled to it)
-PAGE_PX = 760
-
-
-def readable_points(width_in: float, px: float = 9.0) -> float:
+def readable_points(width_in: float, px: float = book.SMALLEST_TEXT_PX + 0.5) -> float:
     """The font size (points) that shows at least `px` pixels high once a figure `width_in` inches
-    wide is scaled to the page's text column (`PAGE_PX`); never under 8 points."""
-    return float(max(8.0, np.ceil(px * 72 * width_in / PAGE_PX)))
+    wide is scaled to the page's figure column (`book.FIGURE_COLUMN_PX`); never under 8 points."""
+    return float(max(8.0, np.ceil(px * 72 * width_in / book.FIGURE_COLUMN_PX)))
 
 
 def hist_by(values: dict[str, np.ndarray], bins=40, xlabel: str = "", title: str = "",
@@ -144,6 +140,7 @@ def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: S
     grid = fig.add_gridspec(2, k * 2, height_ratios=[1.15, 1])
     top = [fig.add_subplot(grid[0, 0:2]), fig.add_subplot(grid[0, 2:4]), fig.add_subplot(grid[0, 4:])]
     top[0].imshow(gray, cmap="gray")
+    title = labels.prose(title)
     top[0].set_title(title or "image", fontsize=10)
     top[1].imshow(overlay(gray, cam))
     top[1].set_title("Grad-CAM", fontsize=10)
@@ -157,13 +154,13 @@ def prediction_panel(gray: np.ndarray, row: dict, cam: np.ndarray, neighbours: S
     ax.tick_params(axis="x", labelsize=9)
     if str(row.get("status", "")).startswith("warning: out"):  # the verdict first: no call to trust
         ax.set_title(f"not like the training films\n(out-of-distribution score {row['ood_score']:.2f});\n"
-                     f"it would be called {row['decision']}", fontsize=9, color="#b00020")
+                     f"it would be called {labels.label(row['decision'])}", fontsize=9, color="#b00020")
     else:
-        ax.set_title(f"called {row['decision']}\nout-of-distribution score {row['ood_score']:.2f}", fontsize=10)
+        ax.set_title(f"called {labels.label(row['decision'])}\nout-of-distribution score {row['ood_score']:.2f}", fontsize=10)
     for j, (img, label) in enumerate(neighbours):
         nb = fig.add_subplot(grid[1, 2 * j:2 * j + 2])
         nb.imshow(img, cmap="gray")
-        nb.set_title(f"similar training film:\n{label}", fontsize=9)
+        nb.set_title(f"similar training film:\n{labels.prose(label)}", fontsize=9)
         nb.axis("off")
     for a in top[:2]:
         a.axis("off")
@@ -191,10 +188,10 @@ def validation_curve(record: dict | None) -> plt.Figure:
 
 def panel_alt(row: dict, title: str, neighbours: Sequence[tuple[np.ndarray, str]]) -> str:
     """What a prediction panel shows, in words (its alt text)."""
-    probs = ", ".join(f"{c.replace('_', ' ')} {row[c]:.2f}" for c in CLASSES)
-    return (f"{title}: the film, its Grad-CAM map, and the model's probabilities ({probs}); called {row['decision']}, "
-            f"out-of-distribution score {row['ood_score']:.2f}. The most similar training films are labelled "
-            + ", ".join(label for _, label in neighbours) + ".")
+    probs = ", ".join(f"{labels.label(c)} {row[c]:.2f}" for c in CLASSES)
+    return labels.prose(f"{title}: the film, its Grad-CAM map, and the model's probabilities ({probs}); called "
+                        f"{labels.label(row['decision'])}, out-of-distribution score {row['ood_score']:.2f}. The most "
+                        f"similar training films are labelled " + ", ".join(label for _, label in neighbours) + ".")
 
 
 def pareto(record: dict, floor: float | None = None, target: float | None = None) -> plt.Figure:
@@ -229,7 +226,8 @@ def learning_curve(summary: pd.DataFrame) -> plt.Figure:
     """Site adaptation (`cxr.assess.adapt.curve_summary`): the site's false-COVID rate with its interval
     per number of local films and method (left); database accuracy, COVID-19 sensitivity and
     external accuracy (right)."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.6))
+    small = readable_points(9)
     base = summary[summary.method == "none"]
     for method, g in summary[summary.method != "none"].groupby("method", sort=False):
         g = pd.concat([base, g]).sort_values("local films")
@@ -242,8 +240,8 @@ def learning_curve(summary: pd.DataFrame) -> plt.Figure:
             axes[1].plot(x, g["external accuracy %"], "^:", color=line.get_color(), label=f"{method}: external accuracy")
     axes[0].set(xlabel="local normal films adapted on", ylabel="% of held-out site normals called COVID-19", ylim=(0, 100))
     axes[0].legend(title="method")
-    axes[1].set(xlabel="local normal films adapted on", ylabel="%", ylim=(0, 100))
-    axes[1].legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # below the panel, off the lines
+    axes[1].set(xlabel="local normal films adapted on", ylabel="share of films (%)", ylim=(0, 100))
+    axes[1].legend(fontsize=small, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)  # below the panel, off the lines
     return fig
 
 
@@ -306,8 +304,8 @@ def age_trend(trend) -> plt.Figure:
 def enhancement_examples(examples: dict[str, np.ndarray], variants: dict) -> plt.Figure:
     """Chapter 02: one film per class through each enhancement (`variants`: name -> function), each
     beside its histogram."""
-    fig, axes = plt.subplots(len(examples), 2 * len(variants), figsize=(15, 2.3 * len(examples)))
-    fontsize = readable_points(15)
+    fig, axes = plt.subplots(len(examples), 2 * len(variants), figsize=(10, 1.9 * len(examples)))
+    fontsize = readable_points(10)
     for r, (c, g) in enumerate(examples.items()):
         for k, (name, f) in enumerate(variants.items()):
             out = f(g)
@@ -347,22 +345,24 @@ def roc_pr(y: np.ndarray, p: np.ndarray, per_class: dict) -> plt.Figure:
     """Chapter 04: each class's ROC and precision-recall curves one-vs-rest, with the operating
     point of the argmax decision (`per_class`: the evaluation record's), and the ROC's top-left corner."""
     curves = metrics.one_vs_rest_curves(y, p)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+    small = readable_points(9)
     inset = axes[0].inset_axes([0.45, 0.35, 0.5, 0.35])
     for name in CLASSES:
         m, c = per_class[name], curves[name]
         colour = PALETTE[name]
-        axes[0].plot(c["fpr"], c["tpr"], label=f"{name} (AUC {m['auc']:.3f})", color=colour)
+        axes[0].plot(c["fpr"], c["tpr"], label=f"{labels.label(name)} (AUC {m['auc']:.3f})", color=colour)
         axes[0].plot(1 - m["specificity"], m["sensitivity"], "o", color=colour)
-        axes[1].plot(c["recall"], c["precision"], label=f"{name} (AP {m['pr_auc']:.3f})", color=colour)
+        axes[1].plot(c["recall"], c["precision"], label=f"{labels.label(name)} (AP {m['pr_auc']:.3f})", color=colour)
         axes[1].plot(m["sensitivity"], m["ppv"], "o", color=colour)
         inset.plot(c["fpr"], c["tpr"], color=colour)
     axes[0].plot([0, 1], [0, 1], "k:", lw=1)
     axes[0].set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC")
     axes[1].set(xlabel="recall (sensitivity)", ylabel="precision (PPV)", title="precision-recall")
-    axes[0].legend(fontsize=8, loc="lower right")
-    axes[1].legend(fontsize=8, loc="lower left")
-    inset.set_xlim(0, 0.1); inset.set_ylim(0.85, 1.0); inset.set_title("top-left corner", fontsize=8)
+    axes[0].legend(fontsize=small, loc="lower right")
+    axes[1].legend(fontsize=small, loc="lower left")
+    inset.set_xlim(0, 0.1); inset.set_ylim(0.85, 1.0); inset.set_title("top-left corner", fontsize=small)
+    inset.tick_params(labelsize=small)
     return fig
 
 

@@ -43,11 +43,19 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
     def step(f):
         return "1" if f == "studies_per_year" else "any"
 
+    def unit(f):  # a share is typed as a percentage
+        return "%" if f in SHARES else FIELDS[f][1]
+
+    def bound(f, k):
+        return 100 * BOUNDS[f][k] if f in SHARES else BOUNDS[f][k]
+
+    unused = ('<span class="cxr-roi-unused-note"> (not used by this workflow: only COVID-19 screening reads it)'
+              '</span>')
     inputs = "".join(
         f'<tr><td><label for="cxr-roi-{f}">{html.escape(FIELDS[f][0])}</label>'
-        f'<span class="cxr-roi-unit"> ({html.escape(FIELDS[f][1])})</span>'
+        f'<span class="cxr-roi-unit"> ({html.escape(unit(f))})</span>{unused if f == "prevalence_covid" else ""}'
         f'<div class="cxr-roi-source">{html.escape(FIELDS[f][2])}</div></td>'
-        f'<td><input id="cxr-roi-{f}" type="number" step="{step(f)}" min="{BOUNDS[f][0]:g}" max="{BOUNDS[f][1]:g}" '
+        f'<td><input id="cxr-roi-{f}" type="number" step="{step(f)}" min="{bound(f, 0):g}" max="{bound(f, 1):g}" '
         f'data-field="{f}" inputmode="decimal"></td></tr>'
         for f in CALCULATOR_FIELDS)
     rows = "".join(f'<tr><td>{html.escape(label)}</td><td data-output="{k}" style="text-align:right"></td></tr>'
@@ -61,7 +69,9 @@ def calculator_html(perf_sets: dict[str, dict[str, Performance]]) -> str:
 <div class="cxr-roi-panes">
 <div><p>model: <span id="cxr-roi-perf"></span></p>
 <p id="cxr-roi-error" class="cxr-roi-error" role="alert"></p>
-<table class="cxr-roi-results"><tbody>{rows}</tbody></table></div>
+<table class="cxr-roi-results"><tbody>{rows}</tbody></table>
+<p class="cxr-roi-note">These are the values at the inputs as typed. The table of use cases above gives, for each
+use case's own inputs, the median and 90% interval of the uncertainty analysis, which varies every input at once.</p></div>
 <table class="cxr-roi-inputs"><tbody>{inputs}</tbody></table>
 </div>
 <script type="application/json" id="cxr-roi-json">{data}</script>
@@ -101,6 +111,8 @@ def widget(perf_sets: dict[str, dict[str, Performance]], draws: int = 500, seed:
                for f in CALCULATOR_FIELDS}
     for f, box in sliders.items():
         box.tooltip = FIELDS[f][2]
+        if f in SHARES and f in spec:
+            box.readout_format = ".1%"  # a share reads as a percentage: 22.6%, not 0.226
     rows = [w.HBox([box, w.HTML(f"<small>{html.escape(FIELDS[f][1])}; {html.escape(FIELDS[f][2])}</small>",
                                 layout=w.Layout(max_width="28em"))]) for f, box in sliders.items()]
     reset = w.Button(description="reset to the use case", tooltip="put every input back to the use case's values")

@@ -40,6 +40,11 @@
     if (v !== 0 && Math.abs(v) < 1e-6) return "a number that close to 0";
     return v.toLocaleString("en-US", {maximumFractionDigits: 10});
   }
+  // a share as the reader types it: a percentage (0.226 is typed and quoted as 22.6%)
+  const toPercent = (v) => +(100 * v).toFixed(8);
+  function shownPercent(v) {
+    return isFinite(v) ? shownNumber(toPercent(v)) + "%" : "not a number";
+  }
 
   function validate(site) {
     if (!(site.workflow in WORKFLOWS)) throw new Error("workflow: unknown workflow " + site.workflow);
@@ -52,15 +57,18 @@
       const v = site[name], [label, unit] = DATA.fields[name], [lo, hi] = DATA.bounds[name];
       if (typeof v !== "number" || !isFinite(v)) throw new Error(label + ": not a number");
       if (DATA.shares.includes(name) && !(v >= 0 && v <= 1))
-        throw new Error(label + ": " + shownNumber(v) + " is not a share between 0 and 1 (give 0.2 for 20%)");
+        throw new Error(label + ": " + shownPercent(v) + " is not a percentage between 0 and 100 (give 20 for 20%)");
+      if (DATA.shares.includes(name) && (v < lo || v > hi))
+        throw new Error(label + ": " + shownPercent(v) + " is " + (v < lo ? "below" : "above") +
+                        " the plausible range " + shownPercent(lo) + " to " + shownPercent(hi));
       if (v < lo || v > hi)
         throw new Error(label + ": " + shownNumber(v) + " is " + (v < lo ? "below" : "above") +
                         " the plausible range " + shownNumber(lo) + " to " + shownNumber(hi) + " " + unit);
     }
     if (site.prevalence_covid > site.prevalence_abnormal && site.workflow !== "covid_screening")
-      throw new Error(DATA.fields.prevalence_covid[0] + " (" + shownNumber(site.prevalence_covid) +
+      throw new Error(DATA.fields.prevalence_covid[0] + " (" + shownPercent(site.prevalence_covid) +
                       ") cannot be above the " + DATA.fields.prevalence_abnormal[0] + " (" +
-                      shownNumber(site.prevalence_abnormal) + "): COVID-19 studies are abnormal studies; " +
+                      shownPercent(site.prevalence_abnormal) + "): COVID-19 studies are abnormal studies; " +
                       "raise the one or lower the other");
   }
 
@@ -107,8 +115,8 @@
     const site = Object.assign({}, DATA.presets[$("#cxr-roi-preset").value]);
     site.operating_point = $("#cxr-roi-op").value;
     for (const input of root.querySelectorAll("input[data-field]")) {
-      const text = input.value.trim();
-      site[input.dataset.field] = text === "" ? NaN : Number(text);
+      const text = input.value.trim(), v = text === "" ? NaN : Number(text);
+      site[input.dataset.field] = DATA.shares.includes(input.dataset.field) ? v / 100 : v;
     }
     return site;
   }
@@ -129,7 +137,13 @@
   function loadPreset() {
     const site = DATA.presets[$("#cxr-roi-preset").value];
     fillOperatingPoints(site);
-    for (const input of root.querySelectorAll("input[data-field]")) input.value = site[input.dataset.field];
+    for (const input of root.querySelectorAll("input[data-field]")) {
+      const f = input.dataset.field;
+      input.value = DATA.shares.includes(f) ? toPercent(site[f]) : site[f];
+    }
+    // COVID-19 prevalence only matters to COVID-19 screening: elsewhere its row says it is not used
+    const covidRow = $("#cxr-roi-prevalence_covid").closest("tr");
+    covidRow.classList.toggle("cxr-roi-unused", WORKFLOWS[site.workflow] !== "covid");
     $("#cxr-roi-story").textContent = DATA.stories[$("#cxr-roi-preset").value];
     update();
   }

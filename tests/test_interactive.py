@@ -1,0 +1,34 @@
+"""Chapter 01's data explorer: plotly, drawn from the book's own plotly.js, never a CDN."""
+import numpy as np
+import pandas as pd
+
+from cxr.core.config import CLASSES
+from cxr.report import interactive
+
+
+def _films(n=50):
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"label": np.repeat(CLASSES, n), "chain": "png", "split": "train",
+                          "file": [f"{c}/images/{c}-{i}.png" for c in CLASSES for i in range(n)]})
+    stats = pd.DataFrame({"mean": rng.uniform(0, 255, len(table)), "hf_energy": rng.uniform(0, 9, len(table)),
+                          "black_share": rng.uniform(0, 1, len(table))})
+    return table, stats
+
+
+def test_the_sample_keeps_at_most_its_share_of_each_class_with_the_readers_labels():
+    table, stats = _films()
+    sample = interactive.explorer_sample(table, stats, per_class=20, seed=0)
+    assert sample["class"].value_counts().to_dict() == {"COVID-19": 20, "Lung Opacity": 20, "Normal": 20,
+                                                        "Viral Pneumonia": 20}
+    assert sample.file.str.contains("/").sum() == 0  # the file's name, not its path
+    assert sample.equals(interactive.explorer_sample(table, stats, per_class=20, seed=0))  # seeded
+
+
+def test_the_figure_needs_no_network_and_says_what_it_shows():
+    table, stats = _films()
+    fig = interactive.explorer(interactive.explorer_sample(table, stats, per_class=10))
+    page = interactive.html_of(fig, "x", "Scatter plot of 40 films")
+    assert interactive.MARKER in page and 'aria-label="Scatter plot of 40 films"' in page
+    assert "<script src" not in page and "cdn.plot.ly" not in page  # plotly.js comes from the book's _static
+    assert {t.name for t in fig.data} == {"COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"}
+    assert interactive.plotly_js_path().stat().st_size > 1_000_000
