@@ -44,6 +44,7 @@ def show_tables_labelled() -> None:
     if shell is None:
         return
     formatters = shell.display_formatter.formatters
+    pd.set_option("display.max_colwidth", None)  # a cell shows its whole text, wrapped, never cut with "..."
     formatters["text/html"].for_type(pd.DataFrame, lambda df: labels.readable(df)._repr_html_())
     formatters["text/plain"].for_type(pd.DataFrame, lambda df, p, cycle: p.text(repr(labels.readable(df))))
 
