@@ -164,5 +164,19 @@ def test_retraining_both_members_gives_the_shipped_digest_and_another_lung_run_d
     assert model.digest == registry.weights_digest(shipped) and model.run is None
     check = registry.reproduce_check(config)
     assert check["weights_equal"] and check["retrained_runs"] == ["finetune-smoke-final", "finetune-smoke-lung-crop"]
+    assert {k: n["equal"] for k, n in check["networks"].items()} == {"whole": True, "lungs": True}
     runs["lung-crop"] = runs["other"]
-    assert not registry.reproduce_check(config)["weights_equal"]
+    other = registry.reproduce_check(config)
+    assert not other["weights_equal"]
+    # which network came back bit for bit, each named in the appendix
+    assert {k: n["equal"] for k, n in other["networks"].items()} == {"whole": True, "lungs": False}
+    from cxr.assess import reproduction
+
+    spread = {"test_accuracy": 0.01}
+    comparison = {"films": 10, "calls_agreeing": 1.0, "calls_differing": 0, "metrics": {}}
+    page = reproduction.markdown(other | {"test": comparison, "largest_probability_difference": 0.0,
+                                          "verdict": reproduction.verdict(False, comparison, spread),
+                                          "machine": {"cpu": "x", "cpu_family_model_stepping": "1 2 3", "logical_cpus": 2,
+                                                      "torch_threads": 2, "libraries": {"torch_build": "2"}}})
+    assert "| whole-film network, its weights | equal bit for bit |" in page
+    assert "| lung-crop network, its weights | differ |" in page and "torch build 2" in page

@@ -151,6 +151,9 @@ def markdown(rec: dict, chapters: dict | None = None) -> str:
             ("weights, exported to half precision", "equal bit for bit" if rec["weights_equal"] else
              f"differ (largest class-probability difference {rec['largest_probability_difference']:.2g})"),
             ("test calls agreeing", f"{100 * t['calls_agreeing']:.2f}% ({t['calls_differing']} of {t['films']:,} differ)")]
+    names = {"whole": "whole-film network", "lungs": "lung-crop network"}
+    rows[2:2] = [(f"{names.get(k, k)}, its weights", "equal bit for bit" if n["equal"] else "differ")
+                 for k, n in (rec.get("networks") or {}).items()]
     for name, d in t["metrics"].items():
         label = "test accuracy" if name == "test_accuracy" else name.replace("test_sensitivity_", "sensitivity, ").replace("_", " ")
         rows.append((label, f"shipped {100 * d['a']:.2f}%, retrained {100 * d['b']:.2f}%"))

@@ -452,6 +452,18 @@ def reproduce_check(config: Config) -> dict:
     `cxr export` would ship (`retrained`), against the shipped weights, bit for bit (the calls are
     compared by `cxr.assess.reproduction.record`)."""
     ship, model = shipped(config), retrained(config)
-    return {"profile": config.profile, "retrained_run": model.name,
-            "retrained_runs": [r.name for r in retrained_runs(config)], "retrained_sha256_half": model.digest,
-            "shipped_sha256": ship.digest, "shipped_from": ship.name, "weights_equal": model.digest == ship.digest}
+    rec = {"profile": config.profile, "retrained_run": model.name,
+           "retrained_runs": [r.name for r in retrained_runs(config)], "retrained_sha256_half": model.digest,
+           "shipped_sha256": ship.digest, "shipped_from": ship.name, "weights_equal": model.digest == ship.digest}
+    a, b = member_digests(ship.checkpoint), member_digests(model.checkpoint)
+    if a and b:  # a file of several networks: which of them came back bit for bit
+        rec["networks"] = {k: {"shipped_sha256": a[k], "retrained_sha256": b.get(k), "equal": a[k] == b.get(k)}
+                           for k in a}
+    return rec
+
+
+def member_digests(path: str | Path) -> dict[str, str] | None:
+    """The weight digests of the networks in a file of several (`whole_and_lungs`), by member; None
+    for a file of one network."""
+    members = read_checkpoint(path).get("members")
+    return {k: m.get("model_sha256") for k, m in members.items()} if members else None
