@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.assess import predict
+from cxr.core import labels
 from cxr.core.config import CLASSES, Config, repo_root
 from cxr.core.files import ensure_dir, write_json
 from cxr.data.images import MIN_SIDE
@@ -64,7 +65,7 @@ def model_json(onnx: Path) -> dict:
     reads, the operating point the panel shows, and its words (the classes as it writes them, the
     out-of-distribution warning), the same as the still's."""
     return read_metadata(onnx) | {"min_side": MIN_SIDE, "book_operating_point": OPERATING_POINT,
-                                  "labels": [label(c) for c in CLASSES], "ood_warning": OOD_WARNING}
+                                  "labels": [labels.label(c) for c in CLASSES], "ood_warning": OOD_WARNING}
 
 
 def write_assets(dest: Path, config: Config) -> list[Path]:
@@ -77,11 +78,6 @@ def write_assets(dest: Path, config: Config) -> list[Path]:
     shutil.copyfile(onnx, dest / "model.onnx")
     write_json(model_json(onnx), dest / "model.json")
     return [dest / f for f in (*RUNTIME, "model.onnx", "model.json")]
-
-
-def label(name: str) -> str:
-    """A class as the page writes it."""
-    return "COVID-19" if name == "COVID" else name.replace("_", " ")
 
 
 def still(pred: predict.Predictor, film: np.ndarray, name: str) -> dict:
@@ -105,9 +101,9 @@ def _png(film: np.ndarray, side: int = 160) -> str:
 def _still_html(s: dict) -> str:
     flagged = s["ood_threshold"] is not None and s["ood_score"] > s["ood_threshold"]
     head = (f'<span class="cxr-try-ood">{OOD_WARNING}</span>' if flagged
-            else f"The model calls it <strong>{label(s['call'])}</strong>.")
+            else f"The model calls it <strong>{labels.label(s['call'])}</strong>.")
     score = "–" if s["ood_score"] != s["ood_score"] else f"{s['ood_score']:.2f}"  # NaN: a model without OOD statistics
-    rows = "".join(f'<tr><td>{label(c)}</td><td class="cxr-try-num">{100 * p:.1f}%</td></tr>'
+    rows = "".join(f'<tr><td>{labels.label(c)}</td><td class="cxr-try-num">{100 * p:.1f}%</td></tr>'
                    for c, p in zip(CLASSES, s["proba"]))
     point = (f'<tr><td>at {OPERATING_POINT} (COVID-19 sensitivity {100 * s["target"]:.0f}% on validation)</td>'
              f'<td class="cxr-try-num">{s["operating_point"]}</td></tr>' if s["operating_point"] else "")

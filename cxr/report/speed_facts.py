@@ -8,7 +8,7 @@ measures. Four different things are timed, and a page that quotes one names it:
 * `model_alone`: the model alone on batches of 32, on each runtime (`benchmarks/backends.py`);
 * `training`: the final recipe's training run, from the run's own clock (the model file).
 
-`facts` gives {name: {"label", "text", "source"}}; the summary, chapter 03 and chapter 08 glue the
+`facts` gives {name: {"label", "text", "source"}}; the summary and chapter 08 glue the
 texts (`glue_names`), and chapter 08 shows them side by side (`table`).
 """
 from __future__ import annotations
