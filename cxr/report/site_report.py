@@ -19,13 +19,13 @@ from cxr.assess import adapt
 from cxr.assess.adapt import curve_summary
 from cxr.core.config import CLASSES
 from cxr.core.files import write_text
+from cxr.core.labels import CLASS_LABELS as LABELS
 from cxr.core.metrics import proportion
 from cxr.data.dataset import find_dataset
 from cxr.model import site_check
 from cxr.report.plots import learning_curve
 from cxr.roi import cases, inputs, model
 
-LABELS = {"COVID": "COVID-19", "Lung_Opacity": "Lung opacity", "Normal": "Normal", "Viral Pneumonia": "Viral pneumonia"}
 CURVE_MIN_NORMALS = 40  # labelled normal films needed to draw what adaptation would do
 
 STYLE = """
