@@ -53,6 +53,11 @@ def test_page_check_finds_what_a_reader_should_not_see():
     assert len(page_check.cell_problems(["None", "nan", "-0.000", "+0.00 [+0.00, +0.00]", "-0"])) == 5
     assert page_check.alt_problems(["Validation accuracy against wall time", "the ROC curve"]) == []
     assert len(page_check.alt_problems(["", "../_images/fig_counts.png", "fig.png"])) == 3
+    # a caption says what the figure shows and, in a sentence of its own, what to look at
+    assert page_check.caption_problems(["Fig. 3 Images per class. Look at the smallest bars.",
+                                        "Fig. 4 Net value (a line: compare it with zero)."]) == []
+    assert len(page_check.caption_problems(["Fig. 5 Loss per epoch; the dotted line marks the epoch kept.",
+                                            "Fig. 6 The outlook of the site, compared with the database."])) == 2
 
 
 def test_a_figure_with_text_too_small_for_the_page_is_refused():

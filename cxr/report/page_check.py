@@ -1,7 +1,7 @@
 """What a page of the built book must not show a reader, as the page test checks it: Markdown's
 code marks, the code's names (`labels.NAMES`, the classes' and the use cases' keys), stray values
-in tables (None, NaN, a signed zero, an interval of zeros), the profile line, and alt text that
-is a file's path. Each function returns what it found, in words; empty means the page passes.
+in tables (None, NaN, a signed zero, an interval of zeros), the profile line, alt text that
+is a file's path, and a figure caption that never says what to look at. Each function returns what it found, in words; empty means the page passes.
 """
 from __future__ import annotations
 
@@ -47,5 +47,17 @@ def alt_problems(alts: list[str]) -> list[str]:
             + [f"a code name in alt text: {n}" for a in alts for n in code_names(a)])
 
 
-def problems(text: str, cells: list[str], alts: list[str]) -> list[str]:
-    return text_problems(text) + cell_problems(cells) + alt_problems(alts)
+#: the words that open a caption's sentence on what to look at ("Look at the border...", "Compare...")
+LOOK_CUES = ("Look", "Compare", "Read", "Ask", "Note", "Watch", "Follow", "Find", "Check", "Expect")
+_LOOK = re.compile(r"(?:^|[.!?:;]\s+|\(\s*)(?:" + "|".join(LOOK_CUES) + r")\b", re.I)
+
+
+def caption_problems(captions: list[str]) -> list[str]:
+    """Figure captions with no sentence on what to look at: one caption says what the figure shows and,
+    in a sentence opening with one of `LOOK_CUES`, what the reader should look at in it."""
+    return [f"a caption that never says what to look at: {c.strip()[:90]!r}" for c in captions
+            if c.strip() and not _LOOK.search(c.strip())]
+
+
+def problems(text: str, cells: list[str], alts: list[str], captions: list[str] = ()) -> list[str]:
+    return text_problems(text) + cell_problems(cells) + alt_problems(alts) + caption_problems(list(captions))

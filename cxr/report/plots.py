@@ -39,11 +39,16 @@ def counts_bar(table: pd.DataFrame, by: str = "label", hue: str | None = "split"
 
 
 def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None, ncols: int = 6,
-               size: float = 1.9, suptitle: str = "", cmap: str = "gray") -> plt.Figure:
+               size: float = 1.9, suptitle: str = "", cmap: str = "gray", heat_scale: bool = False) -> plt.Figure:
+    """Images in a grid, each titled; `heat_scale`: the panels carry heat maps (`explain.overlay`), and
+    the figure ends with the colour scale they share."""
     n = len(images)
     nrows = max(1, int(np.ceil(n / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.08), squeeze=False)
     fontsize = readable_points(ncols * size)
+    bar_rows = [0.12] if heat_scale else []  # a row under the panels for the colour scale
+    fig = plt.figure(figsize=(ncols * size, nrows * size * 1.08 + (0.9 if heat_scale else 0)))
+    grid = fig.add_gridspec(nrows + len(bar_rows), ncols, height_ratios=[1] * nrows + bar_rows)
+    axes = np.array([[fig.add_subplot(grid[r, c]) for c in range(ncols)] for r in range(nrows)])
     for ax in axes.flat:
         ax.axis("off")
     for i, img in enumerate(images):
@@ -53,6 +58,88 @@ def image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None = None
             ax.set_title(titles[i], fontsize=fontsize)
     if suptitle:
         fig.suptitle(suptitle)
+    if heat_scale:
+        heat_colour_scale(fig, fig.add_subplot(grid[nrows, max(0, ncols // 2 - 2):min(ncols, ncols // 2 + 2 + ncols % 2)]),
+                          fontsize)
+    return fig
+
+
+#: what a heat map's colour says (`explain.overlay`: each map scaled to its own maximum, jet colours)
+HEAT_SCALE_LABEL = "map weight, scaled per image (blue: none, red: the map's maximum)"
+
+
+def heat_colour_scale(fig: plt.Figure, cax, fontsize: float) -> None:
+    """The colour scale of `explain.overlay`'s heat maps, drawn as a horizontal bar in the axes `cax`."""
+    from matplotlib import cm, colors
+
+    bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap="jet"), cax=cax, orientation="horizontal")
+    bar.set_ticks([0, 0.5, 1])
+    bar.ax.tick_params(labelsize=fontsize)
+    bar.set_label(HEAT_SCALE_LABEL, fontsize=fontsize)
+
+
+#: the regions of `audit`'s energy table, as the page names them
+REGIONS = {"lung": "lung fields", "border": "border strip", "corners": "corners"}
+
+
+def energy_shares(by_class: pd.DataFrame, area_row: str = "share of image area") -> plt.Figure:
+    """Chapter 05's Grad-CAM energy by region: for each class (rows of `by_class`, but "all"), the share
+    of its maps' energy in the lung fields, the border strip and the corners; each region's share of the
+    image (the row `area_row`) is a black tick, so a bar past its tick means the maps favour the region."""
+    area = by_class.loc[area_row]
+    shares = by_class.drop(index=[area_row, "all"], errors="ignore")
+    regions = [r for r in REGIONS if r in shares.columns]
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    h = 0.8 / max(1, len(shares))
+    for k, (name, row) in enumerate(shares.iterrows()):
+        ax.barh(np.arange(len(regions)) + (k - (len(shares) - 1) / 2) * h, row[regions].to_numpy(float), height=h,
+                label=labels.label(name), color=PALETTE.get(name))
+    for j, r in enumerate(regions):
+        ax.plot([area[r], area[r]], [j - 0.45, j + 0.45], color="black", lw=2.5)
+    ax.plot([], [], color="black", lw=2.5, label="share of the image")
+    ax.set_yticks(range(len(regions)), [REGIONS[r] for r in regions])
+    ax.invert_yaxis()
+    ax.set_xlabel("share of Grad-CAM energy (bars) and of the image (ticks)")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{100 * v:.0f}%"))
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return fig
+
+
+def tornado(tor: pd.DataFrame) -> plt.Figure:
+    """Chapter 07's tornado (`roi.uncertainty.tornado`'s table): each input's bars run from the site's
+    net value to the value with the input at its low (red) and its high (blue) end."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    base = tor.base.iloc[0] / 1e3
+    for i, (_, row) in enumerate(tor.iterrows()):
+        ax.barh(i, row["net at low"] / 1e3 - base, left=base, color="#c44e52", label="input at its low end" if i == 0 else None)
+        ax.barh(i, row["net at high"] / 1e3 - base, left=base, color="#4c72b0",
+                label="input at its high end" if i == 0 else None)
+    ax.set_yticks(range(len(tor)), tor.input)
+    ax.invert_yaxis()
+    ax.axvline(base, color="k", lw=1)
+    ax.set(xlabel="net annual value ($K)", title="default site: what moves the net value")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def reliability_diagram(y: np.ndarray, series: dict[str, np.ndarray], bins: int = 15) -> plt.Figure:
+    """A reliability diagram: for each named set of probabilities, accuracy against mean confidence per
+    bin (its ECE in the legend), over a panel of how many films each bin holds, so a bin of a few films
+    reads as the noise it is and an empty bin as empty."""
+    fig, (ax, below) = plt.subplots(2, 1, figsize=(5.5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
+    width = 1 / bins / (len(series) + 1)
+    for k, (name, q) in enumerate(series.items()):
+        rel = metrics.reliability(y, q, bins=bins)
+        shown_bins = rel.dropna()
+        line, = ax.plot(shown_bins.confidence, shown_bins.accuracy, "o-",
+                        label=f"{name}: ECE {100 * metrics.ece(y, q):.2f}%")
+        below.bar(rel.lo + (k + 0.5) * width, rel.n, width=width, align="edge", color=line.get_color())
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    lo = max(0.0, min(float(np.asarray(q).max(1).min()) for q in series.values()) - 0.05)
+    ax.set(ylabel="accuracy in bin", xlim=(lo, 1.01), ylim=(lo, 1.01))
+    ax.legend()
+    below.set_yscale("symlog", linthresh=10)
+    below.set(xlabel="confidence (mean in bin for the points)", ylabel="films in bin")
     return fig
 
 
@@ -216,7 +303,11 @@ def pareto(record: dict, floor: float | None = None, target: float | None = None
     target = target if target is not None else record["targets"]["twin_agreement"]
     ax.axhline(target, ls="--", color="grey", lw=0.8)
     ax.axvline(floor, ls="--", color="grey", lw=0.8)
-    ax.text(ax.get_xlim()[0], target, f" twin target {100 * target:.0f}%", va="bottom", fontsize=8, color="grey")
+    # the lines' names sit outside the plotting area, where no point can cover them
+    ax.text(1.01, target, f"twin target\n{100 * target:.0f}%", transform=ax.get_yaxis_transform(), va="center",
+            ha="left", fontsize=8, color="dimgrey")
+    ax.text(floor, 1.01, f"sensitivity floor {100 * floor:.0f}%", transform=ax.get_xaxis_transform(), va="bottom",
+            ha="center", fontsize=8, color="dimgrey")
     ax.set_xlabel("lowest per-class sensitivity (open: validation, filled: test)")
     ax.set_ylabel("twin agreement")
     return fig
