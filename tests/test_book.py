@@ -226,7 +226,8 @@ while (walker.nextNode()) {
 const visible = e => e.getClientRects().length > 0;
 return {text: parts.join(' '),
         cells: Array.from(art.querySelectorAll('td, th')).filter(visible).map(e => e.innerText),
-        alts: Array.from(art.querySelectorAll('img')).map(i => i.getAttribute('alt') || '')};
+        alts: Array.from(art.querySelectorAll('img')).map(i => i.getAttribute('alt') || ''),
+        captions: Array.from(art.querySelectorAll('figcaption')).map(e => e.innerText)};
 """
 STRAY_REPR = re.compile(r"Text\(\d|<Figure size|<Axes[: ]|AxesSubplot|<matplotlib\.|Line2D\(|<module '|object at 0x")
 MACHINE_PATH = re.compile(r"(?<![\w.])(/(?:work|tmp|home|root|Users|opt|usr|var|mnt)/[\w.-]+|[A-Z]:\\[\w])")
@@ -259,7 +260,7 @@ def test_page_reads_as_a_report(page: str, browser, server: str, site: Path):
     repeated = sorted({src[:80] for src in images if images.count(src) > 1})
     assert not repeated, f"{page} shows the same image twice: {repeated}"
     seen = browser.execute_script(_SEEN)
-    found = page_check.problems(seen["text"], seen["cells"], seen["alts"])
+    found = page_check.problems(seen["text"], seen["cells"], seen["alts"], seen["captions"])
     assert not found, f"{page} shows what a reader should not see ({shot}):\n" + "\n".join(found[:15])
 
 
@@ -407,22 +408,53 @@ def test_one_speed_one_value_on_every_page_that_quotes_it(site: Path):
         assert f["text"] in page and f["label"] in page, f"chapter 08 does not name {f['label']!r}"
 
 
+def glued_texts(site: Path) -> dict[str, dict[str, str]]:
+    """Every text the build's notebooks glued (myst-nb's records beside the build): name -> page -> text."""
+    glued: dict[str, dict[str, str]] = {}
+    for f in sorted((site.parent / "jupyter_execute").rglob("*.glue.json")):
+        for name, out in json.loads(f.read_text()).items():
+            data = out.get("data", {}) if isinstance(out, dict) else {}
+            if "text/plain" in data and not any(k.startswith("image/") for k in data):
+                glued.setdefault(name, {})[f.name.removesuffix(".glue.json")] = data["text/plain"]
+    return glued
+
+
+def test_one_fact_one_value_on_every_page_that_quotes_it(site: Path):
+    """A name glued by two chapters is one fact (the summary's accuracy is chapter 04's accuracy), so
+    every page that quotes it shows one value: a chapter that wants the fact with more (its counts,
+    another rounding) glues the more under a name of its own."""
+    glued = glued_texts(site)
+    assert len(glued) > 100, f"only {len(glued)} glued names found beside the build"
+    shared = {name: pages for name, pages in glued.items() if len(pages) > 1}
+    assert {"accuracy", "macro_auc", "twin_target"} <= set(shared), sorted(shared)
+    split = {name: pages for name, pages in shared.items() if len(set(pages.values())) > 1}
+    assert not split, "one fact, two values:\n" + "\n".join(f"{n}: {p}" for n, p in split.items())
+
+
+#: the pages with figures to explore (plotly), and what each draws: chapter 01's explorer (points),
+#: chapter 04's ROC curves (lines) and chapter 07's tornado (bars)
+PLOTLY_PAGES = {"01_data": ".scatterlayer .point", "04_clinical": ".scatterlayer .trace", "07_business": ".barlayer .point"}
+
+
 @pytest.mark.browser
-def test_the_data_explorer_draws_from_the_books_own_plotly(browser, server: str, site: Path):
-    """Chapter 01's explorer is drawn (an SVG plot with a point per sampled film) by the plotly.js
-    the site serves itself; only pages with an interactive figure load it."""
+@pytest.mark.parametrize("page", PLOTLY_PAGES)
+def test_the_figures_to_explore_draw_from_the_books_own_plotly(page: str, browser, server: str, site: Path):
+    """Chapter 01's explorer, chapter 04's ROC curves and chapter 07's tornado are drawn (SVG, with
+    their points, curves or bars) by the plotly.js the site serves itself (the page test checks that no
+    page requests anything off the site); only pages with such a figure load it."""
     from cxr.report import interactive
 
-    browser.get(f"{server}/notebooks/01_data.html")
+    browser.get(f"{server}/notebooks/{page}.html")
     browser.execute_async_script("const done = arguments[0]; window.setTimeout(done, 500);")
     drawn = browser.execute_script(
         "const d = document.querySelector('.cxr-plotly .js-plotly-plot');"
-        "return d ? [d.querySelectorAll('svg.main-svg').length, d.querySelectorAll('.scatterlayer .point').length] : null")
+        "return d ? [d.querySelectorAll('svg.main-svg').length, d.querySelectorAll(arguments[0]).length] : null",
+        PLOTLY_PAGES[page])
     assert drawn is not None and drawn[0] > 0 and drawn[1] > 0, drawn
     scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src).filter(Boolean)")
     assert any(s.endswith(interactive.PLOTLY_JS) for s in scripts), scripts
     assert (site / "_static" / interactive.PLOTLY_JS).exists()
-    assert interactive.PLOTLY_JS not in (site / "notebooks" / "04_clinical.html").read_text()
+    assert interactive.PLOTLY_JS not in (site / "notebooks" / "03_training.html").read_text()
 
 
 # --------------------------------------------------------------------------- the static ROI calculator

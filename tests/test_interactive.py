@@ -32,3 +32,36 @@ def test_the_figure_needs_no_network_and_says_what_it_shows():
     assert "<script src" not in page and "cdn.plot.ly" not in page  # plotly.js comes from the book's _static
     assert {t.name for t in fig.data} == {"COVID-19", "Lung Opacity", "Normal", "Viral Pneumonia"}
     assert interactive.plotly_js_path().stat().st_size > 1_000_000
+
+
+def test_the_roc_explorer_gives_each_points_threshold_on_hover():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 3000)
+    p = rng.dirichlet(np.ones(4), 3000)
+    p[np.arange(3000), y] += rng.uniform(0, 1, 3000)
+    p /= p.sum(1, keepdims=True)
+    fig = interactive.roc(y, p)
+    curves = [t for t in fig.data if t.showlegend is not False]
+    assert len(curves) == len(CLASSES)
+    for c, t in enumerate(curves):
+        assert len(t.x) <= interactive.CURVE_POINTS and t.x[0] == 0 and t.x[-1] == 1  # thinned, ends kept
+        thresholds = np.asarray(t.customdata)[:, 0].astype(float)
+        assert np.all(np.diff(thresholds) <= 0) and thresholds.max() <= 1  # falling along the curve
+        auc = float(t.name.split("AUC ")[1].rstrip(")"))
+        assert auc == round(roc_auc_score(y == c, p[:, c]), 3)
+        assert "threshold" in t.hovertemplate
+
+
+def test_the_tornado_explorer_names_each_end_in_its_unit():
+    from cxr.roi import cases, inputs, uncertainty
+    from cxr.roi.format import money
+
+    perf = inputs.Performance("argmax", "abnormal", 0.9, 0.9, 90, 10, 180, 20, "test")
+    tor = uncertainty.tornado(cases.preset("default"), perf)
+    fig = interactive.tornado(tor, money)
+    low, high = fig.data
+    assert list(low.y) == list(tor.input) and np.allclose(np.asarray(low.base) + np.asarray(low.x), tor["net at low"])
+    shown = dict(zip(tor.input, np.asarray(high.customdata)[:, 0]))
+    assert shown["AI specificity"].endswith("%") and "$" in shown["AI price per study"]

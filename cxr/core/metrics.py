@@ -467,12 +467,14 @@ def net_benefit(y_bin: np.ndarray, score: np.ndarray, thresholds: np.ndarray) ->
 
 
 def one_vs_rest_curves(y: np.ndarray, p: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
-    """Each class's ROC (fpr, tpr) and precision-recall (precision, recall) curves, one-vs-rest."""
+    """Each class's ROC (fpr, tpr, and the probability threshold of each point) and precision-recall
+    (precision, recall) curves, one-vs-rest."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     out = {}
     for c, name in enumerate(CLASSES):
-        fpr, tpr, _ = roc_curve(np.asarray(y) == c, p[:, c])
+        fpr, tpr, thresholds = roc_curve(np.asarray(y) == c, p[:, c])
         precision, recall, _ = precision_recall_curve(np.asarray(y) == c, p[:, c])
-        out[name] = {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall}
+        out[name] = {"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0), "precision": precision,
+                     "recall": recall}
     return out

@@ -5,7 +5,9 @@ installed plotly package carries, and adds it only to pages that hold such a fig
 own JSON, which JupyterLab renders itself.
 
 `explorer` is chapter 01's data explorer: every film of a sample as a point of two image
-statistics, by class and processing chain, with its file name on hover.
+statistics, by class and processing chain, with its file name on hover. `roc` is chapter 04's ROC
+curves with each point's probability threshold on hover; `tornado` is chapter 07's, with each
+input's low and high values on hover.
 """
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr.core import labels
+from cxr.core import labels, metrics
 from cxr.core.config import CLASSES
+from cxr.report.plots import PALETTE
+from cxr.roi.inputs import shown_number
 
 #: the plotly.js file the book serves (book/_ext copies it into the site's _static)
 PLOTLY_JS = "cxr-plotly.min.js"
 #: the class of every interactive figure's box; book/_ext adds plotly.js to the pages that hold one
 MARKER = "cxr-plotly"
-#: a class's colour in every interactive figure (matplotlib's first four, as the static figures)
-COLOURS = dict(zip((labels.CLASS_LABELS[c] for c in CLASSES), ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")))
+#: a class's colour in every interactive figure: the static figures' (`plots.PALETTE`), by the class's label
+COLOURS = {labels.CLASS_LABELS[c]: PALETTE[c] for c in CLASSES}
+#: the most points a curve keeps (an even thinning), so a page stays light
+CURVE_POINTS = 400
 
 
 def plotly_js_path() -> Path:
@@ -81,3 +87,57 @@ def explorer(sample: pd.DataFrame):
                       legend={"title": "class (click to hide)"}, template="plotly_white")
     return fig
 
+
+
+def _thin(n: int, keep: int = CURVE_POINTS) -> np.ndarray:
+    """Indices of an even thinning of n points to at most `keep`, the first and last kept."""
+    return np.unique(np.linspace(0, n - 1, min(n, keep)).round().astype(int))
+
+
+def roc(y: np.ndarray, p: np.ndarray):
+    """Chapter 04's ROC curves, one class against the rest, to explore: hovering a point gives the
+    probability threshold that makes it and the sensitivity and specificity there; the class's AUC is
+    in the legend."""
+    import plotly.graph_objects as go
+
+    curves = metrics.one_vs_rest_curves(y, p)
+    fig = go.Figure()
+    for c, name in enumerate(CLASSES):
+        cv = curves[name]
+        k = _thin(len(cv["fpr"]))
+        auc = float(np.trapezoid(cv["tpr"], cv["fpr"]))
+        fig.add_trace(go.Scatter(
+            x=cv["fpr"][k], y=cv["tpr"][k], mode="lines", name=f"{labels.label(name)} (AUC {auc:.3f})",
+            line={"color": PALETTE[name]}, customdata=np.stack([cv["threshold"][k], 1 - cv["fpr"][k]], axis=1),
+            hovertemplate=("threshold %{customdata[0]:.3f}<br>sensitivity %{y:.1%}<br>specificity "
+                           "%{customdata[1]:.1%}<extra>" + labels.label(name) + "</extra>")))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "grey"},
+                             hoverinfo="skip", showlegend=False))
+    fig.update_layout(xaxis={"title": "1 - specificity", "range": [-0.01, 1]},
+                      yaxis={"title": "sensitivity", "range": [0, 1.01]}, height=460, template="plotly_white",
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, font={"size": 13},
+                      legend={"title": "class (click to hide; drag to zoom)"})
+    return fig
+
+
+def tornado(tor: pd.DataFrame, money) -> object:
+    """Chapter 07's tornado (`roi.uncertainty.tornado`'s table) to explore: each input's bars run from
+    the site's net value to the value with the input at its low (red) and its high (blue) end; hovering
+    a bar gives that end's input value and net value (`money` formats the net values)."""
+    import plotly.graph_objects as go
+
+    base = float(tor.base.iloc[0])
+    fig = go.Figure()
+    for end, colour in (("low", "#c44e52"), ("high", "#4c72b0")):
+        net = tor[f"net at {end}"].to_numpy(float)
+        shown = [f"{100 * v:.1f}%" if unit == "share" else f"{shown_number(round(v, 2))} {unit}".strip()
+                 for v, unit in zip(tor[end], tor.unit)]
+        fig.add_trace(go.Bar(
+            y=tor.input, x=net - base, base=base, orientation="h", name=f"input at its {end} end",
+            marker={"color": colour}, customdata=np.stack([shown, [money(v) for v in net]], axis=1),
+            hovertemplate="%{y}: %{customdata[0]}<br>net annual value %{customdata[1]}<extra></extra>"))
+    fig.add_vline(x=base, line={"color": "black", "width": 1})
+    fig.update_layout(barmode="overlay", height=80 + 34 * len(tor), template="plotly_white", font={"size": 13},
+                      yaxis={"autorange": "reversed"}, xaxis={"title": "net annual value ($)"},
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend={"orientation": "h", "y": -0.2})
+    return fig

@@ -199,10 +199,11 @@ def original_words(original: dict, twin_target: float) -> dict[str, str]:
 
 def evaluation_words(s: dict) -> dict[str, str]:
     """Chapter 04's headline numbers from the evaluation record: the test images, the temperature,
-    the accuracy with its counts, and the macro ROC-AUC."""
+    the accuracy and its counts, and the macro ROC-AUC. The accuracy and the AUC are the summary's
+    facts under the summary's names, so they read the same on both pages (`summary_text`)."""
     return {"test_n": f"{s['n']:,}", "temperature": f"{s['temperature']:.3f}",
-            "accuracy": f"{pct(s['accuracy'], s['accuracy_ci'])} ({s['correct']:,} of {s['n']:,})",
-            "macro_auc": interval(s["macro_auc"], s["macro_auc_ci"], 1, 4)}
+            "accuracy": pct(s["accuracy"], s["accuracy_ci"]), "accuracy_counts": f"{s['correct']:,} of {s['n']:,}",
+            "macro_auc": interval(s["macro_auc"], s["macro_auc_ci"], 1, 3)}
 
 
 def _card_shortcuts(figures: dict | None) -> dict[str, str]:

@@ -60,7 +60,7 @@ def psa(site: Site, perf: Performance, n: int = 2000, seed: int = 0) -> dict:
 def tornado(site: Site, perf: Performance, seed: int = 0) -> pd.DataFrame:
     """One-way sensitivity: net annual value with each uncertain input at its low and high end
     (the rest at the site's values), and the model's sensitivity and specificity at their 95%
-    interval ends; sorted by swing, largest first."""
+    interval ends; sorted by swing, largest first. `unit` is the input's (`inputs.FIELDS`)."""
     base = roi(site, perf)["net_annual_value"]
     rows = []
     for name, (kind, lo, hi, _) in UNCERTAIN.items():
@@ -74,13 +74,14 @@ def tornado(site: Site, perf: Performance, seed: int = 0) -> pd.DataFrame:
                 nets.append(roi(site.replace(**{name: e}), perf)["net_annual_value"])
             except InputError:  # e.g. a COVID-19 prevalence pushed above the abnormal one
                 nets.append(base)
-        rows.append({"input": FIELDS[name][0], "low": ends[0], "high": ends[1], "net at low": nets[0],
-                     "net at high": nets[1]})
+        rows.append({"input": FIELDS[name][0], "unit": FIELDS[name][1], "low": ends[0], "high": ends[1],
+                     "net at low": nets[0], "net at high": nets[1]})
     for label, k, n, key in (("AI sensitivity", perf.tp, perf.tp + perf.fn, "sensitivity"),
                              ("AI specificity", perf.tn, perf.tn + perf.fp, "specificity")):
         lo, hi = wilson(k, n)
         nets = [roi(site, dataclasses.replace(perf, **{key: e}))["net_annual_value"] for e in (lo, hi)]
-        rows.append({"input": label, "low": lo, "high": hi, "net at low": nets[0], "net at high": nets[1]})
+        rows.append({"input": label, "unit": "share", "low": lo, "high": hi, "net at low": nets[0],
+                     "net at high": nets[1]})
     df = pd.DataFrame(rows)
     df["swing"] = (df["net at high"] - df["net at low"]).abs()
     return df.sort_values("swing", ascending=False).reset_index(drop=True).assign(base=base)
