@@ -64,4 +64,5 @@ def test_the_tornado_explorer_names_each_end_in_its_unit():
     low, high = fig.data
     assert list(low.y) == list(tor.input) and np.allclose(np.asarray(low.base) + np.asarray(low.x), tor["net at low"])
     shown = dict(zip(tor.input, np.asarray(high.customdata)[:, 0]))
-    assert shown["AI specificity"].endswith("%") and "$" in shown["AI price per study"]
+    assert shown["AI specificity"].endswith("%") and shown["AI price per study"].startswith("$")
+    assert shown["AI price per study"].endswith("/study") and shown["reading time without AI"].endswith(" s/study")

@@ -116,8 +116,17 @@ def roc(y: np.ndarray, p: np.ndarray):
     fig.update_layout(xaxis={"title": "1 - specificity", "range": [-0.01, 1]},
                       yaxis={"title": "sensitivity", "range": [0, 1.01]}, height=460, template="plotly_white",
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, font={"size": 13},
-                      legend={"title": "class (click to hide; drag to zoom)"})
+                      legend={"title": "class (click to hide; drag to zoom)", "orientation": "h", "y": -0.2})
     return fig
+
+
+def _in_unit(v: float, unit: str) -> str:
+    """An input's value as the calculator's page writes it: 22.6%, $1/study, $50,000, 14.8 s/study."""
+    if unit == "share":
+        return f"{100 * v:.1f}%"
+    if unit.startswith("$"):
+        return f"${shown_number(round(v, 2))}{unit[1:]}"
+    return f"{shown_number(round(v, 2))} {unit}".strip()
 
 
 def tornado(tor: pd.DataFrame, money) -> object:
@@ -130,8 +139,7 @@ def tornado(tor: pd.DataFrame, money) -> object:
     fig = go.Figure()
     for end, colour in (("low", "#c44e52"), ("high", "#4c72b0")):
         net = tor[f"net at {end}"].to_numpy(float)
-        shown = [f"{100 * v:.1f}%" if unit == "share" else f"{shown_number(round(v, 2))} {unit}".strip()
-                 for v, unit in zip(tor[end], tor.unit)]
+        shown = [_in_unit(v, unit) for v, unit in zip(tor[end], tor.unit)]
         fig.add_trace(go.Bar(
             y=tor.input, x=net - base, base=base, orientation="h", name=f"input at its {end} end",
             marker={"color": colour}, customdata=np.stack([shown, [money(v) for v in net]], axis=1),
