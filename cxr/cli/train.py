@@ -187,9 +187,27 @@ def _reproduced(args: argparse.Namespace) -> int:
     return 0
 
 
+def _training_log_parser(sub, on) -> None:
+    p = sub.add_parser("training-log", help="the training histories of the runs that retrain the shipped file, for a "
+                                            "file that carries none (writes <reports>/training_log.json)")
+    p.set_defaults(func=_training_log)
+
+
+def _training_log(args: argparse.Namespace) -> int:
+    from cxr.core import records
+    from cxr.report import training_log
+
+    rec = training_log.write(args.config)
+    for member, entry in rec["networks"].items():
+        print(training_log.title(member, entry))
+    print(f"wrote {records.path(training_log.NAME, args.config)}")
+    return 0
+
+
 def add(sub, on) -> None:
     """Add this group's commands to `cxr`'s sub-parsers (`on`: the options of commands that run a model)."""
     _train_parser(sub, on)
     _export_parser(sub, on)
     _segmenter_parser(sub, on)
     _reproduced_parser(sub, on)
+    _training_log_parser(sub, on)

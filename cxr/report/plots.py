@@ -411,24 +411,31 @@ def enhancement_examples(examples: dict[str, np.ndarray], variants: dict) -> plt
 
 
 def training_history(training) -> plt.Figure:
-    """Chapter 03: the run's losses and validation metrics by epoch, the epoch kept marked; a
-    model file without its run's history says so in the figure's place."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    if training is None:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no training history\nin this model file", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        return fig
-    hist, summary = training
-    axes[0].plot(hist.epoch, hist.train_loss, "o-", label="train (augmented, weighted)")
-    axes[0].plot(hist.epoch, hist.val_loss, "o-", label="validation")
-    axes[0].set_xlabel("epoch"); axes[0].set_ylabel("cross-entropy"); axes[0].legend()
-    axes[1].plot(hist.epoch, hist.val_accuracy, "o-", label="accuracy")
-    axes[1].plot(hist.epoch, hist.val_balanced_accuracy, "o-", label="balanced accuracy")
-    axes[1].plot(hist.epoch, hist.val_macro_auc, "o-", label="macro AUC")
-    axes[1].set_xlabel("epoch"); axes[1].set_title("validation"); axes[1].legend()
-    for ax in axes:
-        ax.axvline(summary["best_epoch"], color="k", ls=":", lw=1)
+    """Chapter 03: the run's losses and validation metrics by epoch, the epoch kept marked. `training`
+    is a run's (history, summary), or a list of (title, (history, summary)), one row each (the
+    networks of a file of two, `training_log.shown`); a model file without any says so in its place."""
+    rows = training if isinstance(training, list) else [("", training)]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.2 * len(rows) + 0.3 * (len(rows) > 1)), squeeze=False)
+    for (title, run), (left, right) in zip(rows, axes):
+        if run is None:
+            for ax in (left, right):
+                ax.text(0.5, 0.5, "no training history\nin this model file", ha="center", va="center",
+                        transform=ax.transAxes)
+                ax.set_axis_off()
+            continue
+        hist, summary = run
+        left.plot(hist.epoch, hist.train_loss, "o-", label="train (augmented, weighted)")
+        left.plot(hist.epoch, hist.val_loss, "o-", label="validation")
+        left.set_xlabel("epoch"); left.set_ylabel("cross-entropy"); left.legend()
+        right.plot(hist.epoch, hist.val_accuracy, "o-", label="accuracy")
+        right.plot(hist.epoch, hist.val_balanced_accuracy, "o-", label="balanced accuracy")
+        right.plot(hist.epoch, hist.val_macro_auc, "o-", label="macro AUC")
+        right.set_xlabel("epoch"); right.set_title("validation"); right.legend()
+        for ax in (left, right):
+            ax.axvline(summary["best_epoch"], color="k", ls=":", lw=1)
+            ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        if title:
+            left.set_title(textwrap.fill(title, 60), loc="left", fontsize=readable_points(10))
     return fig
 
 
