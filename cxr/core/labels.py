@@ -24,6 +24,8 @@ NAMES = {
     "border_area_fraction": "border share of the image",
     # the external collections (folders of ../shared/cxr-external-dev; chapter 06)
     "covidnet_fig1_actualmed": "Actualmed (COVID-Net)", "ieee8023_noncovid": "ieee8023 case reports (non-COVID)",
+    # the comparison record's columns (chapter 03; `metrics.comparison_row`)
+    "COVID sensitivity": "COVID-19 sensitivity", "COVID specificity": "COVID-19 specificity",
     # library builds (the reproduction record)
     "torch_build": "torch build",
 }
