@@ -85,6 +85,27 @@ def test_a_figure_with_text_too_small_for_the_page_is_refused():
     plt.close("all")
 
 
+def test_a_figure_that_shows_a_code_name_is_refused():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pytest
+
+    from cxr.core import book
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.bar(["COVID-19", "Lung Opacity"], [1, 2])
+    ax.set_title("called Normal", fontsize=10)
+    ax.tick_params(labelsize=10)
+    ax.set_xlabel("COVID-19-1.png and Lung_Opacity-12.png (the database's file names)", fontsize=10)
+    book.legible("labels", fig)
+    ax.set_title("true Lung_Opacity\ncalled Normal", fontsize=10)
+    with pytest.raises(ValueError, match="Lung_Opacity \\(say Lung Opacity\\)"):
+        book.legible("code names", fig)
+    plt.close("all")
+
+
 def test_an_image_panel_without_axes_is_judged_by_the_text_it_shows():
     import matplotlib
 

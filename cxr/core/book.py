@@ -99,12 +99,24 @@ def smallest_text_px(fig, column_px: float = FIGURE_COLUMN_PX) -> float:
     return min(sizes) / 72 * dpi * scale if sizes else float("inf")
 
 
+def figure_texts(fig) -> list[str]:
+    """Every visible text of a figure (titles, labels, ticks, legends, annotations)."""
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
 def legible(name: str, fig, column_px: float = FIGURE_COLUMN_PX) -> None:
-    """Refuse a figure whose smallest text the page would show under `SMALLEST_TEXT_PX`."""
+    """Refuse a figure whose smallest text the page would show under `SMALLEST_TEXT_PX`, or whose
+    text shows a code name where its label belongs ("Lung_Opacity" for "Lung Opacity": `labels`)."""
     px = smallest_text_px(fig, column_px)
     if px < SMALLEST_TEXT_PX:
         raise ValueError(f"figure {name}: its smallest text would be {px:.1f} px on the page (at least "
                          f"{SMALLEST_TEXT_PX:g}): make the figure narrower or its text larger")
+    named = sorted({n for t in figure_texts(fig) for n in labels.code_names(t)})
+    if named:
+        raise ValueError(f"figure {name} shows code names where a reader needs labels: "
+                         + ", ".join(f"{n} (say {labels.label(n)})" for n in named))
 
 
 def figure(name: str, fig) -> None:

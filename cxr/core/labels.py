@@ -34,9 +34,10 @@ NAMES = {
 IMAGE_STATS = {"mean": "mean grey level", "std": "contrast (SD)"}
 
 # a code name in running text: a key with an underscore, as a whole word (so "Lung_Opacity" in
-# "called Lung_Opacity" is found, "Normal" in "Normal films" is left alone)
+# "called Lung_Opacity" is found, "Normal" in "Normal films" is left alone), never a file's name
+# (the database's "Lung_Opacity-12.png" is shown as it is)
 _IN_TEXT = {k: v for k, v in {**CLASS_LABELS, **NAMES}.items() if "_" in k}
-_WORD = re.compile(r"(?<![\w/.])(" + "|".join(sorted(map(re.escape, _IN_TEXT), key=len, reverse=True)) + r")(?![\w/])")
+_WORD = re.compile(r"(?<![\w/.])(" + "|".join(sorted(map(re.escape, _IN_TEXT), key=len, reverse=True)) + r")(?![\w/-])")
 
 
 def label(name) -> object:

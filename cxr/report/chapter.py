@@ -169,7 +169,7 @@ def cam_gallery(model, pixels, size: int, table: pd.DataFrame, cases: list[tuple
     for k, (i, kind) in enumerate(cases):
         g = np.asarray(pixels[i])
         imgs.append(g)
-        titles.append(f"{table.label[i]} ({kind})\npred {CLASSES[called[k]]}")
+        titles.append(f"{labels.label(table.label[i])} ({kind})\ncalled {labels.label(CLASSES[called[k]])}")
         for m in explain.METHODS:
             imgs.append(explain.overlay(g, maps[m][k]))
             titles.append(f"final: {m}")
@@ -208,8 +208,8 @@ def gallery_picks(tested: pd.DataFrame, table: pd.DataFrame) -> list[tuple[int, 
     picks = []
     for c in CLASSES:
         mine = tested.label == c
-        picks += [(int(row_of[f]), f"true {c}: correct") for f in tested.file[mine & (tested.pred == c)][:1]]
-        picks += [(int(row_of[f]), f"true {c}: missed") for f in tested.file[mine & (tested.pred != c)][:1]]
+        picks += [(int(row_of[f]), f"true {labels.label(c)}: correct") for f in tested.file[mine & (tested.pred == c)][:1]]
+        picks += [(int(row_of[f]), f"true {labels.label(c)}: missed") for f in tested.file[mine & (tested.pred != c)][:1]]
     return picks
 
 

@@ -27,6 +27,7 @@ def style() -> None:
 def counts_bar(table: pd.DataFrame, by: str = "label", hue: str | None = "split", title: str = "") -> plt.Figure:
     """Bar chart of image counts per `by` (stacked by `hue`), with the totals written on the bars."""
     counts = table.groupby([by, hue]).size().unstack(fill_value=0) if hue else table[by].value_counts().to_frame()
+    counts = labels.readable(counts)  # the classes as a reader names them
     fig, ax = plt.subplots(figsize=(7, 3.2))
     counts.plot.barh(stacked=True, ax=ax, width=0.7)
     for i, total in enumerate(counts.sum(1)):
@@ -128,14 +129,16 @@ def reliability_diagram(y: np.ndarray, series: dict[str, np.ndarray], bins: int 
     reads as the noise it is and an empty bin as empty."""
     fig, (ax, below) = plt.subplots(2, 1, figsize=(5.5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.2]})
     width = 1 / bins / (len(series) + 1)
+    lo = 1.0
     for k, (name, q) in enumerate(series.items()):
         rel = metrics.reliability(y, q, bins=bins)
         shown_bins = rel.dropna()
+        lo = min(lo, float(shown_bins.confidence.min()), float(shown_bins.accuracy.min()))
         line, = ax.plot(shown_bins.confidence, shown_bins.accuracy, "o-",
                         label=f"{name}: ECE {100 * metrics.ece(y, q):.2f}%")
         below.bar(rel.lo + (k + 0.5) * width, rel.n, width=width, align="edge", color=line.get_color())
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    lo = max(0.0, min(float(np.asarray(q).max(1).min()) for q in series.values()) - 0.05)
+    lo = max(0.0, lo - 0.05)  # every point in view, on both axes
     ax.set(ylabel="accuracy in bin", xlim=(lo, 1.01), ylim=(lo, 1.01))
     ax.legend()
     below.set_yscale("symlog", linthresh=10)
@@ -349,7 +352,7 @@ def site_check(record: dict) -> plt.Figure:
             rows = [r for r in rows if not r.get("too_few")]
             if rows:
                 ax.plot([r["films"] for r in rows], [100 * r["rate"] for r in rows], "o-", ms=5,
-                        label=textwrap.fill(shown(name), 45))
+                        label=textwrap.fill(labels.prose(shown(name)), 45))
         ax.axhline(target, color="grey", ls="--", lw=1)
         ax.set(xscale="log", ylabel="% of folders flagged", title=title, ylim=(-3, 103))
         ax.set_xticks([10, 25, 50, 100, 200], ["10", "25", "50", "100", "200"])

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from cxr.assess.predict import Predictor
+from cxr.core import labels
 from cxr.data.reading import read_file
 from cxr.report.chapter import Neighbours, show_prediction
 
@@ -19,7 +20,7 @@ def prediction_explorer(pred: Predictor, pixels, table: pd.DataFrame, rows: np.n
     import ipywidgets as widgets
     from IPython.display import display
 
-    choice = widgets.Dropdown(options=[(f"{table.label[i]}: {table.file[i].split('/')[-1]}", int(i)) for i in rows],
+    choice = widgets.Dropdown(options=[(f"{labels.label(table.label[i])}: {table.file[i].split('/')[-1]}", int(i)) for i in rows],
                               description="test image")
     upload = widgets.FileUpload(accept=".png,.jpg,.jpeg,.tif,.tiff,.dcm", multiple=False, description="or upload")
     shown = widgets.Output()
