@@ -116,7 +116,8 @@ def roc(y: np.ndarray, p: np.ndarray):
     fig.update_layout(xaxis={"title": "1 - specificity", "range": [-0.01, 1]},
                       yaxis={"title": "sensitivity", "range": [0, 1.01]}, height=460, template="plotly_white",
                       margin={"l": 10, "r": 10, "t": 30, "b": 10}, font={"size": 13},
-                      legend={"title": "class (click to hide; drag to zoom)", "orientation": "h", "y": -0.2})
+                      legend={"title": {"text": "class (click to hide; drag to zoom)", "side": "top"},
+                              "orientation": "h", "y": -0.2})
     return fig
 
 
