@@ -80,40 +80,39 @@ FIGURE_COLUMN_PX = 660
 SMALLEST_TEXT_PX = 9.0
 
 
-def smallest_text_px(fig, column_px: float = FIGURE_COLUMN_PX) -> float:
-    """The smallest visible text of a figure in pixels as the page shows it: its font size, scaled
-    as the saved image (tight box, at its dpi) is shrunk to fit `column_px`."""
+def visible_texts(fig) -> list:
+    """The texts a figure shows once drawn (titles, labels, ticks, legends, annotations): visible and
+    not empty, without the tick labels and axis labels of an axes drawn without axes (an image panel)."""
     from matplotlib.text import Text
 
     fig.canvas.draw()
-    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width
-    dpi = fig.dpi
-    scale = min(1.0, column_px / (width_in * dpi))
-    hidden = set()  # the tick labels and axis labels of an axes drawn without axes (an image panel)
+    hidden = set()
     for ax in fig.axes:
         if not ax.axison:
             for axis in (ax.xaxis, ax.yaxis):
                 hidden |= {id(t) for t in axis.get_ticklabels(which="both")} | {id(axis.label), id(axis.offsetText)}
-    sizes = [t.get_fontsize() for t in fig.findobj(Text)
-             if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
-    return min(sizes) / 72 * dpi * scale if sizes else float("inf")
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
 
 
-def figure_texts(fig) -> list[str]:
-    """Every visible text of a figure (titles, labels, ticks, legends, annotations)."""
-    from matplotlib.text import Text
-
-    return [t.get_text() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+def smallest_text_px(fig, column_px: float = FIGURE_COLUMN_PX, texts: list | None = None) -> float:
+    """The smallest visible text of a figure in pixels as the page shows it: its font size, scaled
+    as the saved image (tight box, at its dpi) is shrunk to fit `column_px`. `texts`: the figure's
+    `visible_texts`, when the caller has them (they are read from the drawn figure)."""
+    sizes = [t.get_fontsize() for t in (visible_texts(fig) if texts is None else texts)]
+    width_in = fig.get_tightbbox(fig.canvas.get_renderer()).width
+    scale = min(1.0, column_px / (width_in * fig.dpi))
+    return min(sizes) / 72 * fig.dpi * scale if sizes else float("inf")
 
 
 def legible(name: str, fig, column_px: float = FIGURE_COLUMN_PX) -> None:
     """Refuse a figure whose smallest text the page would show under `SMALLEST_TEXT_PX`, or whose
     text shows a code name where its label belongs ("Lung_Opacity" for "Lung Opacity": `labels`)."""
-    px = smallest_text_px(fig, column_px)
+    texts = visible_texts(fig)  # the figure drawn once, for both checks
+    px = smallest_text_px(fig, column_px, texts)
     if px < SMALLEST_TEXT_PX:
         raise ValueError(f"figure {name}: its smallest text would be {px:.1f} px on the page (at least "
                          f"{SMALLEST_TEXT_PX:g}): make the figure narrower or its text larger")
-    named = sorted({n for t in figure_texts(fig) for n in labels.code_names(t)})
+    named = sorted({n for t in texts for n in labels.code_names(t.get_text())})
     if named:
         raise ValueError(f"figure {name} shows code names where a reader needs labels: "
                          + ", ".join(f"{n} (say {labels.label(n)})" for n in named))
