@@ -42,7 +42,8 @@ def test_the_roc_explorer_gives_each_points_threshold_on_hover():
     p = rng.dirichlet(np.ones(4), 3000)
     p[np.arange(3000), y] += rng.uniform(0, 1, 3000)
     p /= p.sum(1, keepdims=True)
-    fig = interactive.roc(y, p)
+    per_class = {name: {"auc": roc_auc_score(y == c, p[:, c])} for c, name in enumerate(CLASSES)}
+    fig = interactive.roc(y, p, per_class)
     curves = [t for t in fig.data if t.showlegend is not False]
     assert len(curves) == len(CLASSES)
     for c, t in enumerate(curves):

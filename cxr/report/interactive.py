@@ -20,7 +20,7 @@ import pandas as pd
 from cxr.core import labels, metrics
 from cxr.core.config import CLASSES
 from cxr.report.plots import PALETTE
-from cxr.roi.inputs import shown_number
+from cxr.roi.format import format_input
 
 #: the plotly.js file the book serves (book/_ext copies it into the site's _static)
 PLOTLY_JS = "cxr-plotly.min.js"
@@ -88,16 +88,15 @@ def explorer(sample: pd.DataFrame):
     return fig
 
 
-
 def _thin(n: int, keep: int = CURVE_POINTS) -> np.ndarray:
     """Indices of an even thinning of n points to at most `keep`, the first and last kept."""
     return np.unique(np.linspace(0, n - 1, min(n, keep)).round().astype(int))
 
 
-def roc(y: np.ndarray, p: np.ndarray):
+def roc(y: np.ndarray, p: np.ndarray, per_class: dict):
     """Chapter 04's ROC curves, one class against the rest, to explore: hovering a point gives the
     probability threshold that makes it and the sensitivity and specificity there; the class's AUC is
-    in the legend."""
+    in the legend, from the evaluation record (`per_class`), as in the static figure (`plots.roc_pr`)."""
     import plotly.graph_objects as go
 
     curves = metrics.one_vs_rest_curves(y, p)
@@ -105,9 +104,8 @@ def roc(y: np.ndarray, p: np.ndarray):
     for c, name in enumerate(CLASSES):
         cv = curves[name]
         k = _thin(len(cv["fpr"]))
-        auc = float(np.trapezoid(cv["tpr"], cv["fpr"]))
         fig.add_trace(go.Scatter(
-            x=cv["fpr"][k], y=cv["tpr"][k], mode="lines", name=f"{labels.label(name)} (AUC {auc:.3f})",
+            x=cv["fpr"][k], y=cv["tpr"][k], mode="lines", name=f"{labels.label(name)} (AUC {per_class[name]['auc']:.3f})",
             line={"color": PALETTE[name]}, customdata=np.stack([cv["threshold"][k], 1 - cv["fpr"][k]], axis=1),
             hovertemplate=("threshold %{customdata[0]:.3f}<br>sensitivity %{y:.1%}<br>specificity "
                            "%{customdata[1]:.1%}<extra>" + labels.label(name) + "</extra>")))
@@ -121,15 +119,6 @@ def roc(y: np.ndarray, p: np.ndarray):
     return fig
 
 
-def _in_unit(v: float, unit: str) -> str:
-    """An input's value as the calculator's page writes it: 22.6%, $1/study, $50,000, 14.8 s/study."""
-    if unit == "share":
-        return f"{100 * v:.1f}%"
-    if unit.startswith("$"):
-        return f"${shown_number(round(v, 2))}{unit[1:]}"
-    return f"{shown_number(round(v, 2))} {unit}".strip()
-
-
 def tornado(tor: pd.DataFrame, money) -> object:
     """Chapter 07's tornado (`roi.uncertainty.tornado`'s table) to explore: each input's bars run from
     the site's net value to the value with the input at its low (red) and its high (blue) end; hovering
@@ -140,7 +129,7 @@ def tornado(tor: pd.DataFrame, money) -> object:
     fig = go.Figure()
     for end, colour in (("low", "#c44e52"), ("high", "#4c72b0")):
         net = tor[f"net at {end}"].to_numpy(float)
-        shown = [_in_unit(v, unit) for v, unit in zip(tor[end], tor.unit)]
+        shown = [format_input(v, unit) for v, unit in zip(tor[end], tor.unit)]
         fig.add_trace(go.Bar(
             y=tor.input, x=net - base, base=base, orientation="h", name=f"input at its {end} end",
             marker={"color": colour}, customdata=np.stack([shown, [money(v) for v in net]], axis=1),

@@ -7,7 +7,7 @@ import math
 
 import pandas as pd
 
-from cxr.roi.inputs import FIELDS, UNCERTAIN, WORKFLOW_NAMES, Performance, Site
+from cxr.roi.inputs import FIELDS, UNCERTAIN, WORKFLOW_NAMES, Performance, Site, shown_number
 from cxr.roi.model import OUTPUTS
 
 
@@ -46,6 +46,16 @@ def format_output(key: str, v: float) -> str:
     if key in COUNTS and v < 0:
         return f"{-v:,.1f} fewer {unit}"
     return f"{v:,.1f} {unit}"
+
+
+def format_input(v: float, unit: str) -> str:
+    """An input's value with its unit (`inputs.FIELDS`), as the calculator's page writes it: 22.6%,
+    $1/study, $50,000, 14.8 s/study."""
+    if unit == "share":
+        return f"{100 * v:.1f}%"
+    if unit.startswith("$"):
+        return f"${shown_number(round(v, 2))}{unit[1:]}"
+    return f"{shown_number(round(v, 2))} {unit}".strip()
 
 
 def defaults_table() -> pd.DataFrame:
