@@ -1,7 +1,8 @@
 """What a page of the built book must not show a reader, as the page test checks it: Markdown's
 code marks, the code's names (`labels.NAMES`, the classes' and the use cases' keys), stray values
 in tables (None, NaN, a signed zero, an interval of zeros), the profile line, alt text that
-is a file's path, and a figure caption that never says what to look at. Each function returns what it found, in words; empty means the page passes.
+is a file's path, and a figure caption that never says what to look at. Each function returns
+what it found, in words; empty means the page passes.
 """
 from __future__ import annotations
 

@@ -66,8 +66,8 @@ def text(rec: dict) -> str:
     parts = []
     for m, e in rec["networks"].items():
         s = e["summary"]
-        parts.append(f"the {ADJECTIVES.get(m, m)} network's run ({e['run']}{', the shipped network bit for bit' if e['bitwise_equal'] else ', retrained: not the shipped weights'}) "
-                     f"kept epoch {s['best_epoch']} of {len(e['history'])} and took "
-                     f"{s['train_wall_seconds'] / 60:.1f} min on the machine that trained it")
+        which = "the shipped network bit for bit" if e["bitwise_equal"] else "retrained: not the shipped weights"
+        parts.append(f"the {ADJECTIVES.get(m, m)} network's run ({e['run']}, {which}) kept epoch {s['best_epoch']} of "
+                     f"{len(e['history'])} and took {s['train_wall_seconds'] / 60:.1f} min on the machine that trained it")
     return ("The shipped file carries no training history, so these are the histories of the runs that retrain "
             f"it ({rec['command']}, reports/{NAME}): " + "; ".join(parts) + ".")
